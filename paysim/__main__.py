@@ -1,0 +1,3 @@
+from paysim.cli import main
+
+raise SystemExit(main())

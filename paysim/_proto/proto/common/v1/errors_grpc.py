@@ -1,0 +1,2 @@
+import purerpc
+import paysim._proto.proto.common.v1.errors_pb2 as proto_dot_common_dot_v1_dot_errors__pb2

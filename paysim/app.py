@@ -1,0 +1,163 @@
+"""The application: the one root nursery, its wiring, signals and shutdown.
+
+``run`` opens every long-lived resource inside its own lifetime and nothing at
+import. The root nursery holds the gRPC server, the HTTP endpoint and the
+signal watcher; the simulator nursery (one timer task per pending payment) is
+opened here too and handed to ``Simulator``: no other code opens a nursery
+that outlives a request.
+
+Shutdown (SIGTERM/SIGINT, or ``shutdown`` set by a test): readiness turns off at
+once, the gRPC server stops accepting and sends GOAWAY, in-flight RPCs get
+SHUTDOWN_GRACE_MS to finish, then the root nursery is cancelled and ``run``
+returns. A second signal cancels everything immediately.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+from dataclasses import dataclass
+
+import structlog
+import trio
+
+from paysim import __version__
+from paysim._proto.proto.payment.v1 import payment_pb2
+from paysim.adapters.log_notifier import LogNotifier
+from paysim.adapters.memory_store import MemoryStore
+from paysim.config import Settings
+from paysim.entrypoints.grpc.health import HealthServicer
+from paysim.entrypoints.grpc.payment_api import PaymentApi
+from paysim.entrypoints.grpc.reflection import ReflectionServicer
+from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Registry
+from paysim.entrypoints.http import HttpApp, HttpLimits, serve_http
+from paysim.observability.health import Readiness
+from paysim.observability.metrics import Metrics
+from paysim.ports import Notifier, PaymentStore
+from paysim.service import PaymentService
+from paysim.simulator import Simulator
+
+log = structlog.get_logger("paysim.app")
+
+
+@dataclass(frozen=True)
+class Running:
+    """What ``run`` reports through ``task_status`` once it serves."""
+
+    grpc_port: int
+    http_port: int
+    service: PaymentService
+    simulator: Simulator
+    readiness: Readiness
+    metrics: Metrics
+
+
+def build_registry(service: PaymentService, readiness: Readiness, settings: Settings) -> Registry:
+    registry = Registry()
+    registry.add(PaymentApi(service, settings.payment_url_base + "/{payment_intent_id}"))
+    payment_services = list(registry.services)
+    registry.add(HealthServicer(readiness, payment_services))
+    for servicer in ReflectionServicer.both(
+        [*payment_services, "grpc.health.v1.Health"],
+        [payment_pb2.DESCRIPTOR, _health_file()],
+    ):
+        registry.add(servicer)
+    return registry
+
+
+def _health_file() -> object:
+    from grpc_health.v1 import health_pb2
+
+    return health_pb2.DESCRIPTOR
+
+
+async def run(
+    settings: Settings,
+    *,
+    shutdown: trio.Event | None = None,
+    handle_signals: bool = True,
+    store: PaymentStore | None = None,
+    notifier: Notifier | None = None,
+    metrics: Metrics | None = None,
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until shutdown is requested, then drain and return."""
+    shutdown = shutdown if shutdown is not None else trio.Event()
+    metrics = metrics if metrics is not None else Metrics()
+    readiness = Readiness()
+    force = trio.CancelScope()
+    with force:
+        async with trio.open_nursery() as root:
+            if handle_signals:
+                root.start_soon(_watch_signals, shutdown, force)
+            async with trio.open_nursery() as simulator_nursery:
+                simulator = Simulator(
+                    simulator_nursery,
+                    settings.simulation.max_pending_payments,
+                    metrics.pending_changed,
+                )
+                service = PaymentService(
+                    store=store if store is not None else MemoryStore(),
+                    simulator=simulator,
+                    notifier=notifier if notifier is not None else LogNotifier(),
+                    metrics=metrics,
+                    settings=settings.simulation,
+                    rng=rng,
+                )
+                grpc = GrpcServer(
+                    build_registry(service, readiness, settings),
+                    GrpcLimits(
+                        max_message_bytes=settings.grpc.max_message_bytes,
+                        max_concurrent_streams=settings.grpc.max_concurrent_streams,
+                        max_connections=settings.grpc.max_connections,
+                    ),
+                    metrics,
+                )
+                http = settings.http
+                grpc_port = await root.start(grpc.serve, settings.grpc.host, settings.grpc.port)
+                http_port = await root.start(
+                    serve_http,
+                    http.host,
+                    http.port,
+                    HttpApp(readiness, metrics),
+                    HttpLimits(
+                        max_header_bytes=http.max_header_bytes,
+                        max_body_bytes=http.max_body_bytes,
+                        request_timeout_s=http.request_timeout_s,
+                        max_connections=http.max_connections,
+                    ),
+                )
+                readiness.mark_serving()
+                log.info(
+                    "paysim serving",
+                    version=__version__,
+                    grpc_port=grpc_port,
+                    http_port=http_port,
+                    environment=settings.environment.value,
+                )
+                task_status.started(
+                    Running(grpc_port, http_port, service, simulator, readiness, metrics)
+                )
+                await shutdown.wait()
+                readiness.mark_draining()
+                log.info("shutting down", grace_s=settings.shutdown_grace_s)
+                with trio.move_on_after(settings.shutdown_grace_s) as grace:
+                    await grpc.drain()
+                if grace.cancelled_caught:
+                    log.warning("grace period over; cancelling in-flight work")
+                simulator_nursery.cancel_scope.cancel()
+            root.cancel_scope.cancel()
+    log.info("stopped")
+
+
+async def _watch_signals(shutdown: trio.Event, force: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if not shutdown.is_set():
+                log.info("signal received; draining", signal=signal.Signals(signum).name)
+                shutdown.set()
+            else:
+                log.warning("second signal; stopping now", signal=signal.Signals(signum).name)
+                force.cancel()
+                return

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): measured figures live here, never in timed unit tests."""

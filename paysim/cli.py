@@ -1,0 +1,82 @@
+"""The ``paysim`` command: parse arguments, build Settings once, run.
+
+Exit status: 0 after a clean shutdown, 2 for bad configuration (one line on
+stderr naming the variable), 1 when the service cannot start (e.g. a port is
+already taken: we never share a port silently).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from paysim import __version__
+from paysim.config import ConfigError, Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paysim",
+        description="A payment-gateway simulator: gRPC API on :8030, health and metrics on :8031.",
+    )
+    parser.add_argument("--version", action="version", version=f"paysim {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the gRPC service (configured by environment)")
+    serve.add_argument("--grpc-port", type=int, help="overrides GRPC_PORT")
+    serve.add_argument("--http-port", type=int, help="overrides HTTP_PORT")
+    return parser
+
+
+def _find_os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_os_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def serve(settings: Settings) -> int:
+    from paysim import app
+    from paysim.observability import logging as paysim_logging
+
+    paysim_logging.configure(settings.log.level, settings.log.json)
+    try:
+        trio.run(app.run, settings)
+    except BaseException as exc:
+        os_error = _find_os_error(exc)
+        if os_error is not None and os_error.errno == errno.EADDRINUSE:
+            print(
+                f"paysim: cannot listen: address already in use ({os_error.strerror}); "
+                "is another paysim running on GRPC_PORT/HTTP_PORT?",
+                file=sys.stderr,
+            )
+            return 1
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        raise
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    env = dict(os.environ)
+    if getattr(args, "grpc_port", None) is not None:
+        env["GRPC_PORT"] = str(args.grpc_port)
+    if getattr(args, "http_port", None) is not None:
+        env["HTTP_PORT"] = str(args.http_port)
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        print(f"paysim: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command in (None, "serve"):
+        return serve(settings)
+    return 2  # pragma: no cover - argparse rejects unknown commands

@@ -1,0 +1,244 @@
+"""Settings: read once from the environment into frozen values, validated at start.
+
+``Settings.from_env(os.environ)`` is called once by the CLI. A bad value raises
+``ConfigError`` naming the variable; the CLI prints that one line and exits 2.
+Each component receives only its own part (``settings.grpc``,
+``settings.simulation``, ...). Durations are milliseconds in the environment
+(``*_MS``) and seconds (float) inside the program.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """One environment variable has a bad value. ``str()`` is the one-line message."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+class Environment(enum.Enum):
+    DEVELOPMENT = "development"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+SCENARIO_NAMES = ("approve", "fail", "delay", "random", "timeout")
+
+
+@dataclass(frozen=True)
+class GrpcSettings:
+    host: str = ""  # "" means every interface (IPv4 and IPv6)
+    port: int = 8030
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_connections: int = 10_000
+    max_concurrent_streams: int = 1_000
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = ""
+    port: int = 8031
+    max_header_bytes: int = 16 * 1024
+    max_body_bytes: int = 64 * 1024
+    request_timeout_s: float = 10.0
+    max_connections: int = 256
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    default_delay_s: float = 2.0
+    delay_scenario_s: float = 10.0
+    default_scenario: str = "approve"
+    random_approve_rate: float = 0.7
+    seed: int | None = None
+    intent_ttl_s: float = 900.0
+    idempotency_ttl_s: float = 86_400.0
+    max_pending_payments: int = 100_000
+    max_delay_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    region: str = "ap-northeast-2"
+    profile: str | None = None
+    event_bus_name: str = "ticket-reservation-events"
+    event_source: str = "payment-sim-api"
+    webhook_queue_url: str | None = None
+    webhook_dlq_url: str | None = None
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    secret: str = field(default="payment-sim-dev-secret", repr=False)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"
+    json: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: Environment = Environment.DEVELOPMENT
+    grpc: GrpcSettings = GrpcSettings()
+    http: HttpSettings = HttpSettings()
+    simulation: SimulationSettings = SimulationSettings()
+    aws: AwsSettings = AwsSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    log: LogSettings = LogSettings()
+    shutdown_grace_s: float = 20.0
+    payment_url_base: str = "https://checkout.paysim.invalid/pay"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        r = _Reader(env)
+        environment = r.choice("ENVIRONMENT", [e.value for e in Environment], "development")
+        env_kind = Environment(environment)
+        log_format = r.choice("LOG_FORMAT", ["auto", "json", "console"], "auto")
+        settings = cls(
+            environment=env_kind,
+            grpc=GrpcSettings(
+                host=r.string("GRPC_HOST", ""),
+                port=r.port("GRPC_PORT", 8030),
+                max_message_bytes=r.integer("GRPC_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024),
+                max_connections=r.integer("GRPC_MAX_CONNECTIONS", 10_000, 1),
+                max_concurrent_streams=r.integer("GRPC_MAX_CONCURRENT_STREAMS", 1_000, 1),
+            ),
+            http=HttpSettings(
+                host=r.string("HTTP_HOST", ""),
+                port=r.port("HTTP_PORT", 8031),
+                max_header_bytes=r.integer("HTTP_MAX_HEADER_BYTES", 16 * 1024, 1024),
+                max_body_bytes=r.integer("HTTP_MAX_BODY_BYTES", 64 * 1024, 0),
+                request_timeout_s=r.millis("HTTP_REQUEST_TIMEOUT_MS", 10_000, minimum=1),
+                max_connections=r.integer("HTTP_MAX_CONNECTIONS", 256, 1),
+            ),
+            simulation=SimulationSettings(
+                default_delay_s=r.millis("DEFAULT_DELAY_MS", 2_000),
+                delay_scenario_s=r.millis("DELAY_SCENARIO_MS", 10_000),
+                default_scenario=r.choice("DEFAULT_SCENARIO", SCENARIO_NAMES, "approve"),
+                random_approve_rate=r.rate("RANDOM_APPROVE_RATE", 0.7),
+                seed=r.optional_integer("SIMULATION_SEED"),
+                intent_ttl_s=r.millis("INTENT_TTL_MS", 900_000, minimum=1),
+                idempotency_ttl_s=r.millis("IDEMPOTENCY_TTL_MS", 86_400_000, minimum=86_400_000),
+                max_pending_payments=r.integer("MAX_PENDING_PAYMENTS", 100_000, 1),
+                max_delay_s=r.millis("MAX_DELAY_MS", 600_000, minimum=1),
+            ),
+            aws=AwsSettings(
+                region=r.string("AWS_REGION", "ap-northeast-2", nonempty=True),
+                profile=r.optional_string("AWS_PROFILE"),
+                event_bus_name=r.string("EVENT_BUS_NAME", "ticket-reservation-events", True),
+                event_source=r.string("PAYMENT_EVENT_SOURCE", "payment-sim-api", nonempty=True),
+                webhook_queue_url=r.optional_string("PAYMENT_WEBHOOK_QUEUE_URL"),
+                webhook_dlq_url=r.optional_string("PAYMENT_WEBHOOK_DLQ_URL"),
+            ),
+            webhook=WebhookSettings(
+                secret=r.string("WEBHOOK_SECRET", "payment-sim-dev-secret", nonempty=True),
+            ),
+            log=LogSettings(
+                level=r.choice("LOG_LEVEL", ["debug", "info", "warning", "error"], "info"),
+                json=(log_format == "json")
+                or (log_format == "auto" and env_kind is Environment.PRODUCTION),
+            ),
+            shutdown_grace_s=r.millis("SHUTDOWN_GRACE_MS", 20_000),
+            payment_url_base=r.url("PAYMENT_URL_BASE", "https://checkout.paysim.invalid/pay"),
+        )
+        if settings.simulation.max_delay_s >= settings.simulation.intent_ttl_s:
+            raise ConfigError("MAX_DELAY_MS", "must be smaller than INTENT_TTL_MS")
+        for name, value in (
+            ("DEFAULT_DELAY_MS", settings.simulation.default_delay_s),
+            ("DELAY_SCENARIO_MS", settings.simulation.delay_scenario_s),
+        ):
+            if value >= settings.simulation.intent_ttl_s:
+                raise ConfigError(name, "must be smaller than INTENT_TTL_MS")
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def _get(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value if value else None
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T]) -> T:
+        raw = self._get(name)
+        return default if raw is None else parse(raw)
+
+    def string(self, name: str, default: str, nonempty: bool = False) -> str:
+        raw = self._env.get(name)
+        if raw is None:
+            return default
+        if nonempty and not raw.strip():
+            raise ConfigError(name, "must not be empty")
+        return raw.strip()
+
+    def optional_string(self, name: str) -> str | None:
+        return self._get(name)
+
+    def integer(self, name: str, default: int, minimum: int | None = None) -> int:
+        def parse(raw: str) -> int:
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(name, f"expected an integer, got {raw!r}") from None
+            if minimum is not None and value < minimum:
+                raise ConfigError(name, f"must be at least {minimum}, got {value}")
+            return value
+
+        return self._parse(name, default, parse)
+
+    def optional_integer(self, name: str) -> int | None:
+        raw = self._get(name)
+        return None if raw is None else self.integer(name, 0)
+
+    def port(self, name: str, default: int) -> int:
+        value = self.integer(name, default, 0)
+        if value > 65535:
+            raise ConfigError(name, f"must be a TCP port (0-65535), got {value}")
+        return value
+
+    def millis(self, name: str, default_ms: int, minimum: int = 0) -> float:
+        return self.integer(name, default_ms, minimum) / 1000.0
+
+    def rate(self, name: str, default: float) -> float:
+        def parse(raw: str) -> float:
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(name, f"expected a number between 0 and 1, got {raw!r}") from None
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(name, f"must be between 0 and 1, got {value}")
+            return value
+
+        return self._parse(name, default, parse)
+
+    def url(self, name: str, default: str) -> str:
+        def parse(raw: str) -> str:
+            if not raw.startswith(("http://", "https://")):
+                raise ConfigError(name, f"expected an http(s) URL, got {raw!r}")
+            return raw.rstrip("/")
+
+        return self._parse(name, default, parse)
+
+    def choice(self, name: str, choices: list[str] | tuple[str, ...], default: str) -> str:
+        def parse(raw: str) -> str:
+            value = raw.lower()
+            if value not in choices:
+                raise ConfigError(name, f"expected one of {', '.join(choices)}, got {raw!r}")
+            return value
+
+        return self._parse(name, default, parse)

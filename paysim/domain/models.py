@@ -1,0 +1,163 @@
+"""The payment and its parts: frozen values, no I/O, no trio.
+
+Enum numbers mirror ``payment.v1`` so the gRPC edge converts by number, but
+nothing here imports generated code.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+class PaymentStatus(enum.IntEnum):
+    UNSPECIFIED = 0
+    PENDING = 1
+    PROCESSING = 2
+    COMPLETED = 3
+    FAILED = 4
+    CANCELLED = 5
+    REFUNDED = 6
+    EXPIRED = 7
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {
+        PaymentStatus.FAILED,
+        PaymentStatus.CANCELLED,
+        PaymentStatus.REFUNDED,
+        PaymentStatus.EXPIRED,
+    }
+)
+
+
+class PaymentMethod(enum.IntEnum):
+    UNSPECIFIED = 0
+    CREDIT_CARD = 1
+    DEBIT_CARD = 2
+    BANK_TRANSFER = 3
+    MOBILE_PAY = 4
+    DIGITAL_WALLET = 5
+
+
+class Scenario(enum.IntEnum):
+    UNSPECIFIED = 0
+    APPROVE = 1
+    FAIL = 2
+    DELAY = 3
+    RANDOM = 4
+    TIMEOUT = 5
+
+    @classmethod
+    def from_name(cls, name: str) -> Scenario:
+        return cls[name.upper()]
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount: int
+    currency: str
+
+
+EMPTY_TAGS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    source: str = ""
+    user_agent: str = ""
+    ip_address: str = ""
+    session_id: str = ""
+    scenario: Scenario = Scenario.UNSPECIFIED
+    tags: Mapping[str, str] = field(default_factory=lambda: EMPTY_TAGS)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentResult:
+    success: bool
+    failure_reason: str
+    gateway_response: str
+    response_code: int
+    processed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the simulated PG will answer, decided once at creation.
+
+    ``status`` is COMPLETED, FAILED or EXPIRED (the PG never answers);
+    ``delay_s`` is how long after creation the answer arrives.
+    """
+
+    status: PaymentStatus
+    delay_s: float
+    failure_reason: str = ""
+    gateway_response: str = "approved"
+    response_code: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CreateIntent:
+    """A validated CreatePaymentIntent command."""
+
+    reservation_id: str
+    user_id: str
+    amount: Money
+    method: PaymentMethod
+    scenario: Scenario
+    webhook_url: str
+    idempotency_key: str
+    metadata: Metadata
+
+    def fingerprint(self) -> tuple[object, ...]:
+        """Everything but the idempotency key: equal fingerprints mean the same request."""
+        m = self.metadata
+        return (
+            self.reservation_id,
+            self.user_id,
+            self.amount,
+            self.method,
+            self.scenario,
+            self.webhook_url,
+            (m.source, m.user_agent, m.ip_address, m.session_id, m.scenario),
+            tuple(sorted(m.tags.items())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    payment_intent_id: str
+    reservation_id: str
+    user_id: str
+    amount: Money
+    method: PaymentMethod
+    scenario: Scenario
+    webhook_url: str
+    metadata: Metadata
+    client_secret: str
+    outcome: Outcome
+    status: PaymentStatus
+    created_at: float
+    updated_at: float
+    expires_at: float
+    version: int = 1
+    payment_id: str = ""
+    transaction_id: str = ""
+    processed_at: float | None = None
+    result: PaymentResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One status change of one payment, as handed to the notifier."""
+
+    event_id: str
+    payment: Payment
+    previous: PaymentStatus
+    at: float

@@ -1,0 +1,74 @@
+"""Deciding what the simulated PG answers. Pure: the caller passes the RNG.
+
+The outcome is decided once, when the intent is created, so every later look
+(ProcessPayment, the webhook, GetPaymentStatus) tells the same story.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from paysim.domain.models import Outcome, PaymentStatus, Scenario
+
+# Declines the FAIL and RANDOM scenarios draw from: (reason, gateway text, code).
+# Codes follow ISO 8583 response codes, which card networks and Korean PGs share.
+DECLINES: tuple[tuple[str, str, int], ...] = (
+    ("card_declined", "Do not honor", 5),
+    ("insufficient_funds", "Insufficient funds", 51),
+    ("expired_card", "Expired card", 54),
+    ("incorrect_cvc", "Incorrect CVC", 82),
+    ("processing_error", "System malfunction", 96),
+)
+
+APPROVED_CODE = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The delays an outcome may take, in seconds."""
+
+    default_delay_s: float
+    delay_scenario_s: float
+    intent_ttl_s: float
+    random_approve_rate: float
+
+
+def decide(
+    scenario: Scenario, timing: Timing, rng: random.Random, delay_override_s: float | None
+) -> Outcome:
+    """The outcome for a new intent of ``scenario``.
+
+    ``delay_override_s`` (from ``metadata.tags["delay_ms"]``) replaces the
+    scenario's delay; TIMEOUT ignores it: the PG never answers, and the intent
+    expires at its TTL.
+    """
+    if scenario is Scenario.TIMEOUT:
+        return Outcome(
+            status=PaymentStatus.EXPIRED,
+            delay_s=timing.intent_ttl_s,
+            failure_reason="timeout",
+            gateway_response="No answer from the payment gateway",
+            response_code=68,
+        )
+    delay = timing.delay_scenario_s if scenario is Scenario.DELAY else timing.default_delay_s
+    if delay_override_s is not None:
+        delay = delay_override_s
+    if scenario is Scenario.APPROVE or scenario is Scenario.DELAY:
+        approve = True
+    elif scenario is Scenario.FAIL:
+        approve = False
+    elif scenario is Scenario.RANDOM:
+        approve = rng.random() < timing.random_approve_rate
+    else:  # pragma: no cover - UNSPECIFIED is resolved before we get here
+        raise ValueError(f"unresolved scenario {scenario.name}")
+    if approve:
+        return Outcome(status=PaymentStatus.COMPLETED, delay_s=delay)
+    reason, text, code = DECLINES[rng.randrange(len(DECLINES))]
+    return Outcome(
+        status=PaymentStatus.FAILED,
+        delay_s=delay,
+        failure_reason=reason,
+        gateway_response=text,
+        response_code=code,
+    )

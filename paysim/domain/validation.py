@@ -1,0 +1,178 @@
+"""Validation of incoming commands. Pure: raises ``InvalidArgument`` naming the field.
+
+Limits are deliberately generous for real ids and tight enough that a hostile
+caller cannot make paysim hold megabytes per payment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from paysim.domain.models import (
+    CreateIntent,
+    Metadata,
+    Money,
+    PaymentMethod,
+    Scenario,
+)
+from paysim.errors import InvalidArgument
+
+MAX_ID_LEN = 128
+MAX_KEY_LEN = 255
+MAX_URL_LEN = 2048
+MAX_META_LEN = 512
+MAX_TAGS = 50
+MAX_TAG_KEY_LEN = 64
+MAX_TAG_VALUE_LEN = 512
+MAX_AMOUNT = 10**15
+DELAY_TAG = "delay_ms"
+
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_text(field: str, value: str, limit: int, *, required: bool = False) -> str:
+    if required and not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > limit:
+        raise InvalidArgument(field, f"is longer than {limit} characters")
+    if _CONTROL.search(value):
+        raise InvalidArgument(field, "contains control characters")
+    return value
+
+
+def check_money(field: str, amount: int, currency: str, *, present: bool) -> Money:
+    if not present:
+        raise InvalidArgument(field, "is required")
+    if amount <= 0:
+        raise InvalidArgument(f"{field}.amount", "must be a positive integer (smallest unit)")
+    if amount > MAX_AMOUNT:
+        raise InvalidArgument(f"{field}.amount", f"must not exceed {MAX_AMOUNT}")
+    if not _CURRENCY.fullmatch(currency):
+        raise InvalidArgument(
+            f"{field}.currency", "must be an ISO 4217 code of three upper-case letters"
+        )
+    return Money(amount, currency)
+
+
+def check_webhook_url(field: str, url: str) -> str:
+    if not url:
+        return url
+    check_text(field, url, MAX_URL_LEN)
+    if any(c.isspace() for c in url):
+        raise InvalidArgument(field, "must not contain white space")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise InvalidArgument(field, "is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidArgument(field, "must be an absolute http:// or https:// URL")
+    if port == 0:
+        raise InvalidArgument(field, "has an invalid port")
+    return url
+
+
+def check_tags(field: str, tags: Mapping[str, str]) -> dict[str, str]:
+    if len(tags) > MAX_TAGS:
+        raise InvalidArgument(field, f"has more than {MAX_TAGS} entries")
+    for key, value in tags.items():
+        check_text(f"{field} key", key, MAX_TAG_KEY_LEN, required=True)
+        check_text(f"{field}[{key}]", value, MAX_TAG_VALUE_LEN)
+    return dict(tags)
+
+
+def delay_override_s(tags: Mapping[str, str], max_delay_s: float) -> float | None:
+    """The per-request delay from ``tags["delay_ms"]``, in seconds, or None."""
+    raw = tags.get(DELAY_TAG)
+    if raw is None:
+        return None
+    field = f"metadata.tags[{DELAY_TAG}]"
+    if not raw.isascii() or not raw.isdigit():
+        raise InvalidArgument(field, "must be a whole number of milliseconds")
+    millis = int(raw)
+    if millis / 1000.0 > max_delay_s:
+        raise InvalidArgument(field, f"must not exceed {int(max_delay_s * 1000)} ms")
+    return millis / 1000.0
+
+
+def resolve_scenario(requested: Scenario, metadata: Metadata, default: Scenario) -> Scenario:
+    """The request's scenario, else ``metadata.scenario``, else the configured default."""
+    if requested is not Scenario.UNSPECIFIED:
+        return requested
+    if metadata.scenario is not Scenario.UNSPECIFIED:
+        return metadata.scenario
+    return default
+
+
+def validate_create(
+    *,
+    reservation_id: str,
+    user_id: str,
+    amount: int,
+    currency: str,
+    amount_present: bool,
+    method: PaymentMethod,
+    scenario: Scenario,
+    webhook_url: str,
+    idempotency_key: str,
+    metadata: Metadata,
+) -> CreateIntent:
+    """Check every field of a CreatePaymentIntent request; build the command."""
+    check_text("reservation_id", reservation_id, MAX_ID_LEN, required=True)
+    check_text("user_id", user_id, MAX_ID_LEN, required=True)
+    money = check_money("amount", amount, currency, present=amount_present)
+    check_webhook_url("webhook_url", webhook_url)
+    check_text("idempotency_key", idempotency_key, MAX_KEY_LEN)
+    for name in ("source", "user_agent", "ip_address", "session_id"):
+        check_text(f"metadata.{name}", getattr(metadata, name), MAX_META_LEN)
+    check_tags("metadata.tags", metadata.tags)
+    return CreateIntent(
+        reservation_id=reservation_id,
+        user_id=user_id,
+        amount=money,
+        method=method,
+        scenario=scenario,
+        webhook_url=webhook_url,
+        idempotency_key=idempotency_key,
+        metadata=metadata,
+    )
+
+
+_DIGITS = re.compile(r"[0-9]+")
+_PHONE = re.compile(r"\+?[0-9]{6,20}")
+
+
+def _check_digits(field: str, value: str, lengths: range) -> None:
+    # The value is never echoed back: card numbers and CVCs are secrets.
+    if value and (not _DIGITS.fullmatch(value) or len(value) not in lengths):
+        raise InvalidArgument(field, f"must be {lengths.start}-{lengths.stop - 1} digits")
+
+
+def validate_card(
+    *, card_number: str, expiry_month: str, expiry_year: str, cardholder_name: str, cvv: str
+) -> None:
+    prefix = "payment_details.credit_card"
+    _check_digits(f"{prefix}.card_number", card_number.replace(" ", ""), range(12, 20))
+    if expiry_month and (not expiry_month.isdigit() or not 1 <= int(expiry_month) <= 12):
+        raise InvalidArgument(f"{prefix}.expiry_month", "must be a month number 1-12")
+    if expiry_year and (not _DIGITS.fullmatch(expiry_year) or len(expiry_year) not in (2, 4)):
+        raise InvalidArgument(f"{prefix}.expiry_year", "must be a year of 2 or 4 digits")
+    check_text(f"{prefix}.cardholder_name", cardholder_name, MAX_ID_LEN)
+    _check_digits(f"{prefix}.cvv", cvv, range(3, 5))
+
+
+def validate_bank_transfer(*, bank_code: str, account_number: str, account_holder: str) -> None:
+    prefix = "payment_details.bank_transfer"
+    check_text(f"{prefix}.bank_code", bank_code, 16)
+    _check_digits(f"{prefix}.account_number", account_number.replace("-", ""), range(6, 35))
+    check_text(f"{prefix}.account_holder", account_holder, MAX_ID_LEN)
+
+
+def validate_mobile_pay(*, provider: str, mobile_number: str) -> None:
+    prefix = "payment_details.mobile_pay"
+    check_text(f"{prefix}.provider", provider, 64)
+    if mobile_number and not _PHONE.fullmatch(mobile_number.replace("-", "")):
+        raise InvalidArgument(f"{prefix}.mobile_number", "must be a phone number")

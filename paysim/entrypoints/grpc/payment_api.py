@@ -1,0 +1,189 @@
+"""``payment.v1.PaymentService`` over gRPC: protobuf in, service call, protobuf out.
+
+This module owns the translation between generated messages and domain values:
+it checks what only the wire can get wrong (unknown enum numbers, a missing
+``amount`` message), hands everything else to ``paysim.domain.validation`` and
+the service, and builds the response. Domain errors pass through untouched:
+``transport.py`` maps them to statuses with ``errors.py``'s table.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, TypeVar
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from purerpc.grpclib.status import StatusCode
+
+from paysim._proto.proto.common.v1 import types_pb2
+from paysim._proto.proto.payment.v1 import payment_grpc, payment_pb2
+from paysim.domain import validation
+from paysim.domain.models import (
+    EMPTY_TAGS,
+    Metadata,
+    Payment,
+    PaymentMethod,
+    PaymentResult,
+    Scenario,
+)
+from paysim.entrypoints.grpc.errors import RpcError
+from paysim.errors import InvalidArgument
+from paysim.service import PaymentService
+
+E = TypeVar("E", bound=enum.IntEnum)
+
+
+def _enum(kind: type[E], field: str, value: int) -> E:
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidArgument(field, f"unknown enum value {value}") from None
+
+
+def _wire(value: enum.IntEnum) -> Any:
+    """A domain enum as the generated code's enum number (numbers are shared)."""
+    return int(value)
+
+
+def _timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(round(seconds * 1e9))
+    return ts
+
+
+def _metadata(message: Any, present: bool) -> Metadata:
+    if not present:
+        return Metadata()
+    tags = dict(message.tags)
+    return Metadata(
+        source=message.source,
+        user_agent=message.user_agent,
+        ip_address=message.ip_address,
+        session_id=message.session_id,
+        scenario=_enum(Scenario, "metadata.scenario", message.scenario),
+        tags=tags if tags else EMPTY_TAGS,
+    )
+
+
+def _result_to_proto(result: PaymentResult) -> Any:
+    return payment_pb2.PaymentResult(
+        success=result.success,
+        failure_reason=result.failure_reason,
+        gateway_response=result.gateway_response,
+        response_code=result.response_code,
+        processed_at=_timestamp(result.processed_at),
+    )
+
+
+def payment_to_proto(p: Payment) -> Any:
+    m = p.metadata
+    return payment_pb2.Payment(
+        payment_intent_id=p.payment_intent_id,
+        payment_id=p.payment_id,
+        reservation_id=p.reservation_id,
+        user_id=p.user_id,
+        status=_wire(p.status),
+        amount=types_pb2.Money(amount=p.amount.amount, currency=p.amount.currency),
+        method=_wire(p.method),
+        created_at=_timestamp(p.created_at),
+        updated_at=_timestamp(p.updated_at),
+        processed_at=_timestamp(p.processed_at),
+        transaction_id=p.transaction_id,
+        result=_result_to_proto(p.result) if p.result is not None else None,
+        metadata=payment_pb2.PaymentMetadata(
+            source=m.source,
+            user_agent=m.user_agent,
+            ip_address=m.ip_address,
+            session_id=m.session_id,
+            scenario=_wire(p.scenario),
+            tags=dict(m.tags),
+        ),
+    )
+
+
+def _unimplemented(name: str) -> RpcError:
+    return RpcError(StatusCode.UNIMPLEMENTED, f"{name} is not implemented yet")
+
+
+class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
+    def __init__(self, service: PaymentService, payment_url_template: str) -> None:
+        self._service = service
+        self._payment_url = payment_url_template
+
+    async def CreatePaymentIntent(self, req: Any) -> Any:
+        cmd = validation.validate_create(
+            reservation_id=req.reservation_id,
+            user_id=req.user_id,
+            amount=req.amount.amount,
+            currency=req.amount.currency,
+            amount_present=req.HasField("amount"),
+            method=_enum(PaymentMethod, "method", req.method),
+            scenario=_enum(Scenario, "scenario", req.scenario),
+            webhook_url=req.webhook_url,
+            idempotency_key=req.idempotency_key,
+            metadata=_metadata(req.metadata, req.HasField("metadata")),
+        )
+        created = await self._service.create_intent(cmd)
+        p = created.payment
+        return payment_pb2.CreatePaymentIntentResponse(
+            payment_intent_id=p.payment_intent_id,
+            # An idempotent replay repeats the original answer, as Stripe does.
+            status=payment_pb2.PAYMENT_STATUS_PENDING,
+            client_secret=p.client_secret,
+            payment_url=self._payment_url.format(payment_intent_id=p.payment_intent_id),
+            expires_at=_timestamp(p.expires_at),
+        )
+
+    async def GetPaymentStatus(self, req: Any) -> Any:
+        validation.check_text(
+            "payment_intent_id", req.payment_intent_id, validation.MAX_ID_LEN, required=True
+        )
+        validation.check_text("user_id", req.user_id, validation.MAX_ID_LEN)
+        payment = await self._service.get_payment(req.payment_intent_id, req.user_id)
+        return payment_pb2.GetPaymentStatusResponse(payment=payment_to_proto(payment))
+
+    async def ProcessPayment(self, req: Any) -> Any:
+        validation.check_text(
+            "payment_intent_id", req.payment_intent_id, validation.MAX_ID_LEN, required=True
+        )
+        validation.check_text("idempotency_key", req.idempotency_key, validation.MAX_KEY_LEN)
+        method = PaymentMethod.UNSPECIFIED
+        if req.HasField("payment_details"):
+            d = req.payment_details
+            method = _enum(PaymentMethod, "payment_details.method", d.method)
+            c = d.credit_card
+            validation.validate_card(
+                card_number=c.card_number,
+                expiry_month=c.expiry_month,
+                expiry_year=c.expiry_year,
+                cardholder_name=c.cardholder_name,
+                cvv=c.cvv,
+            )
+            b = d.bank_transfer
+            validation.validate_bank_transfer(
+                bank_code=b.bank_code,
+                account_number=b.account_number,
+                account_holder=b.account_holder,
+            )
+            validation.validate_mobile_pay(
+                provider=d.mobile_pay.provider, mobile_number=d.mobile_pay.mobile_number
+            )
+        payment = await self._service.process_payment(req.payment_intent_id, method)
+        return payment_pb2.ProcessPaymentResponse(
+            payment_id=payment.payment_id,
+            status=_wire(payment.status),
+            processed_at=_timestamp(payment.processed_at),
+            transaction_id=payment.transaction_id,
+            result=_result_to_proto(payment.result) if payment.result is not None else None,
+        )
+
+    async def CancelPayment(self, req: Any) -> Any:
+        raise _unimplemented("CancelPayment")
+
+    async def ListPayments(self, req: Any) -> Any:
+        raise _unimplemented("ListPayments")
+
+    async def SimulateWebhook(self, req: Any) -> Any:
+        raise _unimplemented("SimulateWebhook")

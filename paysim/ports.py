@@ -1,0 +1,41 @@
+"""The ports the service talks through. Each has an in-memory twin for tests.
+
+Store methods are ``async`` so a networked store (Redis) fits behind the same
+port; the in-memory store never blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from paysim.domain.models import Payment, StatusChange
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    fingerprint: str
+    payment_intent_id: str
+
+
+class PaymentStore(Protocol):
+    async def insert(self, payment: Payment) -> None:
+        """Add a new payment (its id is fresh)."""
+
+    async def get(self, payment_intent_id: str) -> Payment | None: ...
+
+    async def compare_and_set(self, expected_version: int, new: Payment) -> bool:
+        """Replace the payment if its stored version is still ``expected_version``."""
+
+    async def claim_idempotency(
+        self, user_id: str, key: str, record: IdempotencyRecord, ttl_s: float, now: float
+    ) -> IdempotencyRecord | None:
+        """Store ``record`` under (user, key) unless a live one exists; return that one."""
+
+    async def release_idempotency(self, user_id: str, key: str) -> None:
+        """Forget a claim whose payment could not be created."""
+
+
+class Notifier(Protocol):
+    async def notify(self, change: StatusChange) -> None:
+        """Announce one status change (webhook, event bus, ...). Must not raise."""

@@ -1,0 +1,76 @@
+"""The simulator: one cancellable timer task per pending payment.
+
+``app.run`` opens the simulator nursery and hands it to ``Simulator``; nothing
+else spawns into it. Each pending payment is one child task with its own
+``CancelScope`` whose deadline is the moment the simulated PG answers. At the
+deadline the task calls ``fire(payment_id)`` (the service resolves the
+payment); ``cancel(payment_id)`` cancels the scope, and nothing fires after
+that. A cap (MAX_PENDING_PAYMENTS) turns overload into ``Overloaded`` instead of
+unbounded memory. Cancelling the simulator nursery (shutdown) ends every timer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import structlog
+import trio
+
+from paysim.errors import Overloaded
+
+log = structlog.get_logger("paysim.simulator")
+
+Fire = Callable[[str], Awaitable[None]]
+
+
+class Simulator:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        max_pending: int,
+        on_pending_change: Callable[[int], None] = lambda delta: None,
+    ) -> None:
+        self._nursery = nursery
+        self._max_pending = max_pending
+        self._scopes: dict[str, trio.CancelScope] = {}
+        self._on_pending_change = on_pending_change
+
+    @property
+    def pending(self) -> int:
+        return len(self._scopes)
+
+    def check_capacity(self) -> None:
+        if len(self._scopes) >= self._max_pending:
+            raise Overloaded(f"too many pending payments ({self._max_pending}); retry later")
+
+    def is_scheduled(self, payment_id: str) -> bool:
+        return payment_id in self._scopes
+
+    def schedule(self, payment_id: str, delay_s: float, fire: Fire) -> None:
+        """Call ``fire(payment_id)`` ``delay_s`` seconds from now, unless cancelled first."""
+        self.check_capacity()
+        scope = trio.CancelScope(deadline=trio.current_time() + delay_s)
+        self._scopes[payment_id] = scope
+        self._on_pending_change(1)
+        self._nursery.start_soon(self._timer, payment_id, scope, fire)
+
+    def cancel(self, payment_id: str) -> bool:
+        """Cancel the payment's timer; True if one was pending."""
+        scope = self._scopes.pop(payment_id, None)
+        if scope is None:
+            return False
+        self._on_pending_change(-1)
+        scope.cancel()
+        return True
+
+    async def _timer(self, payment_id: str, scope: trio.CancelScope, fire: Fire) -> None:
+        with scope:
+            await trio.sleep_forever()
+        if scope.cancel_called and self._scopes.get(payment_id) is not scope:
+            return  # cancelled through cancel(): the payment was resolved elsewhere
+        del self._scopes[payment_id]
+        self._on_pending_change(-1)
+        try:
+            await fire(payment_id)
+        except Exception:
+            log.exception("resolving a payment failed", payment_id=payment_id)
