@@ -488,6 +488,7 @@ class GrpcServer:
         self.metrics = metrics
         self.connections: set[_Connection] = set()
         self._listeners: list[trio.SocketListener] = []
+        self._accepting = trio.CancelScope()
         self._stopped_accepting = trio.Event()
 
     async def serve(
@@ -506,10 +507,8 @@ class GrpcServer:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _accept_loop(self, nursery: trio.Nursery) -> None:
-        try:
+        with self._accepting:
             await trio.serve_listeners(self._handle, self._listeners, handler_nursery=nursery)
-        except trio.ClosedResourceError:
-            pass  # drain() closed the listeners
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         if len(self.connections) >= self.limits.max_connections or self._stopped_accepting.is_set():
@@ -530,6 +529,7 @@ class GrpcServer:
         Unbounded on its own: the caller puts it under a deadline.
         """
         self._stopped_accepting.set()
+        self._accepting.cancel()
         for listener in self._listeners:
             await listener.aclose()
         connections = list(self.connections)
