@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -80,6 +81,7 @@ async def run(
     notifier: Notifier | None = None,
     metrics: Metrics | None = None,
     rng: random.Random | None = None,
+    on_serving: Callable[[], None] | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until shutdown is requested, then drain and return."""
@@ -129,6 +131,8 @@ async def run(
                     ),
                 )
                 readiness.mark_serving()
+                if on_serving is not None:
+                    on_serving()
                 log.info(
                     "paysim serving",
                     version=__version__,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -44,12 +45,13 @@ def _find_os_error(exc: BaseException) -> OSError | None:
 
 
 def serve(settings: Settings) -> int:
-    from paysim import app
+    from paysim import app, runtime
     from paysim.observability import logging as paysim_logging
 
     paysim_logging.configure(settings.log.level, settings.log.json)
+    runtime.tune_gc(settings.gc_thresholds)
     try:
-        trio.run(app.run, settings)
+        trio.run(functools.partial(app.run, settings, on_serving=runtime.freeze_startup_objects))
     except BaseException as exc:
         os_error = _find_os_error(exc)
         if os_error is not None and os_error.errno == errno.EADDRINUSE:

@@ -98,6 +98,8 @@ class Settings:
     log: LogSettings = LogSettings()
     shutdown_grace_s: float = 20.0
     payment_url_base: str = "https://checkout.paysim.invalid/pay"
+    # Python GC thresholds (gen0, gen1, gen2); see paysim/runtime.py.
+    gc_thresholds: tuple[int, int, int] = (2_000, 10, 1_000)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -151,6 +153,7 @@ class Settings:
             ),
             shutdown_grace_s=r.millis("SHUTDOWN_GRACE_MS", 20_000),
             payment_url_base=r.url("PAYMENT_URL_BASE", "https://checkout.paysim.invalid/pay"),
+            gc_thresholds=r.thresholds("GC_THRESHOLDS", (2_000, 10, 1_000)),
         )
         if settings.simulation.max_delay_s >= settings.simulation.intent_ttl_s:
             raise ConfigError("MAX_DELAY_MS", "must be smaller than INTENT_TTL_MS")
@@ -223,6 +226,20 @@ class _Reader:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(name, f"must be between 0 and 1, got {value}")
             return value
+
+        return self._parse(name, default, parse)
+
+    def thresholds(self, name: str, default: tuple[int, int, int]) -> tuple[int, int, int]:
+        def parse(raw: str) -> tuple[int, int, int]:
+            parts = raw.split(",")
+            if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+                raise ConfigError(
+                    name, f"expected three whole numbers like 2000,10,1000; got {raw!r}"
+                )
+            a, b, c = (int(p) for p in parts)
+            if a < 1:
+                raise ConfigError(name, "the first threshold must be at least 1")
+            return a, b, c
 
         return self._parse(name, default, parse)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
+import trio
 
 from paysim.config import SimulationSettings
 from paysim.domain import outcomes, state
@@ -30,7 +31,7 @@ from paysim.domain.models import (
     StatusChange,
 )
 from paysim.domain.validation import delay_override_s, resolve_scenario
-from paysim.errors import IdempotencyConflict, InvalidArgument, NotFound
+from paysim.errors import IdempotencyConflict, InvalidArgument, NotFound, Overloaded
 from paysim.observability.metrics import Metrics
 from paysim.ports import IdempotencyRecord, Notifier, PaymentStore
 from paysim.simulator import Simulator
@@ -89,8 +90,9 @@ class PaymentService:
             if existing is not None:
                 return await self._replay(cmd, existing, fingerprint)
         try:
-            self._simulator.check_capacity()
-        except Exception:
+            # The slot is taken before any await, so concurrent creates cannot overshoot.
+            self._simulator.reserve(payment_intent_id)
+        except Overloaded:
             self._metrics.payment_rejected("overload")
             if key:
                 await self._store.release_idempotency(cmd.user_id, key)
@@ -113,8 +115,15 @@ class PaymentService:
             updated_at=now,
             expires_at=now + self._settings.intent_ttl_s,
         )
-        await self._store.insert(payment)
-        self._simulator.schedule(payment_intent_id, outcome.delay_s, self._fire)
+        try:
+            await self._store.insert(payment)
+        except BaseException:
+            self._simulator.cancel(payment_intent_id)
+            if key:
+                with trio.CancelScope(shield=True):
+                    await self._store.release_idempotency(cmd.user_id, key)
+            raise
+        self._simulator.arm(payment_intent_id, outcome.delay_s, self._fire)
         self._metrics.payment_created(scenario.name.lower())
         structlog.contextvars.bind_contextvars(payment_id=payment_intent_id)
         return IntentCreated(payment, replayed=False)

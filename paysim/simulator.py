@@ -46,13 +46,28 @@ class Simulator:
     def is_scheduled(self, payment_id: str) -> bool:
         return payment_id in self._scopes
 
-    def schedule(self, payment_id: str, delay_s: float, fire: Fire) -> None:
-        """Call ``fire(payment_id)`` ``delay_s`` seconds from now, unless cancelled first."""
+    def reserve(self, payment_id: str) -> None:
+        """Take a pending slot for ``payment_id`` now (``Overloaded`` if none is left).
+
+        Reserving before any ``await`` keeps the cap exact when the store is slow;
+        ``arm`` then starts the timer, ``cancel`` gives the slot back.
+        """
         self.check_capacity()
-        scope = trio.CancelScope(deadline=trio.current_time() + delay_s)
-        self._scopes[payment_id] = scope
+        if payment_id in self._scopes:
+            raise ValueError(f"payment {payment_id} already has a timer")
+        self._scopes[payment_id] = trio.CancelScope(deadline=float("inf"))
         self._on_pending_change(1)
+
+    def arm(self, payment_id: str, delay_s: float, fire: Fire) -> None:
+        """Start the reserved timer: ``fire(payment_id)`` in ``delay_s`` seconds."""
+        scope = self._scopes[payment_id]
+        scope.deadline = trio.current_time() + delay_s
         self._nursery.start_soon(self._timer, payment_id, scope, fire)
+
+    def schedule(self, payment_id: str, delay_s: float, fire: Fire) -> None:
+        """``reserve`` and ``arm`` in one step."""
+        self.reserve(payment_id)
+        self.arm(payment_id, delay_s, fire)
 
     def cancel(self, payment_id: str) -> bool:
         """Cancel the payment's timer; True if one was pending."""

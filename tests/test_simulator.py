@@ -135,7 +135,9 @@ async def test_cap_raises_overloaded_and_frees_a_slot(
         assert not sim.is_scheduled("c")
         assert deltas.deltas == [1, 1]  # the refused one changed nothing
 
-        await trio.sleep(1.0)  # "a" fires and frees its slot
+        await trio.sleep(1.0)  # "a" fires and frees its slot...
+        await trio.testing.wait_all_tasks_blocked()  # ...in this same tick: let it run first
+        assert trio.current_time() == 1.0
         assert fire.fired == [("a", 1.0)]
         sim.schedule("c", 1.0, fire)
         with pytest.raises(Overloaded):

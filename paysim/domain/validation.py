@@ -30,6 +30,7 @@ MAX_AMOUNT = 10**15
 DELAY_TAG = "delay_ms"
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
+_DIGITS = re.compile(r"[0-9]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -90,12 +91,12 @@ def delay_override_s(tags: Mapping[str, str], max_delay_s: float) -> float | Non
     if raw is None:
         return None
     field = f"metadata.tags[{DELAY_TAG}]"
-    if not raw.isascii() or not raw.isdigit():
+    if not _DIGITS.fullmatch(raw):
         raise InvalidArgument(field, "must be a whole number of milliseconds")
-    millis = int(raw)
-    if millis / 1000.0 > max_delay_s:
+    max_ms = round(max_delay_s * 1000)
+    if len(raw) > len(str(max_ms)) or int(raw) > max_ms:
         raise InvalidArgument(field, f"must not exceed {int(max_delay_s * 1000)} ms")
-    return millis / 1000.0
+    return int(raw) / 1000.0
 
 
 def resolve_scenario(requested: Scenario, metadata: Metadata, default: Scenario) -> Scenario:
@@ -141,7 +142,6 @@ def validate_create(
     )
 
 
-_DIGITS = re.compile(r"[0-9]+")
 _PHONE = re.compile(r"\+?[0-9]{6,20}")
 
 
@@ -156,7 +156,7 @@ def validate_card(
 ) -> None:
     prefix = "payment_details.credit_card"
     _check_digits(f"{prefix}.card_number", card_number.replace(" ", ""), range(12, 20))
-    if expiry_month and (not expiry_month.isdigit() or not 1 <= int(expiry_month) <= 12):
+    if expiry_month and (not _DIGITS.fullmatch(expiry_month) or not 1 <= int(expiry_month) <= 12):
         raise InvalidArgument(f"{prefix}.expiry_month", "must be a month number 1-12")
     if expiry_year and (not _DIGITS.fullmatch(expiry_year) or len(expiry_year) not in (2, 4)):
         raise InvalidArgument(f"{prefix}.expiry_year", "must be a year of 2 or 4 digits")

@@ -184,7 +184,7 @@ class _Connection:
         self._window = trio.Event()
         self._idle = trio.Event()
         self.draining = False
-        self._nursery: trio.Nursery | None = None
+        self.closed = False
 
     # -- writer ------------------------------------------------------------
     def flush(self) -> None:
@@ -203,7 +203,6 @@ class _Connection:
         self.conn.initiate_connection()
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
                 nursery.start_soon(self._writer)
                 self.flush()
                 try:
@@ -217,6 +216,8 @@ class _Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
+            self.closed = True
+            self._idle.set()  # nothing left to wait for
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await self.stream.aclose()
 
@@ -243,9 +244,12 @@ class _Connection:
 
     async def _final_flush(self) -> None:
         data = self.h2.data_to_send()
-        if data:
+        if data and not self.closed:
             with trio.move_on_after(1):
-                await self.stream.send_all(data)
+                try:
+                    await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
 
     def _dispatch(self, ev: Any, nursery: trio.Nursery) -> None:
         kind = type(ev)
@@ -306,22 +310,53 @@ class _Connection:
         started = time.perf_counter()
         status: Status | None = None
         try:
+            status = await self._invoke(call)
+        finally:
+            # Runs on every exit, also when the connection's nursery is cancelled
+            # (client gone, shutdown): only synchronous bookkeeping here.
+            if status is None:
+                status = (
+                    Status(StatusCode.CANCELLED, "cancelled by the client")
+                    if call.peer_gone or not call.scope.cancelled_caught
+                    else Status(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+                )
+            if not call.peer_gone:
+                self._finish_stream(
+                    call.stream_id, status, headers_sent=call.response_started, ended=call.ended
+                )
+            del self.calls[call.stream_id]
+            self.conn.forget(call.stream_id)
+            elapsed = time.perf_counter() - started
+            code = status.status_code.name
+            metrics.rpc_handled(method.grpc_type, method.service, method.name, code, elapsed)
+            log.info(
+                "rpc",
+                grpc_method=f"{method.service}/{method.name}",
+                grpc_code=code,
+                ms=round(elapsed * 1000, 3),
+            )
+            if self.draining and not self.calls:
+                self._idle.set()
+
+    async def _invoke(self, call: _Call) -> Status | None:
+        """Run the handler; None when the call's own scope cancelled it."""
+        method = call.method
+        try:
             with call.scope:
                 if method.response_stream:
-                    status = await self._stream_response(call)
-                else:
-                    request: Any = (
-                        self._message_iter(call)
-                        if method.request_stream
-                        else await self._single_message(call)
-                    )
-                    response = await method.fn(request, request=call.event)
-                    payload = response.SerializeToString()
-                    if not call.peer_gone:
-                        await self._send_message(call, payload)
-                    status = Status(StatusCode.OK)
+                    return await self._stream_response(call)
+                request: Any = (
+                    self._message_iter(call)
+                    if method.request_stream
+                    else await self._single_message(call)
+                )
+                response = await method.fn(request, request=call.event)
+                payload = response.SerializeToString()
+                if not call.peer_gone:
+                    await self._send_message(call, payload)
+                return Status(StatusCode.OK)
         except _CallFailed as exc:
-            status = exc.status
+            return exc.status
         except Exception as exc:
             status = status_for(exc)
             if status is None:
@@ -330,29 +365,8 @@ class _Connection:
                     grpc_method=f"{method.service}/{method.name}",
                 )
                 status = Status(StatusCode.INTERNAL, INTERNAL_MESSAGE)
-        if call.scope.cancelled_caught or status is None:
-            status = (
-                Status(StatusCode.CANCELLED, "cancelled by the client")
-                if call.peer_gone
-                else Status(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
-            )
-        if not call.peer_gone:
-            self._finish_stream(
-                call.stream_id, status, headers_sent=call.response_started, ended=call.ended
-            )
-        del self.calls[call.stream_id]
-        self.conn.forget(call.stream_id)
-        elapsed = time.perf_counter() - started
-        code = status.status_code.name
-        metrics.rpc_handled(method.grpc_type, method.service, method.name, code, elapsed)
-        log.info(
-            "rpc",
-            grpc_method=f"{method.service}/{method.name}",
-            grpc_code=code,
-            ms=round(elapsed * 1000, 3),
-        )
-        if self.draining and not self.calls:
-            self._idle.set()
+            return status
+        return None  # the call's scope was cancelled: deadline or RST_STREAM
 
     async def _single_message(self, call: _Call) -> Any:
         while not call.ended and call.failure is None:

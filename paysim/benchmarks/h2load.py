@@ -1,0 +1,252 @@
+"""CreatePaymentIntent throughput and latency under h2load, against a bare grpc.aio yardstick.
+
+    python -m paysim.benchmarks.h2load [--requests 60000] [--connections 4] [--streams 16]
+
+Both servers run in turn on core 0 (``taskset -c 0``), h2load on core 1, with
+the same pre-encoded gRPC request body and the same load (``connections x
+streams`` concurrent streams). paysim runs as in production (JSON logs, one
+line per RPC, metrics on), with a real payment behind every call. The
+yardstick is a bare ``grpc.aio`` server answering a constant.
+
+h2load reports HTTP status only, so gRPC outcomes are read from paysim's own
+``grpc_server_handled_total`` before and after; latency percentiles come from
+h2load's per-request log. Needs h2load (Debian ``nghttp2-client``) and
+``taskset`` (util-linux), and grpcio for the yardstick (dev extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from paysim._proto.proto.common.v1 import types_pb2
+from paysim._proto.proto.payment.v1 import payment_pb2
+
+PATH = "/payment.v1.PaymentService/CreatePaymentIntent"
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    http_failures: int
+    grpc_non_ok: int | None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _body() -> bytes:
+    message = payment_pb2.CreatePaymentIntentRequest(
+        reservation_id="rsv_bench",
+        user_id="user_bench",
+        amount=types_pb2.Money(amount=100_000, currency="KRW"),
+    ).SerializeToString()
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def _wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"server did not open port {port} within {timeout:.0f} s")
+
+
+def _handled(http_port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    pattern = r"^grpc_server_handled_total\{(.*?)\} ([0-9.e+]+)$"
+    for labels, value in re.findall(pattern, text, re.M):
+        if 'grpc_method="CreatePaymentIntent"' in labels:
+            code = re.search(r'grpc_code="(\w+)"', labels)
+            if code:
+                out[code.group(1)] = float(value)
+    return out
+
+
+def _h2load(
+    port: int, body: Path, requests: int, connections: int, streams: int, log: Path | None
+) -> tuple[str, list[float]]:
+    cmd = [
+        "taskset", "-c", "1", "h2load",
+        "-n", str(requests), "-c", str(connections), "-m", str(streams),
+        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        "-d", str(body),
+    ]  # fmt: skip
+    if log is not None:
+        cmd += ["--log-file", str(log)]
+    cmd.append(f"http://127.0.0.1:{port}{PATH}")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    durations: list[float] = []
+    if log is not None:
+        for line in log.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                durations.append(int(parts[2]) / 1000.0)  # microseconds -> ms
+    return out, durations
+
+
+def _percentile(sorted_ms: list[float], q: float) -> float:
+    if not sorted_ms:
+        return float("nan")
+    index = min(len(sorted_ms) - 1, max(0, round(q * len(sorted_ms)) - 1))
+    return sorted_ms[index]
+
+
+def _measure(
+    name: str,
+    port: int,
+    body: Path,
+    args: argparse.Namespace,
+    http_port: int | None,
+    workdir: Path,
+) -> Result:
+    _h2load(port, body, args.warmup, args.connections, args.streams, None)
+    before = _handled(http_port) if http_port else {}
+    log = workdir / f"{name}.log"
+    out, durations = _h2load(port, body, args.requests, args.connections, args.streams, log)
+    after = _handled(http_port) if http_port else {}
+    finished = re.search(r"finished in ([0-9.]+)s, ([0-9.]+) req/s", out)
+    counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    if not finished or not counts:
+        raise SystemExit(f"could not parse h2load output:\n{out}")
+    done, succeeded = int(counts.group(1)), int(counts.group(2))
+    non_ok = None
+    if http_port:
+        non_ok = int(
+            sum(after.get(c, 0) - before.get(c, 0) for c in set(after) | set(before) if c != "OK")
+        )
+    durations.sort()
+    return Result(
+        name=name,
+        requests=done,
+        seconds=float(finished.group(1)),
+        rps=float(finished.group(2)),
+        p50_ms=_percentile(durations, 0.50),
+        p90_ms=_percentile(durations, 0.90),
+        p99_ms=_percentile(durations, 0.99),
+        max_ms=durations[-1] if durations else float("nan"),
+        http_failures=done - succeeded,
+        grpc_non_ok=non_ok,
+    )
+
+
+def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["taskset", "-c", "0", *cmd],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=60_000)
+    parser.add_argument("--warmup", type=int, default=5_000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=16, help="concurrent streams per connection")
+    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args(argv)
+    for tool, package in (("h2load", "nghttp2-client"), ("taskset", "util-linux")):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found: apt-get install {package}", file=sys.stderr)
+            return 2
+    if (os.cpu_count() or 1) < 2:
+        print("needs two cores: the server on core 0, h2load on core 1", file=sys.stderr)
+        return 2
+
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        body = workdir / "request.bin"
+        body.write_bytes(_body())
+
+        grpc_port, http_port = _free_port(), _free_port()
+        env = {
+            **os.environ,
+            "GRPC_HOST": "127.0.0.1",
+            "GRPC_PORT": str(grpc_port),
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_PORT": str(http_port),
+            "ENVIRONMENT": "production",
+        }
+        proc = _start([sys.executable, "-m", "paysim", "serve"], env)
+        try:
+            _wait_port(grpc_port)
+            results.append(_measure("paysim", grpc_port, body, args, http_port, workdir))
+        finally:
+            _stop(proc)
+
+        if not args.skip_baseline:
+            port = _free_port()
+            baseline = [sys.executable, "-m", "paysim.benchmarks.aio_baseline", str(port)]
+            proc = _start(baseline, dict(os.environ))
+            try:
+                _wait_port(port)
+                results.append(_measure("grpc.aio-constant", port, body, args, None, workdir))
+            finally:
+                _stop(proc)
+
+    concurrency = args.connections * args.streams
+    print(f"CreatePaymentIntent, {args.requests} requests, {concurrency} concurrent streams")
+    print(f"{'server':<20}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+          f"{'errors':>8}")  # fmt: skip
+    for r in results:
+        errors = r.http_failures + (r.grpc_non_ok or 0)
+        print(
+            f"{r.name:<20}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p90_ms:>9.2f}"
+            f"{r.p99_ms:>9.2f}{r.max_ms:>9.2f}{errors:>8}"
+        )
+    summary: dict[str, object] = {"results": [asdict(r) for r in results]}
+    if len(results) == 2:
+        ratio = results[0].rps / results[1].rps
+        summary["ratio"] = ratio
+        print(f"paysim / grpc.aio = {ratio:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    ok = bool(results) and results[0].rps >= 2500 and results[0].p99_ms < 50
+    if len(results) == 2:
+        ok = ok and results[0].rps >= 0.75 * results[1].rps
+    print("targets (>= 2500 req/s, p99 < 50 ms, >= 0.75 x grpc.aio):", "met" if ok else "NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
