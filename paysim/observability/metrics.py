@@ -18,7 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.exposition import choose_encoder
 
 import paysim
@@ -53,6 +61,11 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         reg = self.registry
+        # The standard process_*, python_gc_* and python_info series, as every
+        # Python exporter has them (our registry is not the global default one).
+        ProcessCollector(registry=reg)
+        GCCollector(registry=reg)
+        PlatformCollector(registry=reg)
 
         self._grpc_started = Counter(
             "grpc_server_started",
