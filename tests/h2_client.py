@@ -137,7 +137,10 @@ class RawClient:
         self.responses[sid] = Response()
         self.conn.send_headers(sid, headers, end_stream=body is None and end_stream)
         if body is not None:
-            self.conn.send_data(sid, body, end_stream=end_stream)
+            size = self.conn.max_outbound_frame_size
+            chunks = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
+            for i, chunk in enumerate(chunks):
+                self.conn.send_data(sid, chunk, end_stream=end_stream and i == len(chunks) - 1)
         await self.flush()
         return sid
 

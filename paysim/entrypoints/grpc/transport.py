@@ -190,31 +190,37 @@ class _Connection:
     def flush(self) -> None:
         self._wake_writer.set()
 
-    async def _writer(self) -> None:
-        while True:
-            await self._wake_writer.wait()
-            self._wake_writer = trio.Event()
-            data = self.h2.data_to_send()
-            if data:
-                await self.stream.send_all(data)
+    async def _writer(self, scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                await self._wake_writer.wait()
+                self._wake_writer = trio.Event()
+                data = self.h2.data_to_send()
+                if data:
+                    await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The peer is gone: nothing can be answered any more.
+            self._peer_gone()
+            scope.cancel()
+
+    def _peer_gone(self) -> None:
+        for call in self.calls.values():
+            call.peer_gone = True
 
     # -- lifetime ----------------------------------------------------------
     async def run(self) -> None:
         self.conn.initiate_connection()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer)
+                nursery.start_soon(self._writer, nursery.cancel_scope)
                 self.flush()
                 try:
                     await self._reader(nursery)
                 finally:
                     # EOF, a broken socket or a protocol error: nothing more can be
                     # answered, so every call of this connection ends now.
-                    for call in self.calls.values():
-                        call.peer_gone = True
+                    self._peer_gone()
                     nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
         finally:
             self.closed = True
             self._idle.set()  # nothing left to wait for
@@ -534,6 +540,9 @@ class GrpcServer:
         self.connections.add(connection)
         try:
             await connection.run()
+        except Exception:
+            # A bug in one connection must not take the server down with it.
+            log.exception("grpc connection failed")
         finally:
             self.connections.discard(connection)
 
