@@ -8,8 +8,7 @@
   ``paysim.app.run`` in the test's nursery via ``nursery.start`` (so it returns
   only once both ports listen) and gives back an ``AppHandle``. On teardown
   every app started is shut down and its ``run`` must return; anything it
-  raised fails the test, except the known shutdown bug
-  (``grpc_helpers.unexpected_failure``).
+  raised fails the test (also when the test itself did not look).
 * ``app``: one app with the default test settings.
 * ``channel`` / ``stub``: a grpcio channel to ``app`` (closed after the test)
   and a ``PaymentServiceStub`` on it.
@@ -17,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -33,7 +32,6 @@ from tests.grpc_helpers import (
     StartApp,
     make_settings,
     open_channel,
-    unexpected_failure,
 )
 
 
@@ -92,9 +90,9 @@ async def start_app(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[
         handle.shutdown.set()
     for handle in handles:
         await handle.stop()
-        problem = unexpected_failure(handle.failure)
-        if problem is not None:
-            raise problem
+    for handle in handles:
+        if handle.failure is not None:
+            raise handle.failure
 
 
 @pytest.fixture
@@ -103,9 +101,12 @@ async def app(start_app: StartApp) -> AppHandle:
 
 
 @pytest.fixture
-def channel(app: AppHandle) -> Iterator[grpc.Channel]:
+async def channel(app: AppHandle) -> AsyncIterator[grpc.Channel]:
+    """A channel to ``app``. The app stops before the channel closes: the server
+    ends the connection, as in production, rather than the client at shutdown."""
     ch = open_channel(app.grpc_port)
     yield ch
+    await app.stop()
     ch.close()
 
 

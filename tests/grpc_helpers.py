@@ -68,33 +68,21 @@ class AppHandle:
             await self.stopped.wait()
 
 
-def unexpected_failure(exc: Exception | None) -> Exception | None:
-    """``exc`` without the known shutdown bug, or None if nothing else is left.
-
-    Known bug (see test_app_lifecycle.py): ``GrpcServer.drain`` closes the
-    listeners under the accept loop, whose ``except trio.ClosedResourceError``
-    cannot catch the ExceptionGroup that ``trio.serve_listeners`` raises, so
-    every shutdown ends ``run`` with ClosedResourceError. The fixtures tolerate
-    exactly that (and nothing else) so that the other tests can run; the
-    lifecycle tests assert a clean shutdown and are xfail until it is fixed.
-    """
-    if isinstance(exc, ExceptionGroup):
-        _, rest = exc.split(trio.ClosedResourceError)
-        return rest
-    return None if isinstance(exc, trio.ClosedResourceError) else exc
-
-
 StartApp = Callable[..., Awaitable[AppHandle]]
 
 
 def make_settings(**simulation: Any) -> Settings:
-    """Loopback, port 0, a 5 s shutdown grace; ``simulation`` overrides SimulationSettings."""
+    """Loopback, port 0, a 1 s shutdown grace; ``simulation`` overrides SimulationSettings.
+
+    The short grace bounds the teardown of a test that leaves a call in flight;
+    tests that measure the drain set their own.
+    """
     return dataclasses.replace(
         Settings(),
         grpc=GrpcSettings(host="127.0.0.1", port=0),
         http=HttpSettings(host="127.0.0.1", port=0),
         simulation=SimulationSettings(**{"default_delay_s": 30.0, **simulation}),
-        shutdown_grace_s=5.0,
+        shutdown_grace_s=1.0,
     )
 
 
@@ -208,7 +196,7 @@ async def open_health_watch(channel: grpc.Channel, service: str = "") -> AsyncIt
             for response in responses:
                 trio.from_thread.run_sync(send.send_nowait, response.status)
         except grpc.RpcError as exc:
-            return exc.code()  # type: ignore[no-any-return]
+            return exc.code()
         return grpc.StatusCode.OK
 
     async def run_pump() -> None:

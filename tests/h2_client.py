@@ -121,7 +121,7 @@ class RawClient:
         end_stream: bool = True,
         content_type: str = "application/grpc",
     ) -> int:
-        sid = self.conn.get_next_available_stream_id()
+        sid: int = self.conn.get_next_available_stream_id()
         headers = [
             (":method", "POST"),
             (":scheme", "http"),

@@ -21,6 +21,7 @@ from paysim.domain.models import PaymentStatus
 from paysim.domain.outcomes import DECLINES
 from tests.grpc_helpers import (
     StartApp,
+    assert_safe_details,
     call,
     call_error,
     create_request,
@@ -94,7 +95,7 @@ async def test_known_callers_minimal_request(stub):
     request = pb.CreatePaymentIntentRequest(
         reservation_id="rsv_min", user_id="user_min", amount=krw(10_000)
     )
-    assert request.ListFields()[-1][0].name == "amount"  # nothing else is set
+    assert {f.name for f, _ in request.ListFields()} == {"reservation_id", "user_id", "amount"}
     resp = await call(stub.CreatePaymentIntent, request)
     assert resp.payment_intent_id.startswith("pay_")
     assert resp.status == pb.PAYMENT_STATUS_PENDING
@@ -251,7 +252,9 @@ async def test_process_payment_fail_scenario(stub):
 
 
 @pytest.mark.parametrize(
-    "scenario", [pb.PAYMENT_SCENARIO_RANDOM, pb.PAYMENT_SCENARIO_FAIL, pb.PAYMENT_SCENARIO_APPROVE]
+    "scenario",
+    [pb.PAYMENT_SCENARIO_RANDOM, pb.PAYMENT_SCENARIO_FAIL, pb.PAYMENT_SCENARIO_APPROVE],
+    ids=["random", "fail", "approve"],
 )
 async def test_repeated_process_payment_does_not_decide_again(app, stub, scenario):
     created = await create(stub, scenario=scenario)
@@ -323,6 +326,7 @@ async def test_delay_ms_tag_sets_a_requests_own_delay(app, stub):
 # -- invalid arguments --------------------------------------------------------
 
 LONG = "x" * 200
+UNKNOWN_ENUM: Any = 99  # proto3 enums are open: a stock client can send any number
 
 INVALID_CREATE = {
     "missing-amount": (
@@ -344,10 +348,10 @@ INVALID_CREATE = {
     ),
     "webhook-url-ftp": (create_request(webhook_url="ftp://x"), "webhook_url"),
     "webhook-url-not-a-url": (create_request(webhook_url="not-a-url"), "webhook_url"),
-    "method-unknown": (create_request(method=99), "method"),
-    "scenario-unknown": (create_request(scenario=99), "scenario"),
+    "method-unknown": (create_request(method=UNKNOWN_ENUM), "method"),
+    "scenario-unknown": (create_request(scenario=UNKNOWN_ENUM), "scenario"),
     "metadata-scenario-unknown": (
-        create_request(metadata=pb.PaymentMetadata(scenario=99)),
+        create_request(metadata=pb.PaymentMetadata(scenario=UNKNOWN_ENUM)),
         "metadata.scenario",
     ),
     "delay-ms-tag-not-a-number": (
@@ -374,7 +378,7 @@ async def test_create_rejects_invalid_argument(app, stub, request_, field):
 @pytest.mark.parametrize("field", ["method", "scenario"])
 async def test_unknown_enum_message_names_the_field_exactly(stub, field):
     """``method`` must not be confused with ``metadata.*``: check the whole field token."""
-    err = await call_error(stub.CreatePaymentIntent, create_request(**{field: 99}))
+    err = await call_error(stub.CreatePaymentIntent, create_request(**{field: UNKNOWN_ENUM}))
     assert err.code() == Code.INVALID_ARGUMENT
     assert f"invalid {field}:" in err.details()
 
@@ -401,7 +405,11 @@ INVALID_PROCESS = {
         "expiry_month",
         None,
     ),
-    "details-method-unknown": (pb.PaymentDetails(method=99), "payment_details.method", None),
+    "details-method-unknown": (
+        pb.PaymentDetails(method=UNKNOWN_ENUM),
+        "payment_details.method",
+        None,
+    ),
 }
 
 
@@ -536,3 +544,34 @@ async def test_max_pending_payments_turns_overload_into_resource_exhausted(start
         third = await create(stub, idempotency_key="cap-3")
         assert third.payment_intent_id.startswith("pay_")
         assert app.running.simulator.pending == 2
+
+
+# -- what a client never sees ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "leaky",
+    [
+        "Traceback (most recent call last):",
+        "<paysim.service.PaymentService object at 0x7f3a2c1d9e80>",
+        "KeyError('amount')",
+        "NotFound: payment",
+        "",
+    ],
+)
+def test_the_leak_check_itself_catches_leaks(leaky):
+    with pytest.raises(AssertionError):
+        assert_safe_details(leaky)
+
+
+async def test_undecodable_request_is_invalid_argument(channel):
+    raw = channel.unary_unary("/payment.v1.PaymentService/CreatePaymentIntent")  # bytes as is
+    err = await call_error(raw, b"\xff\xff\xff\xff")
+    assert err.code() == Code.INVALID_ARGUMENT
+    assert "CreatePaymentIntentRequest" in err.details()
+
+
+async def test_unknown_method_is_unimplemented(channel):
+    raw = channel.unary_unary("/payment.v1.PaymentService/RefundEverything")
+    err = await call_error(raw, b"")
+    assert err.code() == Code.UNIMPLEMENTED

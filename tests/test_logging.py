@@ -1,0 +1,119 @@
+"""Logs: one JSON line per RPC with its method, code, latency and payment id; no secrets.
+
+The ``json_log`` fixture configures paysim's logging exactly as the CLI does,
+into a StringIO, with one test-only change: loggers are not cached on first use.
+structlog's module-level loggers (``paysim.grpc``'s among them) would otherwise
+stay bound to this test's stream for the rest of the session, and
+``structlog.testing.capture_logs`` in other modules would stop seeing them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from paysim._proto.proto.payment.v1 import payment_pb2 as pb
+from paysim.observability.logging import configure
+from tests.grpc_helpers import StartApp, call, call_error, create_request, payment_stub
+
+CARD = "4111111111111111"
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure(level="info", json=True, stream=stream)
+    structlog.configure(cache_logger_on_first_use=False)
+    yield stream
+    structlog.reset_defaults()
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+
+
+def records(stream: io.StringIO) -> list[dict[str, Any]]:
+    """Every line, parsed: each one must be a JSON object."""
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def rpc_records(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [r for r in records(stream) if r["event"] == "rpc"]
+
+
+async def test_one_json_line_per_rpc(json_log, start_app: StartApp):
+    app = await start_app()
+    with payment_stub(app.grpc_port) as stub:
+        resp = await call(stub.CreatePaymentIntent, create_request())
+        # The line is written before the trailers go out, so it is there now.
+        [line] = rpc_records(json_log)
+    assert line["grpc_method"] == "payment.v1.PaymentService/CreatePaymentIntent"
+    assert line["grpc_code"] == "OK"
+    assert isinstance(line["ms"], int | float)
+    assert 0 <= line["ms"] < 10_000
+    assert line["payment_id"] == resp.payment_intent_id
+    assert line["level"] == "info"
+    assert line["timestamp"].endswith("Z")
+    assert resp.client_secret not in json_log.getvalue()  # the secret is never logged
+    assert any(r["event"] == "paysim serving" for r in records(json_log))
+
+
+async def test_failed_rpc_line_has_its_code_and_the_payment_asked_for(json_log, start_app):
+    app = await start_app()
+    with payment_stub(app.grpc_port) as stub:
+        request = pb.GetPaymentStatusRequest(payment_intent_id="pay_missing")
+        await call_error(stub.GetPaymentStatus, request)
+        [line] = rpc_records(json_log)
+    assert line["grpc_method"] == "payment.v1.PaymentService/GetPaymentStatus"
+    assert line["grpc_code"] == "NOT_FOUND"
+    assert line["payment_id"] == "pay_missing"
+
+
+async def test_card_details_never_reach_the_log(json_log, start_app):
+    app = await start_app()
+    with payment_stub(app.grpc_port) as stub:
+        created = await call(stub.CreatePaymentIntent, create_request())
+        details = pb.PaymentDetails(
+            method=pb.PAYMENT_METHOD_CREDIT_CARD,
+            credit_card=pb.CreditCardDetails(card_number=CARD, cvv="123", expiry_month="12"),
+        )
+        request = pb.ProcessPaymentRequest(
+            payment_intent_id=created.payment_intent_id, payment_details=details
+        )
+        await call(stub.ProcessPayment, request)
+        bad = pb.PaymentDetails(credit_card=pb.CreditCardDetails(card_number=CARD + "0000"))
+        await call_error(
+            stub.ProcessPayment,
+            pb.ProcessPaymentRequest(
+                payment_intent_id=created.payment_intent_id, payment_details=bad
+            ),
+        )
+        codes = [r["grpc_code"] for r in rpc_records(json_log)]
+    assert codes == ["OK", "OK", "INVALID_ARGUMENT"]
+    assert CARD not in json_log.getvalue()
+
+
+@pytest.mark.parametrize(
+    "key", ["card_number", "cvv", "client_secret", "webhook_secret", "password", "authorization"]
+)
+def test_secret_keys_are_redacted(json_log, key):
+    secret = "s3cr3t-value-4111"
+    structlog.get_logger("test").info("paying", amount=1000, **{key: secret})
+    [line] = records(json_log)
+    assert line[key] == "[redacted]"
+    assert line["amount"] == 1000  # everything else is kept
+    assert line["event"] == "paying"
+    assert secret not in json_log.getvalue()
+
+
+def test_levels_below_the_configured_one_are_dropped(json_log):
+    log = structlog.get_logger("test")
+    log.debug("noise")
+    log.warning("kept")
+    assert [r["event"] for r in records(json_log)] == ["kept"]
