@@ -76,9 +76,50 @@ class AwsSettings:
     webhook_dlq_url: str | None = None
 
 
+RETRY_SCHEDULES = ("default", "fast", "toss")
+SIGNATURE_STYLES = ("legacy", "standard")
+
+
 @dataclass(frozen=True)
 class WebhookSettings:
-    secret: str = field(default="payment-sim-dev-secret", repr=False)
+    # WEBHOOK_SECRET may hold several comma-separated secrets (rotation): the
+    # legacy header is signed with the first, Standard Webhooks with each.
+    secrets: tuple[str, ...] = field(default=("payment-sim-dev-secret",), repr=False)
+    signature_style: str = "legacy"  # "standard" adds the Standard Webhooks headers
+    max_attempts: int = 8
+    timeout_s: float = 10.0
+    retry_schedule: str = "default"
+    concurrency: int = 8
+    queue_size: int = 10_000
+    allowed_hosts: frozenset[str] = frozenset()
+    allow_loopback: bool = True  # development only
+    allow_private: bool = True  # development only
+
+    @property
+    def secret(self) -> str:
+        return self.secrets[0]
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    enabled: bool = True
+    flush_interval_s: float = 0.1
+    buffer_size: int = 100_000
+    call_timeout_s: float = 5.0
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    queue_url: str | None = None
+    reservation_api_url: str | None = None
+    reservation_timeout_s: float = 5.0
+    http_host: str = ""
+    http_port: int = 8040
+    pollers: int = 4
+    concurrency: int = 64
+    wait_time_s: int = 20
+    visibility_timeout_s: int = 30
 
 
 @dataclass(frozen=True)
@@ -95,6 +136,8 @@ class Settings:
     simulation: SimulationSettings = SimulationSettings()
     aws: AwsSettings = AwsSettings()
     webhook: WebhookSettings = WebhookSettings()
+    events: EventSettings = EventSettings()
+    worker: WorkerSettings = WorkerSettings()
     log: LogSettings = LogSettings()
     shutdown_grace_s: float = 20.0
     payment_url_base: str = "https://checkout.paysim.invalid/pay"
@@ -144,7 +187,34 @@ class Settings:
                 webhook_dlq_url=r.optional_string("PAYMENT_WEBHOOK_DLQ_URL"),
             ),
             webhook=WebhookSettings(
-                secret=r.string("WEBHOOK_SECRET", "payment-sim-dev-secret", nonempty=True),
+                secrets=r.secrets("WEBHOOK_SECRET", "payment-sim-dev-secret"),
+                signature_style=r.choice("WEBHOOK_SIGNATURE_STYLE", SIGNATURE_STYLES, "legacy"),
+                max_attempts=r.integer("WEBHOOK_MAX_ATTEMPTS", 8, 1),
+                timeout_s=r.millis("WEBHOOK_TIMEOUT_MS", 10_000, minimum=1),
+                retry_schedule=r.choice("WEBHOOK_RETRY_SCHEDULE", RETRY_SCHEDULES, "default"),
+                concurrency=r.integer("WEBHOOK_CONCURRENCY", 8, 1),
+                queue_size=r.integer("WEBHOOK_QUEUE_SIZE", 10_000, 1),
+                allowed_hosts=r.host_list("WEBHOOK_ALLOWED_HOSTS"),
+                allow_loopback=env_kind is Environment.DEVELOPMENT,
+                allow_private=env_kind is Environment.DEVELOPMENT,
+            ),
+            events=EventSettings(
+                enabled=r.boolean("EVENTS_ENABLED", True),
+                flush_interval_s=r.millis("EVENTS_FLUSH_INTERVAL_MS", 100, minimum=1),
+                buffer_size=r.integer("EVENTS_BUFFER_SIZE", 100_000, 1),
+                call_timeout_s=r.millis("EVENTS_CALL_TIMEOUT_MS", 5_000, minimum=1),
+                concurrency=r.integer("EVENTS_CONCURRENCY", 4, 1),
+            ),
+            worker=WorkerSettings(
+                queue_url=r.optional_string("PAYMENT_WEBHOOK_QUEUE_URL"),
+                reservation_api_url=r.optional_url("RESERVATION_API_URL"),
+                reservation_timeout_s=r.millis("RESERVATION_API_TIMEOUT_MS", 5_000, minimum=1),
+                http_host=r.string("WORKER_HTTP_HOST", ""),
+                http_port=r.port("WORKER_HTTP_PORT", 8040),
+                pollers=r.integer("WORKER_POLLERS", 4, 1),
+                concurrency=r.integer("WORKER_CONCURRENCY", 64, 1),
+                wait_time_s=r.integer("WORKER_WAIT_TIME_S", 20, 0),
+                visibility_timeout_s=r.integer("WORKER_VISIBILITY_TIMEOUT_S", 30, 0),
             ),
             log=LogSettings(
                 level=r.choice("LOG_LEVEL", ["debug", "info", "warning", "error"], "info"),
@@ -242,6 +312,36 @@ class _Reader:
             return a, b, c
 
         return self._parse(name, default, parse)
+
+    def secrets(self, name: str, default: str) -> tuple[str, ...]:
+        raw = self._env.get(name)
+        if raw is None:
+            return (default,)
+        values = tuple(part.strip() for part in raw.split(","))
+        if not values or not all(values):
+            raise ConfigError(name, "must hold one or more non-empty, comma-separated secrets")
+        return values
+
+    def host_list(self, name: str) -> frozenset[str]:
+        raw = self._get(name)
+        if raw is None:
+            return frozenset()
+        return frozenset(h.strip().lower() for h in raw.split(",") if h.strip())
+
+    def boolean(self, name: str, default: bool) -> bool:
+        def parse(raw: str) -> bool:
+            value = raw.lower()
+            if value in ("1", "true", "yes", "on"):
+                return True
+            if value in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(name, f"expected true or false, got {raw!r}")
+
+        return self._parse(name, default, parse)
+
+    def optional_url(self, name: str) -> str | None:
+        raw = self._get(name)
+        return None if raw is None else self.url(name, raw)
 
     def url(self, name: str, default: str) -> str:
         def parse(raw: str) -> str:
