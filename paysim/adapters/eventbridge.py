@@ -1,0 +1,468 @@
+"""EventBridge publisher: every status change becomes one PutEvents entry, batched and retried.
+
+``EventPublisher`` is a notifier (``await publisher.notify(change)``) backed by
+a bounded in-memory buffer, and a long-running part (``await publisher.run()``,
+started in the app's root nursery) that empties the buffer into PutEvents
+calls. The caller builds the boto3 ``events`` client (``paysim.adapters.aws.
+make_client("events", aws)``), owns it, and owns the task running ``run``.
+With EVENTS_ENABLED=false the caller simply creates no publisher: nothing here
+looks at ``settings.enabled``.
+
+Theory of operation:
+
+* ``notify`` never blocks and never raises: it builds the contract's entry
+  (``paysim.domain.events.event_entry``), appends it to the buffer and returns.
+  The buffer holds every entry not yet published (waiting, in a call, or
+  waiting to be retried); ``backlog`` and the ``paysim_events_backlog`` gauge
+  show its size.
+* ``run`` waits until the oldest waiting entry is ``flush_interval_s`` old, or
+  a full batch is waiting, then takes a batch: at most 10 entries and at most
+  256 KiB as AWS counts it (Source, DetailType, Detail, plus EventBusName to be
+  safe). Up to ``concurrency`` batches are in flight; each PutEvents runs in a
+  worker thread (``trio.to_thread.run_sync`` behind a dedicated
+  ``CapacityLimiter(concurrency)``) under ``trio.fail_after(call_timeout_s)``.
+* A batch stays with its sender until every entry in it is published. Entries
+  reported in ``FailedEntries`` are retried, and only those; an exception
+  (throttling, connection, timeout, server error, anything else) retries the
+  whole batch. Between attempts the sender sleeps with exponential backoff and
+  full jitter: ``uniform(0, min(30 s, 0.1 s * 2 ** (attempt - 1)))``.
+* ``flush`` sends what is buffered without waiting for the interval and
+  returns when the backlog is empty (at shutdown, under the caller's deadline).
+
+Policy decisions:
+
+* **Overflow drops the oldest waiting entry.** When the buffer is full (AWS
+  unreachable for long), the newest changes carry the current state of their
+  payments (a COMPLETED supersedes the PENDING before it), while the oldest are
+  the most likely to be stale for the consumer (reservation holds time out).
+  Each drop is counted (``paysim_events_dropped_total{reason="overflow"}``) and
+  logged with its payment id. Entries already in a call are never dropped.
+* **Nothing is treated as undeliverable.** Errors AWS calls non-retryable
+  (validation, access denied, missing credentials, an unknown bus) are logged
+  at error level and retried with the same capped backoff, since losing events
+  is worse than retrying: these are configuration faults that an operator
+  fixes in place (an IAM policy, a bus), after which the backlog drains. An
+  entry larger than PutEvents accepts can never be sent; it is refused at
+  ``notify`` (counted as dropped, ``reason="too_large"``, logged).
+* **Counting is exact.** ``paysim_events_published_total`` counts entries AWS
+  answered with an ``EventId``; ``paysim_events_failed_attempts_total{reason}``
+  counts entry attempts that failed (an entry failing 3 times counts 3).
+* **Cancellation reports what is left.** When ``run`` (or a ``flush`` with no
+  ``run`` active) is cancelled, batches in a call go back to the buffer, and
+  the buffer is logged (payment ids, in lines of at most 100) and counted in
+  ``paysim_events_unsent_total``, then discarded. An entry whose call was
+  abandoned mid-flight may in fact have been delivered: delivery is at least
+  once, and the report errs on the side of "maybe not sent".
+* **The thread runner is injectable** (``run_blocking``): tests under trio's
+  MockClock pass one that calls the client inline, because the mock clock
+  jumps forward while a worker thread runs. The jitter RNG is injectable too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import weakref
+from collections import Counter as Tally
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, NoReturn
+
+import structlog
+import trio
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from paysim.config import AwsSettings, EventSettings
+from paysim.domain.events import event_entry
+from paysim.domain.models import StatusChange
+from paysim.observability.metrics import Metrics
+
+log = structlog.get_logger("paysim.events")
+
+MAX_BATCH_ENTRIES = 10
+MAX_BATCH_BYTES = 256 * 1024
+BACKOFF_BASE_S = 0.1
+BACKOFF_CAP_S = 30.0
+_UNSENT_IDS_PER_LINE = 100
+
+RunBlocking = Callable[[Callable[[], Any]], Awaitable[Any]]
+
+_THROTTLING = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+    }
+)
+_TRANSIENT = frozenset({"throttled", "connection", "timeout", "server"})
+REASONS = ("failed_entry", "throttled", "connection", "timeout", "server", "rejected", "error")
+
+
+class _EventMetrics:
+    """The publisher's series, registered once per ``Metrics`` registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.published = Counter(
+            "paysim_events_published",
+            "Event entries accepted by EventBridge (answered with an EventId).",
+            registry=registry,
+        )
+        self.failed_attempts = Counter(
+            "paysim_events_failed_attempts",
+            "Event entry attempts that failed and will be retried, by reason.",
+            ("reason",),
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "paysim_events_dropped",
+            "Event entries dropped before sending: buffer overflow or too large.",
+            ("reason",),
+            registry=registry,
+        )
+        self.unsent = Counter(
+            "paysim_events_unsent",
+            "Event entries still unpublished when the publisher was stopped.",
+            registry=registry,
+        )
+        self.backlog = Gauge(
+            "paysim_events_backlog",
+            "Event entries not yet published (waiting, in a call, or to be retried).",
+            registry=registry,
+        )
+        self.failed_by_reason = {r: self.failed_attempts.labels(r) for r in REASONS}
+        self.dropped_overflow = self.dropped.labels("overflow")
+        self.dropped_too_large = self.dropped.labels("too_large")
+        self.dropped_error = self.dropped.labels("error")
+
+
+_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _EventMetrics] = weakref.WeakKeyDictionary()
+
+
+def _event_metrics(metrics: Metrics) -> _EventMetrics:
+    found = _METRICS.get(metrics.registry)
+    if found is None:
+        found = _METRICS[metrics.registry] = _EventMetrics(metrics.registry)
+    return found
+
+
+def entry_size(entry: dict[str, Any]) -> int:
+    """An entry's size as PutEvents counts it (UTF-8 bytes), plus its bus name."""
+    size = sum(len(str(entry.get(key, "")).encode()) for key in ("Source", "DetailType", "Detail"))
+    size += len(str(entry.get("EventBusName", "")).encode())
+    size += sum(len(r.encode()) for r in entry.get("Resources", ()))
+    if entry.get("Time") is not None:
+        size += 14
+    return size
+
+
+def backoff_ceiling(attempt: int) -> float:
+    """The upper bound of the sleep after failed attempt number ``attempt`` (1-based)."""
+    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(attempt - 1, 32))
+
+
+def _classify(exc: Exception) -> str:
+    """A failed call's reason label; every reason is retried."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if error.get("Code") in _THROTTLING or status == 429:
+            return "throttled"
+        if status >= 500:
+            return "server"
+        return "rejected"
+    if isinstance(exc, BotoConnectionError | HTTPClientError):
+        return "connection"
+    if isinstance(exc, BotoCoreError):
+        return "rejected"  # e.g. NoCredentialsError, ParamValidationError
+    return "error"
+
+
+@dataclass(slots=True)
+class _Entry:
+    payment_id: str
+    entry: dict[str, Any]
+    size: int
+    enqueued_at: float
+
+
+@dataclass(eq=False, slots=True)
+class _Batch:
+    entries: list[_Entry]
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class EventPublisher:
+    """Publishes status changes to EventBridge; see the module docstring.
+
+    ``client`` is a boto3 ``events`` client (or anything with its
+    ``put_events``); the caller owns it. ``rng`` draws the backoff jitter;
+    ``run_blocking(fn)`` runs a blocking call and returns its result (default:
+    in a worker thread behind this publisher's ``CapacityLimiter``).
+    """
+
+    def __init__(
+        self,
+        settings: EventSettings,
+        aws: AwsSettings,
+        metrics: Metrics,
+        client: Any,
+        *,
+        rng: random.Random | None = None,
+        run_blocking: RunBlocking | None = None,
+    ) -> None:
+        self._settings = settings
+        self._source = aws.event_source
+        self._bus_name = aws.event_bus_name
+        self._client = client
+        self._m = _event_metrics(metrics)
+        self._rng = rng if rng is not None else random.Random()
+        self._limiter = trio.CapacityLimiter(settings.concurrency)
+        self._run_blocking: RunBlocking = run_blocking or self._in_thread
+        self._slots = trio.Semaphore(settings.concurrency)
+        self._queue: deque[_Entry] = deque()
+        self._in_flight = 0
+        self._batches: set[_Batch] = set()
+        self._changed = trio.Event()
+        self._running = False
+        self._flushing = 0
+
+    @property
+    def backlog(self) -> int:
+        """Entries not yet published: waiting, in a call, or waiting for a retry."""
+        return len(self._queue) + self._in_flight
+
+    # -- the notifier port ----------------------------------------------------
+
+    async def notify(self, change: StatusChange) -> None:
+        """Buffer one entry for ``change``. Never blocks, never raises."""
+        try:
+            self._enqueue(change)
+        except Exception:
+            self._m.dropped_error.inc()
+            log.exception("event dropped", payment_id=change.payment.payment_intent_id)
+
+    def _enqueue(self, change: StatusChange) -> None:
+        payment_id = change.payment.payment_intent_id
+        entry = event_entry(change, source=self._source, bus_name=self._bus_name)
+        size = entry_size(entry)
+        if size > MAX_BATCH_BYTES:
+            self._m.dropped_too_large.inc()
+            log.error("event dropped: too large for PutEvents", payment_id=payment_id, size=size)
+            return
+        if self.backlog >= self._settings.buffer_size:
+            if not self._queue:  # everything is in a call: the new one has to go
+                self._m.dropped_overflow.inc()
+                log.warning("event dropped: buffer full", payment_id=payment_id)
+                return
+            oldest = self._queue.popleft()
+            self._m.dropped_overflow.inc()
+            self._m.backlog.dec()
+            log.warning(
+                "event dropped: buffer full, oldest entry discarded",
+                payment_id=oldest.payment_id,
+                buffer_size=self._settings.buffer_size,
+            )
+        self._queue.append(_Entry(payment_id, entry, size, trio.current_time()))
+        self._m.backlog.inc()
+        self._changed.set()
+
+    # -- the long-running part ------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Publish buffered entries until cancelled; see the module docstring."""
+        if self._running:
+            raise RuntimeError("EventPublisher.run is already running")
+        self._running = True
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                while True:
+                    await self._wait_for_batch()
+                    await self._slots.acquire()
+                    batch = self._take_batch()
+                    if batch is None:  # a flush took them meanwhile
+                        self._slots.release()
+                        continue
+                    nursery.start_soon(self._send, batch)
+        finally:
+            self._running = False
+            if not self._flushing:
+                self._report_unsent("publisher stopped")
+        raise AssertionError("unreachable")
+
+    async def flush(self) -> None:
+        """Send everything buffered now; return when the backlog is empty.
+
+        Works with or without ``run`` active. Entries that keep arriving keep it
+        going: the caller bounds it with a deadline. Cancelled while ``run`` is
+        not active, it reports what is left as unsent (see the module docstring).
+        """
+        self._flushing += 1
+        finished = False
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    if self._queue:
+                        await self._slots.acquire()
+                        batch = self._take_batch()
+                        if batch is None:
+                            self._slots.release()
+                        else:
+                            nursery.start_soon(self._send, batch)
+                    elif self._batches:
+                        await next(iter(self._batches)).done.wait()
+                    else:
+                        break
+            finished = True
+        finally:
+            self._flushing -= 1
+            if not finished and not self._running and not self._flushing:
+                self._report_unsent("flush interrupted")
+
+    async def _wait_for_batch(self) -> None:
+        """Return once a full batch waits, or the oldest entry waited flush_interval_s."""
+        while True:
+            if not self._queue:
+                await self._wait_changed()
+                continue
+            deadline = self._queue[0].enqueued_at + self._settings.flush_interval_s
+            if self._batch_full() or trio.current_time() >= deadline:
+                return
+            with trio.move_on_at(deadline):
+                await self._wait_changed()
+
+    async def _wait_changed(self) -> None:
+        self._changed = trio.Event()
+        await self._changed.wait()
+
+    def _batch_full(self) -> bool:
+        if len(self._queue) >= min(MAX_BATCH_ENTRIES, self._settings.buffer_size):
+            return True
+        total = 0
+        for entry in itertools.islice(self._queue, MAX_BATCH_ENTRIES):
+            total += entry.size
+            if total > MAX_BATCH_BYTES:
+                return True
+        return False
+
+    def _take_batch(self) -> _Batch | None:
+        """Move the oldest entries that fit one PutEvents call into a new batch."""
+        taken: list[_Entry] = []
+        total = 0
+        while self._queue and len(taken) < MAX_BATCH_ENTRIES:
+            size = self._queue[0].size
+            if taken and total + size > MAX_BATCH_BYTES:
+                break
+            taken.append(self._queue.popleft())
+            total += size
+        if not taken:
+            return None
+        self._in_flight += len(taken)
+        batch = _Batch(taken)
+        self._batches.add(batch)
+        return batch
+
+    # -- sending ------------------------------------------------------------------
+
+    async def _send(self, batch: _Batch) -> None:
+        """Publish every entry of ``batch``, retrying with backoff; holds one slot."""
+        pending = batch.entries
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                pending, reason, error = await self._put(pending)
+                if not pending:
+                    if attempt > 1:
+                        log.info(
+                            "events published after retries",
+                            attempts=attempt,
+                            entries=len(batch.entries),
+                        )
+                    return
+                delay = self._rng.uniform(0.0, backoff_ceiling(attempt))
+                report = (
+                    log.warning if reason in _TRANSIENT or reason == "failed_entry" else log.error
+                )
+                report(
+                    "PutEvents failed, retrying",
+                    reason=reason,
+                    error=error,
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                    payment_ids=[e.payment_id for e in pending],
+                )
+                await trio.sleep(delay)
+        finally:
+            if pending:  # cancelled: hand the entries back to whoever still sends
+                self._in_flight -= len(pending)
+                self._queue.extendleft(reversed(pending))
+                self._changed.set()
+            self._batches.discard(batch)
+            batch.done.set()
+            self._slots.release()
+
+    async def _put(self, pending: list[_Entry]) -> tuple[list[_Entry], str, str]:
+        """One PutEvents call; returns (entries still unpublished, reason, error text)."""
+        call = partial(self._client.put_events, Entries=[e.entry for e in pending])
+        try:
+            with trio.fail_after(self._settings.call_timeout_s):
+                response = await self._run_blocking(call)
+        except trio.TooSlowError:
+            return self._failed(pending, "timeout"), "timeout", "no answer in time"
+        except Exception as exc:
+            reason = _classify(exc)
+            return self._failed(pending, reason), reason, f"{type(exc).__name__}: {exc}"
+        results = response.get("Entries") or []
+        failed: list[_Entry] = []
+        codes: Tally[str] = Tally()
+        for i, entry in enumerate(pending):
+            result = results[i] if i < len(results) else {}
+            if result.get("EventId") and not result.get("ErrorCode"):
+                continue
+            failed.append(entry)
+            codes[str(result.get("ErrorCode") or "NoEventId")] += 1
+        published = len(pending) - len(failed)
+        if published:
+            self._in_flight -= published
+            self._m.published.inc(published)
+            self._m.backlog.dec(published)
+        if not failed:
+            return [], "", ""
+        detail = ", ".join(f"{code} x{n}" for code, n in sorted(codes.items()))
+        return self._failed(failed, "failed_entry"), "failed_entry", detail
+
+    def _failed(self, entries: list[_Entry], reason: str) -> list[_Entry]:
+        self._m.failed_by_reason[reason].inc(len(entries))
+        return entries
+
+    async def _in_thread(self, fn: Callable[[], Any]) -> Any:
+        # abandon_on_cancel: the deadline can end the wait (the thread ends at
+        # botocore's read timeout and keeps its limiter token until then).
+        return await trio.to_thread.run_sync(fn, limiter=self._limiter, abandon_on_cancel=True)
+
+    def _report_unsent(self, why: str) -> None:
+        """Log, count and discard whatever is still buffered (never silently)."""
+        if not self._queue:
+            return
+        lost = list(self._queue)
+        self._queue.clear()
+        self._m.unsent.inc(len(lost))
+        self._m.backlog.dec(len(lost))
+        for start in range(0, len(lost), _UNSENT_IDS_PER_LINE):
+            chunk = lost[start : start + _UNSENT_IDS_PER_LINE]
+            log.error(
+                "events not published",
+                reason=why,
+                count=len(chunk),
+                total=len(lost),
+                payment_ids=[e.payment_id for e in chunk],
+            )
