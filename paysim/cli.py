@@ -18,6 +18,7 @@ import trio
 
 from paysim import __version__
 from paysim.config import ConfigError, Settings
+from paysim.webhooks import verify_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +31,17 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gRPC service (configured by environment)")
     serve.add_argument("--grpc-port", type=int, help="overrides GRPC_PORT")
     serve.add_argument("--http-port", type=int, help="overrides HTTP_PORT")
+    sub.add_parser("worker", help="run the SQS reservation worker (health and metrics on :8040)")
+    dev = sub.add_parser(
+        "dev", help="the whole local stack: AWS emulator, API, worker, webhook receiver"
+    )
+    dev.add_argument("--receiver-port", type=int, default=8050, help="webhook receiver port")
+    webhook = sub.add_parser("webhook", help="webhook tools")
+    webhook_sub = webhook.add_subparsers(dest="webhook_command", required=True)
+    verify = webhook_sub.add_parser(
+        "verify", help="check a received webhook's signature and timestamp (exit 0 if valid)"
+    )
+    verify_cli.add_arguments(verify)
     return parser
 
 
@@ -67,8 +79,37 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def dev(settings: Settings, receiver_port: int) -> int:
+    from paysim import devstack, runtime
+    from paysim.observability import logging as paysim_logging
+
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        print(
+            "paysim dev needs the AWS emulator: pip install 'paysim[local]' (moto[server])",
+            file=sys.stderr,
+        )
+        return 2
+    paysim_logging.configure(settings.log.level, settings.log.json)
+    runtime.tune_gc(settings.gc_thresholds)
+    try:
+        trio.run(devstack.run_dev, settings, receiver_port)
+    except BaseException as exc:
+        os_error = _find_os_error(exc)
+        if os_error is not None and os_error.errno == errno.EADDRINUSE:
+            print(f"paysim dev: cannot listen: {os_error.strerror}", file=sys.stderr)
+            return 1
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        raise
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "webhook":
+        return verify_cli.main(args)
     env = dict(os.environ)
     if getattr(args, "grpc_port", None) is not None:
         env["GRPC_PORT"] = str(args.grpc_port)
@@ -81,4 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command in (None, "serve"):
         return serve(settings)
+    if args.command == "worker":
+        from paysim.worker_app import worker_main
+
+        return worker_main(settings)
+    if args.command == "dev":
+        return dev(settings, args.receiver_port)
     return 2  # pragma: no cover - argparse rejects unknown commands

@@ -9,6 +9,7 @@ Each component receives only its own part (``settings.grpc``,
 
 from __future__ import annotations
 
+import base64
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -320,6 +321,14 @@ class _Reader:
         values = tuple(part.strip() for part in raw.split(","))
         if not values or not all(values):
             raise ConfigError(name, "must hold one or more non-empty, comma-separated secrets")
+        for value in values:
+            if value.startswith("whsec_"):
+                try:
+                    base64.b64decode(value[len("whsec_") :], validate=True)
+                except ValueError:
+                    raise ConfigError(
+                        name, "a whsec_ secret must be base64 after the prefix"
+                    ) from None
         return values
 
     def host_list(self, name: str) -> frozenset[str]:

@@ -29,6 +29,7 @@ from paysim.domain.models import (
 from paysim.entrypoints.grpc.errors import RpcError
 from paysim.errors import InvalidArgument
 from paysim.service import PaymentService
+from paysim.webhooks import ssrf
 
 E = TypeVar("E", bound=enum.IntEnum)
 
@@ -108,9 +109,15 @@ def _unimplemented(name: str) -> RpcError:
 
 
 class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
-    def __init__(self, service: PaymentService, payment_url_template: str) -> None:
+    def __init__(
+        self,
+        service: PaymentService,
+        payment_url_template: str,
+        ssrf_policy: ssrf.SsrfPolicy | None = None,
+    ) -> None:
         self._service = service
         self._payment_url = payment_url_template
+        self._ssrf = ssrf_policy
 
     async def CreatePaymentIntent(self, req: Any) -> Any:
         cmd = validation.validate_create(
@@ -125,6 +132,8 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
             idempotency_key=req.idempotency_key,
             metadata=_metadata(req.metadata, req.HasField("metadata")),
         )
+        if cmd.webhook_url and self._ssrf is not None:
+            ssrf.check_literal(self._ssrf, cmd.webhook_url)
         created = await self._service.create_intent(cmd)
         p = created.payment
         return payment_pb2.CreatePaymentIntentResponse(

@@ -1,0 +1,358 @@
+"""Webhook delivery: at least once, signed, in order per payment, bounded.
+
+Theory of operation
+-------------------
+``notify(change)`` (the notifier port) queues a delivery for every change of a
+payment that has a ``webhook_url``. Deliveries wait in one FIFO per payment;
+a payment whose FIFO has work is put on the *ready* channel, and
+WEBHOOK_CONCURRENCY workers take payments from it and make one attempt for the
+head of that payment's FIFO. Only one delivery per payment is ever in flight,
+so a REFUNDED can never overtake its COMPLETED.
+
+A failed attempt never holds a worker: the payment goes back on the ready
+channel after its backoff delay, from a small timer task. Policy:
+
+* 2xx: delivered. 410 Gone: stop for good. A destination the SSRF guard
+  refuses: stop for good. Anything else (non-2xx, 3xx: redirects are not
+  followed, timeouts, connection errors): retry, with exponential backoff and
+  full jitter from the configured schedule; ``Retry-After`` on 429/503 is
+  honoured (capped by the schedule's maximum); after WEBHOOK_MAX_ATTEMPTS the
+  delivery is given up, logged and counted.
+* Every attempt of one event carries the same ``X-Webhook-Id`` (the event id)
+  and its own ``X-Webhook-Timestamp`` and ``X-Webhook-Attempt``.
+* The queue is bounded (WEBHOOK_QUEUE_SIZE deliveries in all): when it is full
+  ``notify`` waits, so the newest work waits instead of memory growing; the
+  ``paysim_webhook_enqueue_waits_total`` counter shows it.
+* Requests go to the address the SSRF guard approved (the URL's host is pinned
+  to it, with the original ``Host`` header and TLS server name), so DNS cannot
+  change between the check and the connection.
+
+The httpx client is owned by the caller (the app root) and closed by it.
+"""
+
+from __future__ import annotations
+
+import collections
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+import httpx
+import structlog
+import trio
+from prometheus_client import Counter, Gauge, Histogram
+
+from paysim.config import WebhookSettings
+from paysim.domain.events import status_name, webhook_body
+from paysim.domain.models import StatusChange
+from paysim.observability.metrics import Metrics
+from paysim.webhooks import signing, ssrf
+from paysim.webhooks.journal import Attempt, DeliveryJournal
+
+log = structlog.get_logger("paysim.webhooks")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Backoff: attempt n waits uniform(0, min(cap, base * factor**(n-1))) seconds."""
+
+    base_s: float
+    factor: float
+    cap_s: float
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.cap_s, self.base_s * self.factor ** (attempt - 1)))
+
+
+SCHEDULES = {
+    "default": Schedule(base_s=1.0, factor=2.0, cap_s=300.0),
+    "fast": Schedule(base_s=0.05, factor=2.0, cap_s=1.0),
+    # Modelled on Toss Payments: 1, 4, 16, 64, 256, 1024, 4096 minutes.
+    "toss": Schedule(base_s=60.0, factor=4.0, cap_s=4096 * 60.0),
+}
+
+
+@dataclass
+class _Delivery:
+    change: StatusChange
+    body: bytes
+    attempt: int = 0
+
+
+class _Instruments:
+    def __init__(self, metrics: Metrics) -> None:
+        reg = metrics.registry
+        self.deliveries = Counter(
+            "paysim_webhook_deliveries",
+            "Webhook deliveries finished, by outcome (delivered, gave_up, gone, blocked).",
+            ["outcome"],
+            registry=reg,
+        )
+        self.attempts = Counter(
+            "paysim_webhook_attempts",
+            "Webhook attempts, by result (2xx, 4xx, 5xx, 3xx, timeout, error, blocked).",
+            ["result"],
+            registry=reg,
+        )
+        self.attempt_seconds = Histogram(
+            "paysim_webhook_attempt_seconds",
+            "Duration of one webhook attempt.",
+            registry=reg,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.lag = Histogram(
+            "paysim_webhook_lag_seconds",
+            "From the status change to its successful delivery.",
+            registry=reg,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600, 3600),
+        )
+        self.queued = Gauge(
+            "paysim_webhook_queue_depth", "Deliveries waiting or in flight.", registry=reg
+        )
+        self.enqueue_waits = Counter(
+            "paysim_webhook_enqueue_waits",
+            "Times a status change waited because the webhook queue was full.",
+            registry=reg,
+        )
+        self._by_outcome = {o: self.deliveries.labels(o) for o in _OUTCOMES}
+        self._by_result: dict[str, Counter] = {}
+
+    def delivered(self, outcome: str) -> None:
+        self._by_outcome[outcome].inc()
+
+    def attempted(self, result: str, seconds: float) -> None:
+        child = self._by_result.get(result)
+        if child is None:
+            child = self._by_result[result] = self.attempts.labels(result)
+        child.inc()
+        self.attempt_seconds.observe(seconds)
+
+
+_OUTCOMES = ("delivered", "gave_up", "gone", "blocked")
+
+
+class WebhookDispatcher:
+    def __init__(
+        self,
+        settings: WebhookSettings,
+        client: httpx.AsyncClient,
+        metrics: Metrics,
+        *,
+        journal: DeliveryJournal | None = None,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._schedule = SCHEDULES[settings.retry_schedule]
+        self._policy = ssrf.SsrfPolicy.from_settings(settings)
+        self._rng = rng if rng is not None else random.Random()
+        self._now = wall_clock
+        self.journal = journal if journal is not None else DeliveryJournal()
+        self._m = _Instruments(metrics)
+        self._slots = trio.Semaphore(settings.queue_size)
+        self._fifos: dict[str, collections.deque[_Delivery]] = {}
+        self._ready_send, self._ready_recv = trio.open_memory_channel[str](float("inf"))
+        self._nursery: trio.Nursery | None = None
+        self._idle = trio.Event()
+        self._idle.set()
+        self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
+
+    @property
+    def pending(self) -> int:
+        return sum(len(f) for f in self._fifos.values())
+
+    # -- the notifier port ---------------------------------------------------
+    async def notify(self, change: StatusChange) -> None:
+        if not change.payment.webhook_url:
+            return
+        if self._slots.value == 0:
+            self._m.enqueue_waits.inc()
+        await self._slots.acquire()
+        self._m.queued.inc()
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        payment_id = change.payment.payment_intent_id
+        fifo = self._fifos.get(payment_id)
+        delivery = _Delivery(change, webhook_body(change))
+        if fifo is None:
+            self._fifos[payment_id] = collections.deque([delivery])
+            self._ready_send.send_nowait(payment_id)
+        else:
+            fifo.append(delivery)  # behind the one in flight or waiting to retry
+
+    async def wait_idle(self) -> None:
+        """Block until every queued delivery has finished (delivered or given up)."""
+        await self._idle.wait()
+
+    # -- workers ---------------------------------------------------------------
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for _ in range(self._settings.concurrency):
+                nursery.start_soon(self._worker)
+            task_status.started()
+            await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _worker(self) -> None:
+        async for payment_id in self._ready_recv:
+            fifo = self._fifos[payment_id]
+            delivery = fifo[0]
+            delivery.attempt += 1
+            retry_in = await self._attempt(payment_id, delivery)
+            if retry_in is not None:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._requeue_after, payment_id, retry_in)
+                continue
+            fifo.popleft()
+            self._slots.release()
+            self._m.queued.dec()
+            if fifo:
+                self._ready_send.send_nowait(payment_id)
+            else:
+                del self._fifos[payment_id]
+                if not self._fifos:
+                    self._idle.set()
+
+    async def _requeue_after(self, payment_id: str, delay: float) -> None:
+        await trio.sleep(delay)
+        self._ready_send.send_nowait(payment_id)
+
+    # -- one attempt -------------------------------------------------------------
+    async def _attempt(self, payment_id: str, d: _Delivery) -> float | None:
+        """Make one attempt; return the delay before the next one, or None when done."""
+        change = d.change
+        url = httpx.URL(change.payment.webhook_url)
+        started = trio.current_time()
+        http_status: int | None = None
+        error: str | None = None
+        retry_after: float | None = None
+        try:
+            target = await self._pinned(url)
+            headers = signing.build_headers(
+                secrets=self._settings.secrets,
+                style=self._settings.signature_style,
+                webhook_id=change.event_id,
+                timestamp=int(self._now()),
+                attempt=d.attempt,
+                body=d.body,
+            )
+            headers.append(("Host", _host_header(url)))
+            extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+            response = await self._client.post(
+                target,
+                content=d.body,
+                headers=headers,
+                timeout=self._settings.timeout_s,
+                follow_redirects=False,
+                extensions=extensions,
+            )
+            http_status = response.status_code
+            if http_status in (429, 503):
+                retry_after = _retry_after(response.headers.get("retry-after"), self._now())
+            result = f"{http_status // 100}xx"
+        except ssrf.BlockedDestination as exc:
+            error, result = f"blocked: {exc}", "blocked"
+        except httpx.TimeoutException:
+            error, result = "timeout", "timeout"
+        except (httpx.HTTPError, OSError) as exc:
+            error, result = _describe(exc), "error"
+        elapsed = trio.current_time() - started
+        self._m.attempted(result, elapsed)
+
+        if http_status is not None and 200 <= http_status < 300:
+            outcome, retry_in = "delivered", None
+            self._m.lag.observe(max(0.0, self._now() - change.at))
+        elif http_status == 410:
+            outcome, retry_in = "gone", None
+        elif result == "blocked":
+            outcome, retry_in = "blocked", None
+        elif d.attempt >= self._settings.max_attempts:
+            outcome, retry_in = "gave_up", None
+        else:
+            outcome = "retry"
+            retry_in = self._schedule.delay(d.attempt, self._rng)
+            if retry_after is not None:
+                retry_in = min(max(retry_in, retry_after), self._schedule.cap_s)
+        self.journal.record(
+            payment_id,
+            Attempt(
+                event_id=change.event_id,
+                status=status_name(change.payment.status),
+                attempt=d.attempt,
+                at=self._now(),
+                url=_redacted(url),
+                outcome=outcome,
+                http_status=http_status,
+                error=error,
+                latency_ms=round(elapsed * 1000, 3),
+            ),
+        )
+        if retry_in is None:
+            self._m.delivered(outcome)
+            if outcome != "delivered":
+                log.warning(
+                    "webhook not delivered",
+                    payment_id=payment_id,
+                    event_id=change.event_id,
+                    outcome=outcome,
+                    attempts=d.attempt,
+                    http_status=http_status,
+                    error=error,
+                )
+        return retry_in
+
+    async def _pinned(self, url: httpx.URL) -> httpx.URL:
+        """The URL with its host replaced by an address the SSRF guard approved."""
+        host = url.host
+        port = url.port or (443 if url.scheme == "https" else 80)
+        key = (host, port)
+        now = trio.current_time()
+        cached = self._dns.get(key)
+        if cached is not None and cached[0] > now:
+            addresses = cached[1]
+        else:
+            addresses = await ssrf.resolve(self._policy, host, port)
+            if len(self._dns) > 10_000:
+                self._dns.clear()
+            self._dns[key] = (now + 30.0, addresses)
+        return url.copy_with(host=addresses[0])
+
+
+def _host_header(url: httpx.URL) -> str:
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return host if url.port is None else f"{host}:{url.port}"
+
+
+def _redacted(url: httpx.URL) -> str:
+    """The URL without credentials or query (they may carry tokens)."""
+    return str(url.copy_with(username=None, password=None, query=None, fragment=None))
+
+
+def _describe(exc: BaseException) -> str:
+    """An error kind a person can act on, without reprs or addresses."""
+    if isinstance(exc, httpx.ConnectError):
+        return "connection failed"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "protocol error from the receiver"
+    if isinstance(exc, OSError):
+        return "address resolution or connection failed"
+    return type(exc).__name__
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
