@@ -36,6 +36,7 @@ from paysim.entrypoints.http import (
 )
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
+from paysim.worker_app import run_worker
 from tests.grpc_helpers import make_settings
 
 pytest_plugins = ["tests.moto_fixtures"]
@@ -336,3 +337,75 @@ async def _pipe(src: trio.SocketStream, dst: trio.SocketStream, scope: trio.Canc
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     scope.cancel()
+
+
+async def test_worker_confirms_and_cancels_reservations_through_the_bus(
+    nursery, stack_factory, aws_settings, aws_resources, events_client, sqs_client
+):
+    """Server -> EventBridge rule -> SQS -> paysim worker -> reservation service."""
+    calls: list[tuple[str, Any]] = []
+    changed = trio.Event()
+
+    class Reservations(HttpApp):
+        async def handle(self, request: HttpRequest) -> HttpResponse:
+            prefix = "/internal/reservations/"
+            if request.method == "PATCH" and request.path.startswith(prefix):
+                nonlocal changed
+                calls.append((request.path.removeprefix(prefix), json.loads(request.body)))
+                changed.set()
+                changed = trio.Event()
+                return json_response(200, {})
+            return await super().handle(request)
+
+    reservations_port = await nursery.start(
+        serve_http, "127.0.0.1", 0, Reservations(Readiness(), Metrics()), HttpLimits()
+    )
+    settings = e2e_settings(aws_settings)
+    settings = dataclasses.replace(
+        settings,
+        worker=dataclasses.replace(
+            settings.worker,
+            queue_url=aws_resources.queue_url,
+            reservation_api_url=f"http://127.0.0.1:{reservations_port}",
+            http_host="127.0.0.1",
+            http_port=0,
+            wait_time_s=1,
+        ),
+    )
+    stack = await stack_factory(settings, events_client)
+    worker_shutdown = trio.Event()
+
+    async def worker(*, task_status: trio.TaskStatus[Any]) -> None:
+        await run_worker(
+            settings,
+            shutdown=worker_shutdown,
+            handle_signals=False,
+            sqs_client=sqs_client,
+            task_status=task_status,
+        )
+
+    await nursery.start(worker)
+    try:
+        await create(stack, scenario=pb.PAYMENT_SCENARIO_APPROVE, reservation_id="rsv_ok")
+        await create(stack, scenario=pb.PAYMENT_SCENARIO_FAIL, reservation_id="rsv_declined")
+        with trio.fail_after(20):
+            while len(calls) < 2:
+                await changed.wait()
+        assert sorted(calls) == [
+            ("rsv_declined", {"status": "CANCELLED"}),
+            ("rsv_ok", {"status": "CONFIRMED"}),
+        ]
+        # Handled messages were deleted: the queue drains to empty.
+        await eventually(lambda: _visible(sqs_client, aws_resources.queue_url) == 0)
+    finally:
+        worker_shutdown.set()
+
+
+def _visible(sqs: Any, queue_url: str) -> int:
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
