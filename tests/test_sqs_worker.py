@@ -38,6 +38,7 @@ import structlog
 import trio
 
 from paysim.config import Settings, WorkerSettings
+from paysim.domain.event_parsing import Malformed, parse_event
 from paysim.entrypoints.http import (
     HttpApp,
     HttpLimits,
@@ -46,11 +47,7 @@ from paysim.entrypoints.http import (
     json_response,
     serve_http,
 )
-from paysim.entrypoints.sqs_worker import (
-    Malformed,
-    ReservationWorker,
-    parse_event,
-)
+from paysim.entrypoints.sqs_worker import ReservationWorker
 from paysim.observability.health import Readiness, ServingState
 from paysim.observability.metrics import Metrics
 from paysim.worker_app import WorkerRunning, run_worker, worker_main
