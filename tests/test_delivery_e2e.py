@@ -299,8 +299,10 @@ async def test_eventbridge_down_for_a_while_loses_no_event(
     stack = await stack_factory(e2e_settings(aws_settings), events)
     created = [await create(stack, scenario=pb.PAYMENT_SCENARIO_APPROVE) for _ in range(12)]
     registry = stack.running.metrics.registry
-    await eventually(lambda: (registry.get_sample_value("paysim_events_backlog") or 0) >= 12)
-    assert proxy.refused > 0
+    # Several calls failed against the dead endpoint, and nothing was lost meanwhile.
+    await eventually(lambda: proxy.refused >= 3)
+    assert registry.get_sample_value("paysim_events_backlog") == 12
+    assert (registry.get_sample_value("paysim_events_published_total") or 0) == 0
     proxy.down = False
     got = await receive_all(sqs_client, aws_resources.queue_url, 12)
     assert {e["detail"]["payment_id"] for e in got} == {c.payment_intent_id for c in created}
