@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -354,8 +355,13 @@ class _Reader:
 
     def url(self, name: str, default: str) -> str:
         def parse(raw: str) -> str:
-            if not raw.startswith(("http://", "https://")):
-                raise ConfigError(name, f"expected an http(s) URL, got {raw!r}")
+            try:
+                parts = urllib.parse.urlsplit(raw)
+                parts.port  # noqa: B018 - raises ValueError for a bad port
+            except ValueError:
+                raise ConfigError(name, f"expected an http(s) URL, got {raw!r}") from None
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(name, f"expected an http(s) URL with a host, got {raw!r}")
             return raw.rstrip("/")
 
         return self._parse(name, default, parse)

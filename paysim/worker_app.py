@@ -2,8 +2,9 @@
 
 ``run_worker`` holds, in its root nursery, the HTTP endpoint for probes and
 metrics (WORKER_HTTP_PORT, 8040), the ``ReservationWorker`` and the signal
-watcher. It opens the clients it is not given (an ``httpx.AsyncClient`` it
-closes, a boto3 SQS client, which needs no closing) and nothing at import.
+watcher. It opens the clients it is not given (an ``Http1Client`` for the
+reservation service, which it closes, and a boto3 SQS client, which needs no
+closing) and nothing at import.
 
 Readiness: ``/readyz`` answers 200 once the queue answered and the pollers
 run, 503 before that and from the moment shutdown begins.
@@ -26,14 +27,14 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import structlog
 import trio
 
 from paysim import __version__
+from paysim.adapters.http1_client import Http1Client
 from paysim.config import ConfigError, Settings, WorkerSettings
 from paysim.entrypoints.http import HttpApp, HttpLimits, serve_http
-from paysim.entrypoints.sqs_worker import ReservationWorker, sqs_threads
+from paysim.entrypoints.sqs_worker import ReservationHttp, ReservationWorker, sqs_threads
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
 
@@ -52,15 +53,16 @@ class WorkerRunning:
     metrics: Metrics
 
 
-def make_http_client(worker: WorkerSettings) -> httpx.AsyncClient:
-    """The client for the reservation service: one connection per concurrent handler."""
-    return httpx.AsyncClient(
-        limits=httpx.Limits(
-            max_connections=worker.concurrency, max_keepalive_connections=worker.concurrency
-        ),
-        timeout=worker.reservation_timeout_s,
-        follow_redirects=False,
-        headers={"User-Agent": f"PaymentSim-Worker/{__version__}"},
+def make_http_client(worker: WorkerSettings) -> Http1Client:
+    """The client for the reservation service: one connection per concurrent handler.
+
+    Not httpx: it cost the worker most of its CPU (see ``paysim.adapters.http1_client``).
+    The connect gets the call's whole timeout; the worker bounds every call.
+    """
+    return Http1Client(
+        max_connections=worker.concurrency,
+        connect_timeout_s=worker.reservation_timeout_s,
+        headers=[("User-Agent", f"PaymentSim-Worker/{__version__}")],
     )
 
 
@@ -83,7 +85,7 @@ async def run_worker(
     shutdown: trio.Event | None = None,
     handle_signals: bool = True,
     sqs_client: Any = None,
-    http_client: httpx.AsyncClient | None = None,
+    http_client: ReservationHttp | None = None,
     metrics: Metrics | None = None,
     task_status: trio.TaskStatus[WorkerRunning] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -123,7 +125,7 @@ async def _serve(
     shutdown: trio.Event,
     handle_signals: bool,
     sqs_client: Any,
-    http_client: httpx.AsyncClient,
+    http_client: ReservationHttp,
     metrics: Metrics,
     force: trio.CancelScope,
     task_status: trio.TaskStatus[WorkerRunning],

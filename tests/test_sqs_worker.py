@@ -1,12 +1,13 @@
 """The reservation worker: parsing, batching, and the whole path on loopback.
 
 Unit tests drive ``ReservationWorker`` with ``FakeSqs`` (an in-memory SQS
-client, called from the worker's threads like boto3) and an
-``httpx.MockTransport``. Integration tests use moto's server as SQS (from
+client, called from the worker's threads like boto3) and ``FakeHttp`` (the
+worker's ``ReservationHttp`` port in memory). Integration tests use moto's server as SQS (from
 ``tests.moto_fixtures``: each test makes its own queue and DLQ with a redrive
 policy of 3 receives) and ``ReservationStub``, a real HTTP server on loopback
 (paysim's own ``HttpApp``/``serve_http``) that records each
-``PATCH /internal/reservations/{id}``.
+``PATCH /internal/reservations/{id}``, reached through the real
+``Http1Client``.
 
 Real time: moto honours visibility timeouts in real time, and its long polls
 check for visible messages once a second. The DLQ tests use a queue with
@@ -23,20 +24,23 @@ import functools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
 import structlog
 import trio
 
+from paysim import __version__
+from paysim.adapters.http1_client import Http1Client, Http1Error
 from paysim.config import Settings, WorkerSettings
 from paysim.domain.event_parsing import Malformed, parse_event
 from paysim.entrypoints.http import (
@@ -50,7 +54,7 @@ from paysim.entrypoints.http import (
 from paysim.entrypoints.sqs_worker import ReservationWorker
 from paysim.observability.health import Readiness, ServingState
 from paysim.observability.metrics import Metrics
-from paysim.worker_app import WorkerRunning, run_worker, worker_main
+from paysim.worker_app import WorkerRunning, make_http_client, run_worker, worker_main
 
 pytest_plugins = ["tests.moto_fixtures"]
 
@@ -202,7 +206,7 @@ def test_parse_event_rejects(raw, reason):
     assert info.value.reason == reason
 
 
-# -- unit: a fake SQS client and a mock transport --------------------------------------
+# -- unit: a fake SQS client and a fake HTTP client -------------------------------------
 
 
 class FakeSqs:
@@ -280,31 +284,59 @@ def unit_settings(**overrides: Any) -> WorkerSettings:
     return dataclasses.replace(base, **overrides)
 
 
-Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
+@dataclasses.dataclass(frozen=True)
+class FakeRequest:
+    method: str
+    url: str
+    body: bytes
+    headers: dict[str, str]  # names in lower case
+    idempotent: bool | None
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeAnswer:
+    status: int
+
+
+Handler = Callable[[FakeRequest], Awaitable[FakeAnswer]]
+
+
+class FakeHttp:
+    """The worker's ``ReservationHttp`` in memory: every request goes to ``handler``."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes = b"",
+        headers: Sequence[tuple[str, str]] = (),
+        idempotent: bool | None = None,
+    ) -> FakeAnswer:
+        lowered = {name.lower(): value for name, value in headers}
+        return await self.handler(FakeRequest(method, url, body, lowered, idempotent))
 
 
 @pytest.fixture
 async def run_fake(
     nursery: trio.Nursery,
 ) -> AsyncIterator[Callable[..., Awaitable[ReservationWorker]]]:
-    """``await run_fake(sqs, settings, handler)``: a worker on ``FakeSqs`` and a mock transport."""
-    clients: list[httpx.AsyncClient] = []
+    """``await run_fake(sqs, settings, handler)``: a worker on ``FakeSqs`` and ``FakeHttp``."""
 
     async def start(sqs: FakeSqs, settings: WorkerSettings, handler: Handler) -> ReservationWorker:
-        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-        clients.append(client)
-        worker = ReservationWorker(settings, sqs, client, Metrics(), sqs_timeout_s=2.0)
+        worker = ReservationWorker(settings, sqs, FakeHttp(handler), Metrics(), sqs_timeout_s=2.0)
         await nursery.start(worker.run)
         return worker
 
     yield start
     nursery.cancel_scope.cancel()
-    for client in clients:
-        await client.aclose()
 
 
-async def ok(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(204)
+async def ok(request: FakeRequest) -> FakeAnswer:
+    return FakeAnswer(204)
 
 
 async def test_deletes_go_in_batches_of_at_most_ten(run_fake):
@@ -330,20 +362,21 @@ async def test_failed_delete_entries_are_counted(run_fake):
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
-        (httpx.Response(500), "http_status"),
-        (httpx.Response(404), "http_status"),
-        (httpx.Response(409), "http_status"),
-        (httpx.ConnectError("refused"), "connection"),
+        (FakeAnswer(500), "http_status"),
+        (FakeAnswer(404), "http_status"),
+        (FakeAnswer(409), "http_status"),
+        (FakeAnswer(302), "http_status"),  # redirects are not followed
+        (Http1Error("connect to reservations.test:80: refused"), "connection"),
         (None, "timeout"),  # the handler never answers within reservation_timeout_s
     ],
 )
 async def test_reservation_failures_leave_the_message(run_fake, answer, reason):
-    async def handler(request: httpx.Request) -> httpx.Response:
+    async def handler(request: FakeRequest) -> FakeAnswer:
         if answer is None:
             await trio.sleep_forever()
         if isinstance(answer, Exception):
             raise answer
-        assert isinstance(answer, httpx.Response)
+        assert isinstance(answer, FakeAnswer)
         return answer
 
     sqs = FakeSqs([body()])
@@ -355,28 +388,31 @@ async def test_reservation_failures_leave_the_message(run_fake, answer, reason):
 
 
 async def test_concurrent_copies_of_one_event_call_once(run_fake):
-    calls: list[httpx.Request] = []
+    calls: list[FakeRequest] = []
 
-    async def slow(request: httpx.Request) -> httpx.Response:
+    async def slow(request: FakeRequest) -> FakeAnswer:
         calls.append(request)
         await trio.sleep(0.05)
-        return httpx.Response(200)
+        return FakeAnswer(200)
 
     sqs = FakeSqs([body(event_id="same"), body(event_id="same")])  # one batch: handled together
     worker = await run_fake(sqs, unit_settings(pollers=1), slow)
     await wait_until(lambda: len(sqs.deleted) == 2)
     assert len(calls) == 1
     assert calls[0].method == "PATCH"
-    assert calls[0].headers["x-event-id"] == "same"
+    assert calls[0].url == "http://reservations.test/internal/reservations/rsv-1"
+    assert calls[0].body == b'{"status":"CONFIRMED"}'
+    assert calls[0].headers == {"content-type": "application/json", "x-event-id": "same"}
+    assert calls[0].idempotent is True  # the client may resend it on a fresh connection
     assert (handled(worker, "confirmed"), handled(worker, "duplicate")) == (1, 1)
 
 
 async def test_reservation_id_is_one_path_segment(run_fake):
     seen: list[str] = []
 
-    async def record(request: httpx.Request) -> httpx.Response:
-        seen.append(request.url.raw_path.decode())
-        return httpx.Response(200)
+    async def record(request: FakeRequest) -> FakeAnswer:
+        seen.append(urlsplit(request.url).path)  # as given: the client sends it as it is
+        return FakeAnswer(200)
 
     sqs = FakeSqs([body(reservation_id="a/b c?d#é")])
     await run_fake(sqs, unit_settings(), record)
@@ -387,9 +423,8 @@ async def test_reservation_id_is_one_path_segment(run_fake):
 async def test_dedup_lru_is_bounded():
     sqs = FakeSqs([body(event_id=f"e{i}") for i in range(5)])
     settings = unit_settings(pollers=1, concurrency=1)
-    client = httpx.AsyncClient(transport=httpx.MockTransport(ok))
-    worker = ReservationWorker(settings, sqs, client, Metrics(), dedup_size=3)
-    async with client, trio.open_nursery() as nursery:
+    worker = ReservationWorker(settings, sqs, FakeHttp(ok), Metrics(), dedup_size=3)
+    async with trio.open_nursery() as nursery:
         await nursery.start(worker.run)
         await wait_until(lambda: len(sqs.deleted) == 5)
         assert list(worker._handled) == ["e2", "e3", "e4"]
@@ -525,7 +560,7 @@ async def start_worker(
     sqs_client: Any,
 ) -> AsyncIterator[Callable[..., Awaitable[ReservationWorker]]]:
     """``await start_worker(queues, reservation_url, **settings)``: a running worker."""
-    async with httpx.AsyncClient() as http, trio.open_nursery() as nursery:
+    async with Http1Client() as http, trio.open_nursery() as nursery:
 
         async def start(
             queues: Queues, reservation_url: str | None, **overrides: Any
@@ -546,6 +581,33 @@ async def start_worker(
 
         yield start
         nursery.cancel_scope.cancel()
+
+
+async def test_the_worker_client_names_itself_and_reaches_the_stub(reservations):
+    async with make_http_client(WorkerSettings(concurrency=4)) as http:
+        url = reservations.url + PREFIX + "rsv-ua"
+        answer = await http.request("PATCH", url, body=b'{"status":"CONFIRMED"}')
+    assert answer.status == 200
+    [call] = reservations.calls
+    assert call.headers[b"user-agent"] == f"PaymentSim-Worker/{__version__}".encode()
+
+
+async def test_a_refused_connection_is_a_connection_failure():
+    """The real client, nothing listening: the message is left, reason "connection"."""
+    with socket.socket() as bound:  # bound, not listening: connecting is refused
+        bound.bind(("127.0.0.1", 0))
+        settings = unit_settings(reservation_api_url=f"http://127.0.0.1:{bound.getsockname()[1]}")
+        sqs = FakeSqs([body()])
+        async with make_http_client(settings) as http, trio.open_nursery() as nursery:
+            worker = ReservationWorker(settings, sqs, http, Metrics(), sqs_timeout_s=2.0)
+            await nursery.start(worker.run)
+            await wait_until(
+                lambda: sample(worker, "paysim_worker_failures_total", reason="connection") == 1
+            )
+            await wait_until(lambda: worker.in_flight == 0)
+            nursery.cancel_scope.cancel()
+    assert sqs.delete_calls == []
+    assert list(sqs.invisible) == ["rh1"]
 
 
 async def drained(worker: ReservationWorker, queues: Queues) -> bool:

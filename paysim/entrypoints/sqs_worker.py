@@ -58,8 +58,16 @@ Policy decisions
   already queued are still sent. A long poll that is still running when the
   worker stops is abandoned; if it returns messages, its thread releases them.
 
+The reservation service is reached through ``ReservationHttp``, the one
+method of ``paysim.adapters.http1_client.Http1Client`` the worker needs (a
+fake in the unit tests): ``Http1Error`` is a connection or protocol failure,
+any status comes back as an answer, and the worker bounds each call with
+``trio.fail_after``. The PATCH is marked idempotent (it sets the status to a
+fixed value), so the client may resend it once on a fresh connection when a
+kept-alive one turns out closed.
+
 Resource handling: the worker owns neither client: the caller creates and
-closes the boto3 client and the ``httpx.AsyncClient``. The worker registers
+closes the boto3 client and the HTTP client. The worker registers
 its ``paysim_worker_*`` metrics on ``metrics.registry`` (one worker per
 ``Metrics``). ``run`` may be called once per worker.
 """
@@ -73,17 +81,17 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 from urllib.parse import quote
 
-import httpx
 import structlog
 import trio
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter, Gauge, Histogram
 
+from paysim.adapters.http1_client import Http1Error
 from paysim.config import AwsSettings, WorkerSettings
 from paysim.domain.event_parsing import (
     DECISIONS,
@@ -105,10 +113,35 @@ _BACKOFF_BASE_S = 0.2
 _BACKOFF_CAP_S = 10.0
 _DELETE_ATTEMPTS = 3
 _BODIES = {d: json.dumps({"status": d}, separators=(",", ":")).encode() for d in DECISIONS.values()}
+_CONTENT_TYPE = ("Content-Type", "application/json")
 
 OUTCOMES = ("confirmed", "cancelled", "ignored", "duplicate")
 FAILURE_REASONS = ("http_status", "connection", "timeout", "internal")
 SQS_OPERATIONS = ("check", "receive", "delete", "release")
+
+
+# -- the reservation service's port ------------------------------------------------
+
+
+class HttpAnswer(Protocol):
+    @property
+    def status(self) -> int: ...
+
+
+class ReservationHttp(Protocol):
+    """The HTTP client the worker calls the reservation service with (``Http1Client``)."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: bytes = b"",
+        headers: Sequence[tuple[str, str]] = (),
+        idempotent: bool | None = None,
+    ) -> HttpAnswer:
+        """The whole answer, whatever its status; ``Http1Error`` if there is none."""
+        ...
 
 
 # -- metrics -----------------------------------------------------------------------
@@ -238,7 +271,7 @@ class ReservationWorker:
         self,
         settings: WorkerSettings,
         sqs: Any,
-        http: httpx.AsyncClient,
+        http: ReservationHttp,
         metrics: Metrics,
         dedup_size: int = 100_000,
         *,
@@ -256,7 +289,6 @@ class ReservationWorker:
         self._dedup_size = dedup_size
         base = settings.reservation_api_url
         self._reservations = base.rstrip("/") + "/internal/reservations/" if base else None
-        self._http_timeout = httpx.Timeout(settings.reservation_timeout_s)
         self._batch = min(MAX_BATCH, settings.concurrency)
         self._deleters = max(2, settings.pollers)
         self._limiter = trio.CapacityLimiter(sqs_threads(settings))
@@ -584,20 +616,21 @@ class ReservationWorker:
         url = self._reservations + quote(event.reservation_id, safe="")
         timeout_s = self._settings.reservation_timeout_s
         try:
-            with trio.fail_after(timeout_s):  # for the whole call; httpx's is per operation
-                response = await self._http.patch(
+            with trio.fail_after(timeout_s):  # the whole call: waiting for a connection included
+                response = await self._http.request(
+                    "PATCH",
                     url,
-                    content=_BODIES[decision],
-                    headers={"Content-Type": "application/json", "X-Event-Id": event.event_id},
-                    timeout=self._http_timeout,
+                    body=_BODIES[decision],
+                    headers=(_CONTENT_TYPE, ("X-Event-Id", event.event_id)),
+                    idempotent=True,  # it sets a fixed status: sending it twice changes nothing
                 )
-        except (trio.TooSlowError, httpx.TimeoutException):
+        except trio.TooSlowError:
             return "timeout", f"no answer within {timeout_s:g} s"
-        except httpx.HTTPError as exc:
-            return "connection", type(exc).__name__
-        if 200 <= response.status_code < 300:
+        except Http1Error as exc:
+            return "connection", str(exc)
+        if 200 <= response.status < 300:
             return None
-        return "http_status", f"HTTP {response.status_code}"
+        return "http_status", f"HTTP {response.status}"
 
     # -- deleting ------------------------------------------------------------------
 
