@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(http_port),
             "ENVIRONMENT": "production",
+            # The gRPC path alone: no event bus here (the delivery benchmark covers it).
+            "EVENTS_ENABLED": "false",
         }
         proc = _start([sys.executable, "-m", "paysim", "serve"], env)
         try:
