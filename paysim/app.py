@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import random
-import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ import httpx
 import structlog
 import trio
 
-from paysim import __version__
+from paysim import __version__, process
 from paysim._proto.proto.payment.v1 import payment_pb2
 from paysim.adapters.aws import make_client
 from paysim.adapters.eventbridge import EventPublisher
@@ -128,7 +127,7 @@ async def run(
         with force:
             async with trio.open_nursery() as root:
                 if handle_signals:
-                    root.start_soon(_watch_signals, shutdown, force)
+                    root.start_soon(process.watch_signals, shutdown, force)
                 http_app = HttpApp(readiness, metrics)
                 flushers: list[Callable[[], Awaitable[None]]] = []
                 if notifier is None:
@@ -237,15 +236,3 @@ async def _serve(
         if grace.cancelled_caught:
             log.warning("grace period over; cancelling in-flight work")
         simulator_nursery.cancel_scope.cancel()
-
-
-async def _watch_signals(shutdown: trio.Event, force: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if not shutdown.is_set():
-                log.info("signal received; draining", signal=signal.Signals(signum).name)
-                shutdown.set()
-            else:
-                log.warning("second signal; stopping now", signal=signal.Signals(signum).name)
-                force.cancel()
-                return

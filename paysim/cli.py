@@ -8,15 +8,12 @@ already taken: we never share a port silently).
 from __future__ import annotations
 
 import argparse
-import errno
 import functools
 import os
 import sys
 from collections.abc import Sequence
 
-import trio
-
-from paysim import __version__
+from paysim import __version__, process
 from paysim.config import ConfigError, Settings
 from paysim.webhooks import verify_cli
 
@@ -45,38 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _find_os_error(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _find_os_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
 def serve(settings: Settings) -> int:
     from paysim import app, runtime
     from paysim.observability import logging as paysim_logging
 
     paysim_logging.configure(settings.log.level, settings.log.json)
     runtime.tune_gc(settings.gc_thresholds)
-    try:
-        trio.run(functools.partial(app.run, settings, on_serving=runtime.freeze_startup_objects))
-    except BaseException as exc:
-        os_error = _find_os_error(exc)
-        if os_error is not None and os_error.errno == errno.EADDRINUSE:
-            print(
-                f"paysim: cannot listen: address already in use ({os_error.strerror}); "
-                "is another paysim running on GRPC_PORT/HTTP_PORT?",
-                file=sys.stderr,
-            )
-            return 1
-        if isinstance(exc, KeyboardInterrupt):
-            return 130
-        raise
-    return 0
+    return process.run_main(
+        "paysim",
+        functools.partial(app.run, settings, on_serving=runtime.freeze_startup_objects),
+        "GRPC_PORT/HTTP_PORT",
+    )
 
 
 def dev(settings: Settings, receiver_port: int) -> int:
@@ -93,17 +69,11 @@ def dev(settings: Settings, receiver_port: int) -> int:
         return 2
     paysim_logging.configure(settings.log.level, settings.log.json)
     runtime.tune_gc(settings.gc_thresholds)
-    try:
-        trio.run(devstack.run_dev, settings, receiver_port)
-    except BaseException as exc:
-        os_error = _find_os_error(exc)
-        if os_error is not None and os_error.errno == errno.EADDRINUSE:
-            print(f"paysim dev: cannot listen: {os_error.strerror}", file=sys.stderr)
-            return 1
-        if isinstance(exc, KeyboardInterrupt):
-            return 130
-        raise
-    return 0
+    return process.run_main(
+        "paysim dev",
+        functools.partial(devstack.run_dev, settings, receiver_port),
+        "the dev ports (8030, 8031, 8040, 8050)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

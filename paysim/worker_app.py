@@ -20,9 +20,7 @@ visibility timeout).
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
-import signal
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +28,7 @@ from typing import Any
 import structlog
 import trio
 
-from paysim import __version__
+from paysim import __version__, process
 from paysim.adapters.http1_client import Http1Client
 from paysim.config import ConfigError, Settings, WorkerSettings
 from paysim.entrypoints.http import HttpApp, HttpLimits, serve_http
@@ -137,7 +135,7 @@ async def _serve(
     )
     async with trio.open_nursery() as root:
         if handle_signals:
-            root.start_soon(_watch_signals, shutdown, force)
+            root.start_soon(process.watch_signals, shutdown, force)
         http_port = await root.start(
             serve_http,
             ws.http_host,
@@ -178,29 +176,6 @@ async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-async def _watch_signals(shutdown: trio.Event, force: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if not shutdown.is_set():
-                log.info("signal received; draining", signal=signal.Signals(signum).name)
-                shutdown.set()
-            else:
-                log.warning("second signal; stopping now", signal=signal.Signals(signum).name)
-                force.cancel()
-                return
-
-
-def _find_os_error(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _find_os_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
 def worker_main(settings: Settings) -> int:
     """Run the worker process; the exit status: 0 clean stop, 1 cannot start, 2 bad config."""
     if settings.worker.queue_url is None:
@@ -220,18 +195,8 @@ def worker_main(settings: Settings) -> int:
     except BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
         print(f"paysim worker: cannot create the SQS client: {exc}", file=sys.stderr)
         return 2
-    try:
-        trio.run(functools.partial(run_worker, settings, sqs_client=sqs))
-    except BaseException as exc:
-        os_error = _find_os_error(exc)
-        if os_error is not None and os_error.errno == errno.EADDRINUSE:
-            print(
-                f"paysim worker: cannot listen: address already in use ({os_error.strerror}); "
-                "is another worker running on WORKER_HTTP_PORT?",
-                file=sys.stderr,
-            )
-            return 1
-        if isinstance(exc, KeyboardInterrupt):
-            return 130
-        raise
-    return 0
+    return process.run_main(
+        "paysim worker",
+        functools.partial(run_worker, settings, sqs_client=sqs),
+        "WORKER_HTTP_PORT",
+    )
