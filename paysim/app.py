@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import structlog
 import trio
+from grpc_health.v1 import health_pb2
 
 from paysim import __version__, process
 from paysim._proto.proto.payment.v1 import payment_pb2
@@ -72,16 +73,10 @@ def build_registry(service: PaymentService, readiness: Readiness, settings: Sett
     registry.add(HealthServicer(readiness, payment_services))
     for servicer in ReflectionServicer.both(
         [*payment_services, "grpc.health.v1.Health"],
-        [payment_pb2.DESCRIPTOR, _health_file()],
+        [payment_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR],
     ):
         registry.add(servicer)
     return registry
-
-
-def _health_file() -> object:
-    from grpc_health.v1 import health_pb2
-
-    return health_pb2.DESCRIPTOR
 
 
 async def run(

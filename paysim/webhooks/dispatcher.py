@@ -161,10 +161,6 @@ class WebhookDispatcher:
         self._idle.set()
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
 
-    @property
-    def pending(self) -> int:
-        return sum(len(f) for f in self._fifos.values())
-
     # -- the notifier port ---------------------------------------------------
     async def notify(self, change: StatusChange) -> None:
         if not change.payment.webhook_url:

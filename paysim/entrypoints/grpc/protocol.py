@@ -33,7 +33,7 @@ from h2.settings import SettingCodes
 from purerpc.grpclib.buffers import MessageReadBuffer
 from purerpc.grpclib.config import GRPCConfiguration
 from purerpc.grpclib.connection import GRPCConnection
-from purerpc.grpclib.events import Event, RequestReceived
+from purerpc.grpclib.events import Event, MessageReceived, RequestReceived
 from purerpc.grpclib.exceptions import ProtocolError
 from purerpc.grpclib.headers import HeaderDict
 from purerpc.grpclib.status import Status, StatusCode
@@ -218,7 +218,7 @@ class ServerConnection(GRPCConnection):  # type: ignore[misc]
                 )
             return self._fail(stream_id, exc.status)
         return [
-            _message(stream_id, message, length)
+            MessageReceived(stream_id, message, length)
             for message, length in buffer.read_all_complete_messages_flowcontrol()
         ]
 
@@ -231,9 +231,3 @@ class ServerConnection(GRPCConnection):  # type: ignore[misc]
     def _stream_reset(self, event: h2.events.StreamReset) -> list[Any]:
         self.forget(event.stream_id)
         return [StreamReset(event.stream_id)]
-
-
-def _message(stream_id: int, data: bytes, length: int) -> Any:
-    from purerpc.grpclib.events import MessageReceived
-
-    return MessageReceived(stream_id, data, length)
