@@ -89,6 +89,10 @@ class Http1Error(Exception):
     """The exchange failed: connect, reset or EOF, a malformed or too large response."""
 
 
+class Http1ConnectError(Http1Error):
+    """No connection: refused, unreachable, a failed TLS handshake, or the connect timed out."""
+
+
 @dataclass(frozen=True, slots=True)
 class Http1Response:
     """A complete response; header names are lower-case bytes, as h11 gives them."""
@@ -105,7 +109,7 @@ class Http1Response:
         return None
 
 
-Origin = tuple[str, str, int]  # scheme, host, port
+Origin = tuple[str, str, int, str]  # scheme, host, port, TLS server name ("" for http)
 
 
 class _Stale(Exception):
@@ -183,15 +187,23 @@ class Http1Client:
         body: bytes = b"",
         headers: Sequence[tuple[str, str]] = (),
         idempotent: bool | None = None,
+        host_header: str | None = None,
+        server_hostname: str | None = None,
     ) -> Http1Response:
         """Send one request and read the whole response (of any status).
 
         ``idempotent`` decides the keep-alive retry (None: by the method). No
         timeout but the connect's: bound the call with ``trio.fail_after``.
+        ``host_header`` and ``server_hostname`` (the TLS name to send and verify)
+        replace the URL's host in those roles, for a URL whose host is an address
+        resolved beforehand (pinned); connections are pooled per TLS name too.
         """
         if self._closed:
             raise RuntimeError("the client is closed")
-        origin, target, host_header = self._split(url)
+        origin, target, host_header_of_url = self._split(url)
+        host_header = host_header_of_url if host_header is None else host_header
+        if server_hostname is not None and origin[0] == "https":
+            origin = (origin[0], origin[1], origin[2], server_hostname)
         for name, _ in headers:
             _check_name(name)
         all_headers = [("Host", host_header), *self._headers, *headers]
@@ -250,7 +262,7 @@ class Http1Client:
         return known[0], raw, known[1]
 
     async def _connect(self, origin: Origin) -> _Connection:
-        scheme, host, port = origin
+        scheme, host, port, tls_name = origin
         try:
             with trio.fail_after(self._connect_timeout_s):
                 stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
@@ -258,7 +270,7 @@ class Http1Client:
                     if self._ssl_context is None:
                         self._ssl_context = ssl.create_default_context()
                     tls = trio.SSLStream(
-                        stream, self._ssl_context, server_hostname=host, https_compatible=True
+                        stream, self._ssl_context, server_hostname=tls_name, https_compatible=True
                     )
                     try:
                         await tls.do_handshake()
@@ -267,11 +279,11 @@ class Http1Client:
                         raise
                     stream = tls
         except trio.TooSlowError:
-            raise Http1Error(
+            raise Http1ConnectError(
                 f"connect to {host}:{port}: no answer within {self._connect_timeout_s:g} s"
             ) from None
         except (OSError, trio.BrokenResourceError) as exc:
-            raise Http1Error(f"connect to {host}:{port}: {_describe(exc)}") from exc
+            raise Http1ConnectError(f"connect to {host}:{port}: {_describe(exc)}") from exc
         return _Connection(stream)
 
     async def _exchange(
@@ -358,7 +370,7 @@ def _origin(scheme: str, authority: str) -> tuple[Origin, str]:
     host_header = f"[{host}]" if ":" in host else host
     if port != _DEFAULT_PORTS[scheme]:
         host_header += f":{port}"
-    return (scheme, host, port), host_header
+    return (scheme, host, port, host if scheme == "https" else ""), host_header
 
 
 def _readable(stream: trio.abc.Stream) -> bool:
