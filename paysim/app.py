@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import structlog
 import trio
 from grpc_health.v1 import health_pb2
@@ -30,6 +29,8 @@ from paysim._proto.proto.payment.v1 import payment_pb2
 from paysim.adapters.aws import make_client
 from paysim.adapters.eventbridge import EventPublisher
 from paysim.adapters.fanout_notifier import FanoutNotifier
+from paysim.adapters.http1_client import Http1Client
+from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
 from paysim.adapters.memory_store import MemoryStore
 from paysim.config import Settings
 from paysim.entrypoints.grpc.health import HealthServicer
@@ -104,8 +105,13 @@ async def run(
     force = trio.CancelScope()
     # Long-lived resources open before the root nursery and close after it, so
     # nothing that runs inside can outlive them.
-    async with httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=settings.webhook.concurrency * 2),
+    async with CookielessClient(
+        transport=H11Transport(
+            Http1Client(
+                max_connections=settings.webhook.concurrency * 2,
+                connect_timeout_s=settings.webhook.timeout_s,
+            )
+        ),
         follow_redirects=False,
         trust_env=False,
     ) as http_client:
