@@ -160,6 +160,7 @@ class WebhookDispatcher:
         self._idle = trio.Event()
         self._idle.set()
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
+        self._targets: dict[str, _Target] = {}
 
     # -- the notifier port ---------------------------------------------------
     async def notify(self, change: StatusChange) -> None:
@@ -223,13 +224,13 @@ class WebhookDispatcher:
     async def _attempt(self, payment_id: str, d: _Delivery) -> float | None:
         """Make one attempt; return the delay before the next one, or None when done."""
         change = d.change
-        url = httpx.URL(change.payment.webhook_url)
+        target = self._target(change.payment.webhook_url)
         started = trio.current_time()
         http_status: int | None = None
         error: str | None = None
         retry_after: float | None = None
         try:
-            target = await self._pinned(url)
+            pinned = await self._pinned(target)
             headers = signing.build_headers(
                 secrets=self._settings.secrets,
                 style=self._settings.signature_style,
@@ -238,15 +239,14 @@ class WebhookDispatcher:
                 attempt=d.attempt,
                 body=d.body,
             )
-            headers.append(("Host", _host_header(url)))
-            extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+            headers.append(("Host", target.host_header))
             response = await self._client.post(
-                target,
+                pinned,
                 content=d.body,
                 headers=headers,
                 timeout=self._settings.timeout_s,
                 follow_redirects=False,
-                extensions=extensions,
+                extensions=target.extensions,
             )
             http_status = response.status_code
             if http_status in (429, 503):
@@ -282,7 +282,7 @@ class WebhookDispatcher:
                 status=status_name(change.payment.status),
                 attempt=d.attempt,
                 at=self._now(),
-                url=_redacted(url),
+                url=target.redacted,
                 outcome=outcome,
                 http_status=http_status,
                 error=error,
@@ -303,21 +303,59 @@ class WebhookDispatcher:
                 )
         return retry_in
 
-    async def _pinned(self, url: httpx.URL) -> httpx.URL:
+    def _target(self, webhook_url: str) -> _Target:
+        """What a URL means for a delivery, parsed once per URL (httpx's parsing is costly)."""
+        target = self._targets.get(webhook_url)
+        if target is None:
+            if len(self._targets) >= _MAX_CACHED:
+                self._targets.clear()
+            target = self._targets[webhook_url] = _Target.of(httpx.URL(webhook_url))
+        return target
+
+    async def _pinned(self, target: _Target) -> httpx.URL:
         """The URL with its host replaced by an address the SSRF guard approved."""
-        host = url.host
-        port = url.port or (443 if url.scheme == "https" else 80)
-        key = (host, port)
+        url = target.url
+        key = (url.host, target.port)
         now = trio.current_time()
         cached = self._dns.get(key)
         if cached is not None and cached[0] > now:
             addresses = cached[1]
         else:
-            addresses = await ssrf.resolve(self._policy, host, port)
-            if len(self._dns) > 10_000:
+            addresses = await ssrf.resolve(self._policy, url.host, target.port)
+            if len(self._dns) >= _MAX_CACHED:
                 self._dns.clear()
             self._dns[key] = (now + 30.0, addresses)
-        return url.copy_with(host=addresses[0])
+        pinned = target.pinned.get(addresses[0])
+        if pinned is None:
+            if len(target.pinned) >= 16:
+                target.pinned.clear()
+            pinned = target.pinned[addresses[0]] = url.copy_with(host=addresses[0])
+        return pinned
+
+
+_MAX_CACHED = 10_000
+
+
+@dataclass(frozen=True)
+class _Target:
+    url: httpx.URL
+    port: int
+    host_header: str
+    redacted: str
+    extensions: dict[str, str]
+    pinned: dict[str, httpx.URL]  # by approved address
+
+    @classmethod
+    def of(cls, url: httpx.URL) -> _Target:
+        https = url.scheme == "https"
+        return cls(
+            url=url,
+            port=url.port or (443 if https else 80),
+            host_header=_host_header(url),
+            redacted=_redacted(url),
+            extensions={"sni_hostname": url.host} if https else {},
+            pinned={},
+        )
 
 
 def _host_header(url: httpx.URL) -> str:
