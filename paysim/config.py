@@ -66,6 +66,10 @@ class SimulationSettings:
     idempotency_ttl_s: float = 86_400.0
     max_pending_payments: int = 100_000
     max_delay_s: float = 600.0
+    # Settled payments (COMPLETED, FAILED, CANCELLED, REFUNDED, EXPIRED) are
+    # dropped this long after their last change; idempotency keys after their TTL.
+    retention_s: float = 86_400.0
+    sweep_interval_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class AwsSettings:
 
 
 RETRY_SCHEDULES = ("default", "fast", "toss")
+PENDING_POLICIES = ("resolve", "handover")
 SIGNATURE_STYLES = ("legacy", "standard")
 
 
@@ -142,6 +147,13 @@ class Settings:
     worker: WorkerSettings = WorkerSettings()
     log: LogSettings = LogSettings()
     shutdown_grace_s: float = 20.0
+    # After SIGTERM readiness turns NOT_SERVING at once and the process keeps
+    # serving this long (endpoint removal in Kubernetes is asynchronous).
+    drain_delay_s: float = 1.0
+    # What happens to pending payments at shutdown: "resolve" (those due within
+    # the grace resolve on time, the rest early) or "handover" (left to another
+    # replica; needs a shared store).
+    pending_on_shutdown: str = "resolve"
     payment_url_base: str = "https://checkout.paysim.invalid/pay"
     # Python GC thresholds (gen0, gen1, gen2); see paysim/runtime.py.
     gc_thresholds: tuple[int, int, int] = (2_000, 10, 1_000)
@@ -179,6 +191,8 @@ class Settings:
                 idempotency_ttl_s=r.millis("IDEMPOTENCY_TTL_MS", 86_400_000, minimum=86_400_000),
                 max_pending_payments=r.integer("MAX_PENDING_PAYMENTS", 100_000, 1),
                 max_delay_s=r.millis("MAX_DELAY_MS", 600_000, minimum=1),
+                retention_s=r.millis("RETENTION_MS", 86_400_000, minimum=1),
+                sweep_interval_s=r.millis("SWEEP_INTERVAL_MS", 1_000, minimum=10),
             ),
             aws=AwsSettings(
                 region=r.string("AWS_REGION", "ap-northeast-2", nonempty=True),
@@ -224,9 +238,17 @@ class Settings:
                 or (log_format == "auto" and env_kind is Environment.PRODUCTION),
             ),
             shutdown_grace_s=r.millis("SHUTDOWN_GRACE_MS", 20_000),
+            drain_delay_s=r.millis("DRAIN_DELAY_MS", 1_000),
+            pending_on_shutdown=r.choice("SHUTDOWN_PENDING_POLICY", PENDING_POLICIES, "resolve"),
             payment_url_base=r.url("PAYMENT_URL_BASE", "https://checkout.paysim.invalid/pay"),
             gc_thresholds=r.thresholds("GC_THRESHOLDS", (2_000, 10, 1_000)),
         )
+        if settings.pending_on_shutdown == "handover":
+            raise ConfigError(
+                "SHUTDOWN_PENDING_POLICY",
+                "handover needs a shared store, and this build has only the in-memory one; "
+                "use resolve",
+            )
         if settings.simulation.max_delay_s >= settings.simulation.intent_ttl_s:
             raise ConfigError("MAX_DELAY_MS", "must be smaller than INTENT_TTL_MS")
         for name, value in (
