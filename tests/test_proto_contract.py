@@ -202,6 +202,17 @@ MESSAGES: dict[str, list[Field]] = {
     ],
 }
 
+# paysim's own additions: new fields with numbers above the contract's, which
+# an old client ignores (CONTRACT §1 allows exactly this). README lists them.
+ADDITIONS: dict[str, list[Field]] = {
+    P + "Payment": [
+        ("refunded_amount", 14, MSG, MONEY),
+        ("cancelled_at", 15, MSG, TS),
+        ("cancellation_reason", 16, STRING),
+    ],
+}
+
+
 ENUMS: dict[str, tuple[str, list[str]]] = {
     P + "PaymentMethod": (
         "PAYMENT_METHOD_",
@@ -345,7 +356,10 @@ def test_message_fields(full_name):
         elif f.is_repeated:
             spec.append("repeated")
         got.append(tuple(spec))
-    assert got == MESSAGES[full_name]
+    contract = MESSAGES[full_name]
+    assert got == contract + ADDITIONS.get(full_name, [])
+    if full_name in ADDITIONS:
+        assert min(f[1] for f in ADDITIONS[full_name]) > max(f[1] for f in contract)  # type: ignore[type-var]
 
 
 def test_payment_metadata_tags_is_map_string_string():

@@ -214,7 +214,7 @@ class SimulateWebhookResponse(_message.Message):
     def __init__(self, webhook_sent: _Optional[bool] = ..., webhook_id: _Optional[str] = ..., scheduled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.Error, _Mapping]] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("payment_intent_id", "payment_id", "reservation_id", "user_id", "status", "amount", "method", "created_at", "updated_at", "processed_at", "transaction_id", "result", "metadata")
+    __slots__ = ("payment_intent_id", "payment_id", "reservation_id", "user_id", "status", "amount", "method", "created_at", "updated_at", "processed_at", "transaction_id", "result", "metadata", "refunded_amount", "cancelled_at", "cancellation_reason")
     PAYMENT_INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +228,9 @@ class Payment(_message.Message):
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_AT_FIELD_NUMBER: _ClassVar[int]
+    CANCELLATION_REASON_FIELD_NUMBER: _ClassVar[int]
     payment_intent_id: str
     payment_id: str
     reservation_id: str
@@ -241,7 +244,10 @@ class Payment(_message.Message):
     transaction_id: str
     result: PaymentResult
     metadata: PaymentMetadata
-    def __init__(self, payment_intent_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., reservation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., amount: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., processed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transaction_id: _Optional[str] = ..., result: _Optional[_Union[PaymentResult, _Mapping]] = ..., metadata: _Optional[_Union[PaymentMetadata, _Mapping]] = ...) -> None: ...
+    refunded_amount: _types_pb2.Money
+    cancelled_at: _timestamp_pb2.Timestamp
+    cancellation_reason: str
+    def __init__(self, payment_intent_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., reservation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., amount: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., processed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., transaction_id: _Optional[str] = ..., result: _Optional[_Union[PaymentResult, _Mapping]] = ..., metadata: _Optional[_Union[PaymentMetadata, _Mapping]] = ..., refunded_amount: _Optional[_Union[_types_pb2.Money, _Mapping]] = ..., cancelled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancellation_reason: _Optional[str] = ...) -> None: ...
 
 class PaymentDetails(_message.Message):
     __slots__ = ("method", "credit_card", "bank_transfer", "mobile_pay")
