@@ -181,6 +181,12 @@ class _Connection:
         self.h2 = self.conn.h2_connection
         self.calls: dict[int, _Call] = {}
         self._wake_writer = trio.Event()
+        # Only the writer sends. ``_final_flush`` waits for it: ``_writing`` says
+        # it is inside ``send_all``, ``_wrote`` (made on demand) is set after each
+        # round, ``_writer_done`` once it has ended.
+        self._writing = False
+        self._wrote: trio.Event | None = None
+        self._writer_done = False
         self._window = trio.Event()
         self._idle = trio.Event()
         self.draining = False
@@ -197,11 +203,22 @@ class _Connection:
                 self._wake_writer = trio.Event()
                 data = self.h2.data_to_send()
                 if data:
+                    self._writing = True
                     await self.stream.send_all(data)
+                    self._writing = False
+                self._signal_wrote()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             # The peer is gone: nothing can be answered any more.
             self._peer_gone()
             scope.cancel()
+        finally:
+            self._writer_done = True
+            self._signal_wrote()
+
+    def _signal_wrote(self) -> None:
+        if self._wrote is not None:
+            self._wrote.set()
+            self._wrote = None
 
     def _peer_gone(self) -> None:
         for call in self.calls.values():
@@ -249,13 +266,18 @@ class _Connection:
                 return
 
     async def _final_flush(self) -> None:
-        data = self.h2.data_to_send()
-        if data and not self.closed:
-            with trio.move_on_after(1):
-                try:
-                    await self.stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+        """Wait (at most 1 s) until the writer has sent everything h2 has queued.
+
+        The writer stays the only sender: sending from here as well raised
+        BusyResourceError whenever the writer was waiting on a slow reader, and
+        in ``GrpcServer.drain`` that crashed the whole shutdown.
+        """
+        with trio.move_on_after(1):
+            while not self._writer_done and (self._writing or self.h2._data_to_send):
+                self.flush()
+                if self._wrote is None:
+                    self._wrote = trio.Event()
+                await self._wrote.wait()
 
     def _dispatch(self, ev: Any, nursery: trio.Nursery) -> None:
         kind = type(ev)
