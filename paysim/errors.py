@@ -38,10 +38,15 @@ class NotFound(PaysimError):
 
 
 class IdempotencyConflict(PaysimError):
-    def __init__(self, key: str) -> None:
-        super().__init__(
-            f"idempotency conflict: key {key!r} was already used with different parameters"
-        )
+    def __init__(self, key: str, *, in_progress: bool = False) -> None:
+        if in_progress:
+            super().__init__(
+                f"idempotency conflict: a request with key {key!r} is still in progress; retry"
+            )
+        else:
+            super().__init__(
+                f"idempotency conflict: key {key!r} was already used with different parameters"
+            )
 
 
 class FailedPrecondition(PaysimError):

@@ -103,6 +103,43 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Refund:
+    """One refund of a COMPLETED payment (CancelPayment)."""
+
+    refund_id: str
+    amount: Money
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    """CancelPayment's answer; kept with its idempotency key so a retry gets it again.
+
+    ``refunded`` is the payment's total refunded after this call (None for a
+    cancel of an uncaptured payment); ``refund_id`` names this call's refund.
+    """
+
+    status: PaymentStatus
+    cancelled_at: float
+    refunded: Money | None
+    refund_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelCommand:
+    """A validated CancelPayment request."""
+
+    payment_intent_id: str
+    reason: str
+    refund_amount: Money | None
+    idempotency_key: str
+
+    def fingerprint(self) -> tuple[object, ...]:
+        return (self.payment_intent_id, self.reason, self.refund_amount)
+
+
+@dataclass(frozen=True, slots=True)
 class CreateIntent:
     """A validated CreatePaymentIntent command."""
 
@@ -151,13 +188,28 @@ class Payment:
     transaction_id: str = ""
     processed_at: float | None = None
     result: PaymentResult | None = None
+    refunded: int = 0  # smallest currency unit, in the payment's currency
+    refunds: tuple[Refund, ...] = ()
+    cancelled_at: float | None = None
+    cancellation_reason: str = ""
+
+    @property
+    def refundable(self) -> int:
+        return self.amount.amount - self.refunded
 
 
 @dataclass(frozen=True, slots=True)
 class StatusChange:
-    """One status change of one payment, as handed to the notifier."""
+    """One change of one payment, as handed to the notifier.
+
+    Usually a status change; also a partial refund (the status stays
+    COMPLETED, ``refund`` says what happened) and a resend (SimulateWebhook:
+    the current state again, under a new event id).
+    """
 
     event_id: str
     payment: Payment
     previous: PaymentStatus
     at: float
+    refund: Refund | None = None
+    resend: bool = False

@@ -36,6 +36,18 @@ def can_transition(current: PaymentStatus, new: PaymentStatus) -> bool:
     return new in TRANSITIONS.get(current, frozenset())
 
 
+def update(payment: Payment, at: float, **changes: object) -> Payment:
+    """Return ``payment`` with ``changes`` and its status unchanged (a partial refund)."""
+    if "status" in changes:
+        raise ValueError("a status change goes through transition()")
+    return dataclasses.replace(
+        payment,
+        updated_at=at,
+        version=payment.version + 1,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
 def transition(payment: Payment, new: PaymentStatus, at: float, **changes: object) -> Payment:
     """Return ``payment`` moved to ``new`` at time ``at`` (with ``changes`` applied).
 

@@ -10,11 +10,14 @@ import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from paysim.domain import forced_outcomes, listing
 from paysim.domain.models import (
+    CancelCommand,
     CreateIntent,
     Metadata,
     Money,
     PaymentMethod,
+    PaymentStatus,
     Scenario,
 )
 from paysim.errors import InvalidArgument
@@ -27,6 +30,7 @@ MAX_TAGS = 50
 MAX_TAG_KEY_LEN = 64
 MAX_TAG_VALUE_LEN = 512
 MAX_AMOUNT = 10**15
+MAX_REASON_LEN = 512
 DELAY_TAG = "delay_ms"
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
@@ -97,6 +101,19 @@ def delay_override_s(tags: Mapping[str, str], max_delay_s: float) -> float | Non
     if len(raw) > len(str(max_ms)) or int(raw) > max_ms:
         raise InvalidArgument(field, f"must not exceed {int(max_delay_s * 1000)} ms")
     return int(raw) / 1000.0
+
+
+def forced_outcome(tags: Mapping[str, str]) -> str | None:
+    """The outcome ``tags["test_outcome"]`` forces, or None; see ``forced_outcomes``."""
+    name = tags.get(forced_outcomes.TAG)
+    if name is None:
+        return None
+    if name not in forced_outcomes.OUTCOMES:
+        raise InvalidArgument(
+            f"metadata.tags[{forced_outcomes.TAG}]",
+            f"must be one of {', '.join(forced_outcomes.OUTCOMES)}",
+        )
+    return name
 
 
 def resolve_scenario(requested: Scenario, metadata: Metadata, default: Scenario) -> Scenario:
@@ -176,3 +193,59 @@ def validate_mobile_pay(*, provider: str, mobile_number: str) -> None:
     check_text(f"{prefix}.provider", provider, 64)
     if mobile_number and not _PHONE.fullmatch(mobile_number.replace("-", "")):
         raise InvalidArgument(f"{prefix}.mobile_number", "must be a phone number")
+
+
+def validate_cancel(
+    *,
+    payment_intent_id: str,
+    reason: str,
+    refund_present: bool,
+    refund_amount: int,
+    refund_currency: str,
+    idempotency_key: str,
+) -> CancelCommand:
+    check_text("payment_intent_id", payment_intent_id, MAX_ID_LEN, required=True)
+    check_text("reason", reason, MAX_REASON_LEN)
+    check_text("idempotency_key", idempotency_key, MAX_KEY_LEN)
+    refund = (
+        check_money("refund_amount", refund_amount, refund_currency, present=True)
+        if refund_present
+        else None
+    )
+    return CancelCommand(payment_intent_id, reason, refund, idempotency_key)
+
+
+def validate_list(
+    *,
+    user_id: str,
+    status: PaymentStatus,
+    reservation_id: str,
+    page: int,
+    page_size: int,
+    cursor: str,
+) -> listing.ListQuery:
+    check_text("user_id", user_id, MAX_ID_LEN, required=True)
+    check_text("reservation_id", reservation_id, MAX_ID_LEN)
+    if page < 0 or page > listing.MAX_PAGE:
+        raise InvalidArgument("pagination.page", f"must be between 1 and {listing.MAX_PAGE}")
+    if page_size < 0 or page_size > listing.MAX_PAGE_SIZE:
+        raise InvalidArgument(
+            "pagination.page_size", f"must be between 1 and {listing.MAX_PAGE_SIZE}"
+        )
+    check_text("pagination.cursor", cursor, 512)
+    return listing.ListQuery(
+        user_id=user_id,
+        status=status,
+        reservation_id=reservation_id,
+        page_size=page_size or listing.DEFAULT_PAGE_SIZE,
+        page=page or 1,
+        cursor=listing.decode_cursor(cursor) if cursor else None,
+    )
+
+
+def check_simulate_delay(delay_seconds: int, max_delay_s: float) -> float:
+    if delay_seconds < 0:
+        raise InvalidArgument("delay_seconds", "must not be negative")
+    if delay_seconds > max_delay_s:
+        raise InvalidArgument("delay_seconds", f"must not exceed {int(max_delay_s)} (MAX_DELAY_MS)")
+    return float(delay_seconds)
