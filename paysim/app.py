@@ -6,10 +6,28 @@ signal watcher; the simulator nursery (one timer task per pending payment) is
 opened here too and handed to ``Simulator``: no other code opens a nursery
 that outlives a request.
 
-Shutdown (SIGTERM/SIGINT, or ``shutdown`` set by a test): readiness turns off at
-once, the gRPC server stops accepting and sends GOAWAY, in-flight RPCs get
-SHUTDOWN_GRACE_MS to finish, then the root nursery is cancelled and ``run``
-returns. A second signal cancels everything immediately.
+Shutdown (SIGTERM/SIGINT, or ``shutdown`` set by a test), in order:
+
+1. readiness turns NOT_SERVING at once (``/readyz`` and gRPC health read the
+   same ``Readiness``), and the process keeps serving for DRAIN_DELAY_MS:
+   Kubernetes removes endpoints asynchronously, so calls still arrive;
+2. the grace window of SHUTDOWN_GRACE_MS opens. With the pending policy
+   "resolve", timers due in its first half keep their time and every later one
+   fires now (the outcome was decided at creation), also for payments created
+   by calls still in flight; the second half is left for their webhooks and
+   events (``FLUSH_SHARE``);
+3. the gRPC server stops accepting, sends GOAWAY on every connection and waits
+   for in-flight calls; then the simulator must be idle; then the webhook queue
+   and the event buffer are flushed (together);
+4. when all of that is done, or the grace runs out, whatever is left is logged
+   with its payment ids and counted (``paysim_shutdown_undelivered_total``,
+   ``paysim_shutdown_unresolved_payments_total``): never dropped silently. Then
+   the root nursery is cancelled and ``run`` returns (exit status 0).
+
+So a shutdown takes at most DRAIN_DELAY_MS + SHUTDOWN_GRACE_MS plus the final
+cancellation: the budget that ``k8s/`` sizes terminationGracePeriodSeconds
+for (after the preStop sleep). A second signal cancels everything at once
+(``process.watch_signals``; exit status 128 + signal, see ``process``).
 """
 
 from __future__ import annotations
@@ -48,6 +66,22 @@ from paysim.webhooks.ssrf import SsrfPolicy
 
 log = structlog.get_logger("paysim.app")
 
+# The share of the grace window kept for delivery: with the "resolve" policy a
+# timer due later than (grace end - FLUSH_SHARE * grace) fires when the window
+# opens, so that its webhook and event have at least that long to go out (a
+# slow receiver, a retry or two) instead of racing the end of the window.
+FLUSH_SHARE = 0.5
+_IDS_PER_LINE = 1_000  # a report line names at most this many payment ids
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """A delivery channel that the drain flushes and, if it cannot, reports."""
+
+    channel: str  # "webhook" or "event": the metrics label and the log wording
+    flush: Callable[[], Awaitable[None]]  # returns once everything went out
+    pending_payment_ids: Callable[[], list[str]]  # one id per item not delivered
+
 
 @dataclass(frozen=True)
 class Running:
@@ -68,6 +102,7 @@ def build_registry(service: PaymentService, readiness: Readiness, settings: Sett
             service,
             settings.payment_url_base + "/{payment_intent_id}",
             SsrfPolicy.from_settings(settings.webhook),
+            max_delay_s=settings.simulation.max_delay_s,
         )
     )
     payment_services = list(registry.services)
@@ -130,7 +165,7 @@ async def run(
                 if handle_signals:
                     root.start_soon(process.watch_signals, shutdown, force)
                 http_app = HttpApp(readiness, metrics)
-                flushers: list[Callable[[], Awaitable[None]]] = []
+                outboxes: list[Outbox] = []
                 if notifier is None:
                     dispatcher = WebhookDispatcher(settings.webhook, http_client, metrics)
                     await root.start(dispatcher.run)
@@ -138,14 +173,18 @@ async def run(
                         "/debug/deliveries", frozenset({"GET"}), dispatcher.journal.handle
                     )
                     notifiers: list[Notifier] = [dispatcher]
-                    flushers.append(dispatcher.wait_idle)
+                    outboxes.append(
+                        Outbox("webhook", dispatcher.wait_idle, dispatcher.pending_payment_ids)
+                    )
                     if settings.events.enabled:
                         publisher = EventPublisher(
                             settings.events, settings.aws, metrics, events_client
                         )
                         await root.start(publisher.run)
                         notifiers.append(publisher)
-                        flushers.append(publisher.flush)
+                        outboxes.append(
+                            Outbox("event", publisher.flush, publisher.pending_payment_ids)
+                        )
                     notifier = FanoutNotifier(notifiers)
                 await _serve(
                     settings,
@@ -153,11 +192,11 @@ async def run(
                     http_app,
                     readiness,
                     metrics,
-                    store if store is not None else MemoryStore(),
+                    store if store is not None else MemoryStore(settings.simulation.retention_s),
                     notifier,
                     rng,
                     shutdown,
-                    flushers,
+                    outboxes,
                     on_serving,
                     task_status,
                 )
@@ -175,7 +214,7 @@ async def _serve(
     notifier: Notifier,
     rng: random.Random | None,
     shutdown: trio.Event,
-    flushers: list[Callable[[], Awaitable[None]]],
+    outboxes: list[Outbox],
     on_serving: Callable[[], None] | None,
     task_status: trio.TaskStatus[Running],
 ) -> None:
@@ -192,6 +231,7 @@ async def _serve(
             settings=settings.simulation,
             rng=rng,
         )
+        simulator_nursery.start_soon(service.run_sweeper, settings.simulation.sweep_interval_s)
         grpc = GrpcServer(
             build_registry(service, readiness, settings),
             GrpcLimits(
@@ -226,14 +266,84 @@ async def _serve(
             environment=settings.environment.value,
         )
         task_status.started(Running(grpc_port, http_port, service, simulator, readiness, metrics))
-        await shutdown.wait()
-        readiness.mark_draining()
-        log.info("shutting down", grace_s=settings.shutdown_grace_s)
-        with trio.move_on_after(settings.shutdown_grace_s) as grace:
-            await grpc.drain()
+        try:
+            await shutdown.wait()
+            await _drain(settings, readiness, grpc, simulator, outboxes)
+        finally:
+            # Also after a second signal: the report is synchronous, so it runs
+            # even while everything around it is being cancelled.
+            _report_left_behind(settings.pending_on_shutdown, simulator, outboxes, metrics)
             simulator_nursery.cancel_scope.cancel()
-            for flush in flushers:
-                await flush()
-        if grace.cancelled_caught:
-            log.warning("grace period over; cancelling in-flight work")
-        simulator_nursery.cancel_scope.cancel()
+
+
+async def _drain(
+    settings: Settings,
+    readiness: Readiness,
+    grpc: GrpcServer,
+    simulator: Simulator,
+    outboxes: list[Outbox],
+) -> None:
+    """The graceful part of the shutdown; the module docstring gives the order and budget."""
+    readiness.mark_draining()
+    resolve = settings.pending_on_shutdown == "resolve"
+    log.info(
+        "shutting down",
+        drain_delay_s=settings.drain_delay_s,
+        grace_s=settings.shutdown_grace_s,
+        pending_policy=settings.pending_on_shutdown,
+        pending=simulator.pending,
+    )
+    await trio.sleep(settings.drain_delay_s)  # not ready, still serving
+    started = trio.current_time()
+    deadline = started + settings.shutdown_grace_s
+    if resolve:
+        cutoff = deadline - settings.shutdown_grace_s * FLUSH_SHARE
+        moved = simulator.resolve_by(cutoff)
+        log.info(
+            "resolving pending payments",
+            early=len(moved),
+            on_time=simulator.pending - len(moved),
+            on_time_until_s=round(cutoff - started, 3),
+        )
+    with trio.move_on_at(deadline) as grace:
+        await grpc.drain()
+        if resolve:
+            await simulator.wait_idle()
+        async with trio.open_nursery() as flushing:
+            for outbox in outboxes:
+                flushing.start_soon(outbox.flush)
+    if grace.cancelled_caught:
+        log.warning("grace period over; cancelling what is left", grace_s=settings.shutdown_grace_s)
+    else:
+        log.info("drained", s=round(trio.current_time() - started, 3))
+
+
+def _report_left_behind(
+    policy: str, simulator: Simulator, outboxes: list[Outbox], metrics: Metrics
+) -> None:
+    """Log (with payment ids) and count every outcome the drain could not announce."""
+    for outbox in outboxes:
+        ids = outbox.pending_payment_ids()
+        if ids:
+            metrics.shutdown_undelivered(outbox.channel, len(ids))
+            _log_ids(
+                log.warning,
+                f"undelivered {outbox.channel}s at shutdown",
+                ids,
+                channel=outbox.channel,
+            )
+    pending = simulator.pending_ids()
+    if not pending:
+        return
+    if policy == "handover":
+        _log_ids(log.info, "pending payments left for another replica", pending)
+    else:
+        metrics.shutdown_unresolved(len(pending))
+        _log_ids(log.warning, "unresolved payments at shutdown", pending)
+
+
+def _log_ids(report: Callable[..., Any], event: str, ids: list[str], **fields: Any) -> None:
+    """One line per ``_IDS_PER_LINE`` payment ids; ``count`` items in all (ids may repeat)."""
+    unique = sorted(set(ids))
+    for start in range(0, len(unique), _IDS_PER_LINE):
+        report(event, count=len(ids), payment_ids=unique[start : start + _IDS_PER_LINE], **fields)

@@ -6,16 +6,20 @@ port; the in-memory store never blocks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from paysim.domain.models import Payment, StatusChange
+from paysim.domain.models import CancelResult, Payment, StatusChange
 
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
     fingerprint: str
     payment_intent_id: str
+    # CancelPayment's answer, kept so a retry with the key returns it; None
+    # while the first request is still being carried out.
+    result: CancelResult | None = None
 
 
 class PaymentStore(Protocol):
@@ -34,6 +38,20 @@ class PaymentStore(Protocol):
 
     async def release_idempotency(self, user_id: str, key: str) -> None:
         """Forget a claim whose payment could not be created."""
+
+    async def complete_idempotency(self, user_id: str, key: str, record: IdempotencyRecord) -> None:
+        """Replace a live claim's record (with the answer), keeping its expiry."""
+
+    async def user_payments(self, user_id: str) -> Sequence[Payment]:
+        """The user's payments, ascending by ``listing.sort_key`` (the per-user index)."""
+
+    async def sweep(self, now: float) -> list[str]:
+        """Drop what retention allows at wall time ``now``; return the dropped payment ids.
+
+        Settled payments (COMPLETED, FAILED, CANCELLED, REFUNDED, EXPIRED) go
+        RETENTION_MS after their last change, idempotency keys at their TTL.
+        Costs O(expired), not O(stored).
+        """
 
 
 class Notifier(Protocol):

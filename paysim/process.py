@@ -1,10 +1,17 @@
 """What every paysim process shares: signal handling and the exit-status policy.
 
 ``watch_signals``: the first SIGTERM/SIGINT sets ``shutdown`` (a graceful
-drain), a second one cancels ``force`` (stop now). ``run_main`` runs a trio
-main function and maps the outcome to an exit status: 0 after a clean stop,
-1 when a port is already taken (one line naming the setting: never a silent
-shared port), 130 on an unhandled Ctrl-C; anything else is a bug and raises.
+drain), a second one cancels ``force`` and raises ``ForcedExit`` (stop now:
+everything is cancelled at once, the drain is abandoned). ``run_main`` runs a
+trio main function and maps the outcome to an exit status:
+
+* 0 after a graceful stop, also when the grace period ran out: the drain ran
+  its course and whatever it could not deliver was logged and counted;
+* 128 + N when a second signal N cut the drain short (143 for SIGTERM, 130 for
+  SIGINT), the status a shell reports for a process killed by that signal: the
+  stop was not graceful and a supervisor or script can tell;
+* 1 when a port is already taken (one line naming the setting: never a silent
+  shared port), 130 on an unhandled Ctrl-C; anything else is a bug and raises.
 """
 
 from __future__ import annotations
@@ -13,14 +20,34 @@ import errno
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import NoReturn, TypeVar
 
 import structlog
 import trio
 
 log = structlog.get_logger("paysim.process")
 
+E = TypeVar("E", bound=BaseException)
 
-async def watch_signals(shutdown: trio.Event, force: trio.CancelScope) -> None:
+
+class ForcedExit(Exception):
+    """A second signal stopped the process before its drain finished."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by a second {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+async def watch_signals(shutdown: trio.Event, force: trio.CancelScope) -> NoReturn:
+    """Set ``shutdown`` on the first signal; on the second cancel ``force`` and raise.
+
+    The ``ForcedExit`` ends the caller's nursery (so every task is cancelled,
+    also those outside ``force``) and reaches ``run_main`` for the exit status.
+    """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             if not shutdown.is_set():
@@ -29,19 +56,25 @@ async def watch_signals(shutdown: trio.Event, force: trio.CancelScope) -> None:
             else:
                 log.warning("second signal; stopping now", signal=signal.Signals(signum).name)
                 force.cancel()
-                return
+                raise ForcedExit(signum)
+    raise AssertionError("unreachable")  # pragma: no cover - the receiver never ends
+
+
+def find_exception(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` in ``exc`` or, for an exception group, anywhere inside it."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_exception(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 def find_os_error(exc: BaseException) -> OSError | None:
     """The first OSError in ``exc`` or, for an exception group, anywhere inside it."""
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = find_os_error(inner)
-            if found is not None:
-                return found
-    return None
+    return find_exception(exc, OSError)
 
 
 def run_main(name: str, main: Callable[[], Awaitable[object]], ports_hint: str) -> int:
@@ -49,6 +82,9 @@ def run_main(name: str, main: Callable[[], Awaitable[object]], ports_hint: str) 
     try:
         trio.run(main)
     except BaseException as exc:
+        forced = find_exception(exc, ForcedExit)
+        if forced is not None:
+            return forced.exit_status
         os_error = find_os_error(exc)
         if os_error is not None and os_error.errno == errno.EADDRINUSE:
             print(

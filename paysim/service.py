@@ -9,6 +9,7 @@ on one payment cannot both win.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import time
@@ -19,19 +20,31 @@ import structlog
 import trio
 
 from paysim.config import SimulationSettings
-from paysim.domain import outcomes, state
+from paysim.domain import forced_outcomes, listing, outcomes, state
 from paysim.domain.ids import new_id, new_secret
 from paysim.domain.models import (
+    CancelCommand,
+    CancelResult,
     CreateIntent,
+    Money,
+    Outcome,
     Payment,
     PaymentMethod,
     PaymentResult,
     PaymentStatus,
+    Refund,
     Scenario,
     StatusChange,
 )
-from paysim.domain.validation import delay_override_s, resolve_scenario
-from paysim.errors import IdempotencyConflict, InvalidArgument, NotFound, Overloaded
+from paysim.domain.validation import delay_override_s, forced_outcome, resolve_scenario
+from paysim.errors import (
+    FailedPrecondition,
+    IdempotencyConflict,
+    IllegalTransition,
+    InvalidArgument,
+    NotFound,
+    Overloaded,
+)
 from paysim.observability.metrics import Metrics
 from paysim.ports import IdempotencyRecord, Notifier, PaymentStore
 from paysim.simulator import Simulator
@@ -43,6 +56,17 @@ log = structlog.get_logger("paysim.service")
 class IntentCreated:
     payment: Payment
     replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Simulated:
+    webhook_sent: bool
+    webhook_id: str
+    scheduled_at: float
+
+
+MAX_REFUNDS = 100  # per payment: bounds memory against a caller refunding 1 won at a time
+_CAS_ATTEMPTS = 8
 
 
 class PaymentService:
@@ -76,6 +100,7 @@ class PaymentService:
     async def create_intent(self, cmd: CreateIntent) -> IntentCreated:
         scenario = resolve_scenario(cmd.scenario, cmd.metadata, self._default_scenario)
         override = delay_override_s(cmd.metadata.tags, self._settings.max_delay_s)
+        forced = forced_outcome(cmd.metadata.tags)
         payment_intent_id = new_id("pay")
         key = cmd.idempotency_key
         if key:
@@ -98,6 +123,8 @@ class PaymentService:
                 await self._store.release_idempotency(cmd.user_id, key)
             raise
         outcome = outcomes.decide(scenario, self._timing, self._rng, override)
+        if forced is not None:
+            outcome = forced_outcomes.outcome(forced, outcome.delay_s, self._settings.intent_ttl_s)
         now = self._now()
         payment = Payment(
             payment_intent_id=payment_intent_id,
@@ -151,13 +178,18 @@ class PaymentService:
 
     # -- ProcessPayment --------------------------------------------------------
     async def process_payment(
-        self, payment_intent_id: str, method: PaymentMethod = PaymentMethod.UNSPECIFIED
+        self,
+        payment_intent_id: str,
+        method: PaymentMethod = PaymentMethod.UNSPECIFIED,
+        forced: str | None = None,
     ) -> Payment:
         """Resolve a PENDING intent now with its pre-decided outcome.
 
         A TIMEOUT intent becomes PROCESSING (the PG took the card and never
         answers) and still expires at ``expires_at``. A resolved intent is
-        returned as it is: nothing is decided twice.
+        returned as it is: nothing is decided twice. ``forced`` (a test card's
+        outcome, see ``forced_outcomes``) replaces the outcome decided at
+        creation.
         """
         payment = await self.get_payment(payment_intent_id)
         if payment.status is not PaymentStatus.PENDING:
@@ -174,10 +206,235 @@ class PaymentService:
         changes: dict[str, object] = {}
         if method is not PaymentMethod.UNSPECIFIED:
             changes["method"] = method
-        if payment.outcome.status is PaymentStatus.EXPIRED:
-            return await self._apply(payment, PaymentStatus.PROCESSING, **changes)
+        outcome = payment.outcome
+        if forced is not None:
+            outcome = forced_outcomes.outcome(forced, outcome.delay_s, self._settings.intent_ttl_s)
+            changes["outcome"] = outcome
+        if outcome.status is PaymentStatus.EXPIRED:
+            won, updated = await self._apply(payment, PaymentStatus.PROCESSING, changes)
+            if won and outcome is not payment.outcome:
+                # The PG now never answers: the timer fires at the intent's expiry.
+                self._simulator.cancel(payment_intent_id)
+                self._simulator.schedule(
+                    payment_intent_id, max(0.0, updated.expires_at - self._now()), self._fire
+                )
+            return updated
         self._simulator.cancel(payment_intent_id)
-        return await self._resolve(payment, **changes)
+        return (await self._resolve(payment, changes))[1]
+
+    # -- CancelPayment ---------------------------------------------------------
+    async def cancel_payment(self, cmd: CancelCommand) -> CancelResult:
+        """Cancel an uncaptured payment, or refund (fully or partly) a COMPLETED one.
+
+        With an idempotency key (scoped to the payment), a retry returns the
+        first answer and changes nothing; the same key with other parameters
+        is a conflict. A request that fails gives its key back.
+        """
+        pid = cmd.payment_intent_id
+        payment = await self.get_payment(pid)
+        key = cmd.idempotency_key
+        scope = f"\x00cancel\x00{pid}"  # no user id holds a control character
+        if key:
+            fingerprint = hashlib.sha256(repr(cmd.fingerprint()).encode()).hexdigest()
+            existing = await self._store.claim_idempotency(
+                scope,
+                key,
+                IdempotencyRecord(fingerprint, pid),
+                self._settings.idempotency_ttl_s,
+                self._now(),
+            )
+            if existing is not None:
+                if existing.fingerprint != fingerprint:
+                    raise IdempotencyConflict(key)
+                if existing.result is None:
+                    raise IdempotencyConflict(key, in_progress=True)
+                return existing.result
+        try:
+            result = await self._cancel(payment, cmd)
+        except BaseException:
+            if key:
+                with trio.CancelScope(shield=True):
+                    await self._store.release_idempotency(scope, key)
+            raise
+        if key:
+            await self._store.complete_idempotency(
+                scope, key, IdempotencyRecord(fingerprint, pid, result)
+            )
+        return result
+
+    async def _cancel(self, payment: Payment, cmd: CancelCommand) -> CancelResult:
+        for _ in range(_CAS_ATTEMPTS):
+            status = payment.status
+            if status in (PaymentStatus.PENDING, PaymentStatus.PROCESSING):
+                if cmd.refund_amount is not None:
+                    raise FailedPrecondition(
+                        f"payment is {status.name}: nothing was captured, so there is "
+                        "nothing to refund; omit refund_amount to cancel it"
+                    )
+                now = self._now()
+                won, updated = await self._apply(
+                    payment,
+                    PaymentStatus.CANCELLED,
+                    {"cancelled_at": now, "cancellation_reason": cmd.reason},
+                )
+                if won:
+                    self._simulator.forget(payment.payment_intent_id)
+                    return CancelResult(PaymentStatus.CANCELLED, now, None, "")
+            elif status is PaymentStatus.COMPLETED:
+                won, updated, refund = await self._refund(payment, cmd.refund_amount, cmd.reason)
+                if won:
+                    assert refund is not None
+                    refunded = Money(updated.refunded, updated.amount.currency)
+                    return CancelResult(updated.status, refund.at, refunded, refund.refund_id)
+            else:
+                raise FailedPrecondition(
+                    f"payment is {status.name}; only PENDING or PROCESSING payments can be "
+                    "cancelled and only COMPLETED ones refunded"
+                )
+            payment = updated  # lost a race; decide again on what won
+        raise FailedPrecondition("payment is changing too fast; retry")  # pragma: no cover
+
+    async def _refund(
+        self, payment: Payment, requested: Money | None, reason: str
+    ) -> tuple[bool, Payment, Refund | None]:
+        currency = payment.amount.currency
+        if requested is None:
+            requested = Money(payment.refundable, currency)
+        elif requested.currency != currency:
+            raise InvalidArgument(
+                "refund_amount.currency", f"must be the payment's currency, {currency}"
+            )
+        elif requested.amount > payment.refundable:
+            raise InvalidArgument(
+                "refund_amount.amount",
+                f"exceeds what remains refundable ({payment.refundable} {currency})",
+            )
+        if len(payment.refunds) >= MAX_REFUNDS:
+            raise FailedPrecondition(f"payment already has {MAX_REFUNDS} refunds, the most kept")
+        now = self._now()
+        refund = Refund(new_id("re"), requested, reason, now)
+        total = payment.refunded + requested.amount
+        full = total == payment.amount.amount
+        won, updated = await self._apply(
+            payment,
+            PaymentStatus.REFUNDED if full else PaymentStatus.COMPLETED,
+            {
+                "refunded": total,
+                "refunds": (*payment.refunds, refund),
+                "cancelled_at": now,
+                "cancellation_reason": reason,
+            },
+            refund=refund,
+        )
+        return won, updated, refund if won else None
+
+    # -- ListPayments ----------------------------------------------------------
+    async def list_payments(self, query: listing.ListQuery) -> listing.Page:
+        return listing.paginate(await self._store.user_payments(query.user_id), query)
+
+    # -- SimulateWebhook ---------------------------------------------------------
+    async def simulate_webhook(
+        self, payment_intent_id: str, target: PaymentStatus, delay_s: float, force: bool
+    ) -> Simulated:
+        """Re-announce the payment's state, or drive it to ``target``, now or later.
+
+        ``target`` UNSPECIFIED or equal to the current status is a resend: the
+        current state under a new event id. Any other target must be a legal
+        transition now (and is checked again when a scheduled one runs).
+        ``force`` sends now whatever ``delay_s`` says.
+        """
+        payment = await self.get_payment(payment_intent_id)
+        self._check_simulated_target(payment, target)
+        event_id = new_id("evt")
+        now = self._now()
+        if delay_s > 0 and not force:
+            self._simulator.schedule_extra(
+                payment_intent_id,
+                delay_s,
+                functools.partial(self._run_scheduled, payment_intent_id, target, event_id),
+            )
+            return Simulated(False, event_id, now + delay_s)
+        sent = await self._simulate(payment_intent_id, target, event_id)
+        return Simulated(sent, event_id, now)
+
+    @staticmethod
+    def _check_simulated_target(payment: Payment, target: PaymentStatus) -> None:
+        if target in (PaymentStatus.UNSPECIFIED, payment.status):
+            return
+        if not state.can_transition(payment.status, target):
+            raise IllegalTransition(payment.status.name, target.name)
+
+    async def _run_scheduled(self, pid: str, target: PaymentStatus, event_id: str) -> None:
+        try:
+            await self._simulate(pid, target, event_id)
+        except (NotFound, FailedPrecondition) as exc:
+            log.info("scheduled simulation skipped", payment_id=pid, reason=exc.message)
+
+    async def _simulate(self, pid: str, target: PaymentStatus, event_id: str) -> bool:
+        """Carry out one simulation; True if a webhook was queued for it."""
+        for _ in range(_CAS_ATTEMPTS):
+            payment = await self.get_payment(pid)
+            self._check_simulated_target(payment, target)
+            if target in (PaymentStatus.UNSPECIFIED, payment.status):
+                await self._notifier.notify(
+                    StatusChange(event_id, payment, payment.status, self._now(), resend=True)
+                )
+                return bool(payment.webhook_url)
+            if await self._drive(payment, target, event_id):
+                return bool(payment.webhook_url)
+        raise FailedPrecondition("payment is changing too fast; retry")  # pragma: no cover
+
+    async def _drive(self, payment: Payment, target: PaymentStatus, event_id: str) -> bool:
+        """Move ``payment`` to ``target`` as the simulated PG would; False if a race was lost."""
+        pid = payment.payment_intent_id
+        now = self._now()
+        if target is PaymentStatus.REFUNDED:
+            refund = Refund(
+                new_id("re"), Money(payment.refundable, payment.amount.currency), "simulated", now
+            )
+            won, _ = await self._apply(
+                payment,
+                target,
+                {
+                    "refunded": payment.amount.amount,
+                    "refunds": (*payment.refunds, refund),
+                    "cancelled_at": now,
+                    "cancellation_reason": "simulated",
+                },
+                event_id=event_id,
+                refund=refund,
+            )
+            return won
+        if target is PaymentStatus.CANCELLED:
+            changes: dict[str, object] = {"cancelled_at": now, "cancellation_reason": "simulated"}
+            won, _ = await self._apply(payment, target, changes, event_id=event_id)
+            if won:
+                self._simulator.forget(pid)
+            return won
+        if target is PaymentStatus.PROCESSING:
+            won, _ = await self._apply(payment, target, event_id=event_id)
+            return won  # the timer still decides the outcome
+        # COMPLETED, FAILED or EXPIRED: the PG answers now, as asked.
+        outcome = _simulated_outcome(payment.outcome, target)
+        won, _ = await self._resolve(payment, {"outcome": outcome}, event_id=event_id)
+        if won:
+            self._simulator.cancel(pid)
+        return won
+
+    # -- retention ---------------------------------------------------------------
+    async def sweep(self) -> int:
+        """Drop what retention allows; cancel anything still scheduled for those payments."""
+        dropped = await self._store.sweep(self._now())
+        for pid in dropped:
+            self._simulator.forget(pid)
+        if dropped:
+            self._metrics.payments_dropped(len(dropped))
+        return len(dropped)
+
+    async def run_sweeper(self, interval_s: float) -> None:
+        while True:
+            await trio.sleep(interval_s)
+            await self.sweep()
 
     # -- the simulated PG answers ---------------------------------------------
     async def _fire(self, payment_intent_id: str) -> None:
@@ -189,8 +446,12 @@ class PaymentService:
             return
         await self._resolve(payment)
 
-    async def _resolve(self, payment: Payment, **changes: object) -> Payment:
-        outcome = payment.outcome
+    async def _resolve(
+        self, payment: Payment, changes: dict[str, object] | None = None, event_id: str = ""
+    ) -> tuple[bool, Payment]:
+        changes = dict(changes or {})
+        outcome = changes.get("outcome", payment.outcome)
+        assert isinstance(outcome, Outcome)
         now = self._now()
         result = PaymentResult(
             success=outcome.status is PaymentStatus.COMPLETED,
@@ -205,18 +466,55 @@ class PaymentService:
                 transaction_id=new_id("txn"),
                 processed_at=now,
             )
-        return await self._apply(payment, outcome.status, result=result, **changes)
+        changes["result"] = result
+        return await self._apply(payment, outcome.status, changes, event_id=event_id)
 
-    async def _apply(self, payment: Payment, new: PaymentStatus, **changes: object) -> Payment:
-        """Move ``payment`` to ``new`` (compare-and-set), count it, announce it."""
+    async def _apply(
+        self,
+        payment: Payment,
+        new: PaymentStatus,
+        changes: dict[str, object] | None = None,
+        *,
+        event_id: str = "",
+        refund: Refund | None = None,
+    ) -> tuple[bool, Payment]:
+        """Move ``payment`` to ``new`` (compare-and-set), count it, announce it.
+
+        Returns whether this call made the change, and the payment as it now
+        is. ``new`` equal to the current status is an update without a status
+        change (a partial refund).
+        """
         now = self._now()
-        updated = state.transition(payment, new, now, **changes)
+        changes = changes or {}
+        if new is payment.status:
+            updated = state.update(payment, now, **changes)
+        else:
+            updated = state.transition(payment, new, now, **changes)
         if not await self._store.compare_and_set(payment.version, updated):
             # Someone else moved it first; theirs is the truth.
             current = await self._store.get(payment.payment_intent_id)
-            return current if current is not None else payment
-        self._metrics.payment_transition(payment.status.name, new.name)
+            return False, current if current is not None else payment
+        if new is not payment.status:
+            self._metrics.payment_transition(payment.status.name, new.name)
         await self._notifier.notify(
-            StatusChange(event_id=new_id("evt"), payment=updated, previous=payment.status, at=now)
+            StatusChange(
+                event_id=event_id or new_id("evt"),
+                payment=updated,
+                previous=payment.status,
+                at=now,
+                refund=refund,
+            )
         )
-        return updated
+        return True, updated
+
+
+def _simulated_outcome(decided: Outcome, target: PaymentStatus) -> Outcome:
+    """The outcome SimulateWebhook forces: the decided one if it matches, else a stock one."""
+    if decided.status is target:
+        return decided
+    name = {
+        PaymentStatus.COMPLETED: "approve",
+        PaymentStatus.FAILED: "decline",
+        PaymentStatus.EXPIRED: "pg_timeout",
+    }[target]
+    return forced_outcomes.outcome(name, decided.delay_s, decided.delay_s)

@@ -7,6 +7,12 @@ deadline the task calls ``fire(payment_id)`` (the service resolves the
 payment); ``cancel(payment_id)`` cancels the scope, and nothing fires after
 that. A cap (MAX_PENDING_PAYMENTS) turns overload into ``Overloaded`` instead of
 unbounded memory. Cancelling the simulator nursery (shutdown) ends every timer.
+
+Graceful shutdown (policy "resolve", driven by ``app``): ``resolve_by(cutoff)``
+fires at once every timer due after ``cutoff``, also those armed later (calls
+still in flight during the drain), while timers due by then keep their time;
+``wait_idle()`` returns once no timer is pending and no ``fire`` is running,
+and ``pending_ids()`` names what is left if the grace runs out first.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from paysim.errors import Overloaded
 log = structlog.get_logger("paysim.simulator")
 
 Fire = Callable[[str], Awaitable[None]]
+MAX_EXTRAS = 16
 
 
 class Simulator:
@@ -33,7 +40,13 @@ class Simulator:
         self._nursery = nursery
         self._max_pending = max_pending
         self._scopes: dict[str, trio.CancelScope] = {}
+        self._extras: dict[str, set[trio.CancelScope]] = {}
         self._on_pending_change = on_pending_change
+        # Shutdown state: timers due after the cutoff fire at once; the ids whose
+        # ``fire`` is running; the event ``wait_idle`` waits on, made on demand.
+        self._cutoff = float("inf")
+        self._firing: set[str] = set()
+        self._idle: trio.Event | None = None
 
     @property
     def pending(self) -> int:
@@ -61,7 +74,9 @@ class Simulator:
     def arm(self, payment_id: str, delay_s: float, fire: Fire) -> None:
         """Start the reserved timer: ``fire(payment_id)`` in ``delay_s`` seconds."""
         scope = self._scopes[payment_id]
-        scope.deadline = trio.current_time() + delay_s
+        now = trio.current_time()
+        due = now + delay_s
+        scope.deadline = due if due <= self._cutoff else now  # see resolve_by
         self._nursery.start_soon(self._timer, payment_id, scope, fire)
 
     def schedule(self, payment_id: str, delay_s: float, fire: Fire) -> None:
@@ -82,6 +97,74 @@ class Simulator:
                 moved.append(payment_id)
         return moved
 
+    def schedule_extra(
+        self, payment_id: str, delay_s: float, work: Callable[[], Awaitable[object]]
+    ) -> None:
+        """Run ``work()`` in ``delay_s`` seconds, as a child of the simulator nursery.
+
+        For scheduled SimulateWebhook calls: at most MAX_EXTRAS per payment
+        (``Overloaded`` beyond), all cancelled by ``forget(payment_id)``. They
+        do not count as pending payments.
+        """
+        scopes = self._extras.setdefault(payment_id, set())
+        if len(scopes) >= MAX_EXTRAS:
+            raise Overloaded(f"payment {payment_id} already has {MAX_EXTRAS} scheduled simulations")
+        scope = trio.CancelScope(deadline=trio.current_time() + delay_s)
+        scopes.add(scope)
+        self._nursery.start_soon(self._extra, payment_id, scope, work)
+
+    def scheduled_extras(self, payment_id: str) -> int:
+        return len(self._extras.get(payment_id, ()))
+
+    def forget(self, payment_id: str) -> None:
+        """Cancel everything scheduled for the payment: its timer and its extras."""
+        self.cancel(payment_id)
+        for scope in self._extras.pop(payment_id, ()):
+            scope.cancel()
+
+    async def _extra(
+        self, payment_id: str, scope: trio.CancelScope, work: Callable[[], Awaitable[object]]
+    ) -> None:
+        with scope:
+            await trio.sleep_forever()
+        scopes = self._extras.get(payment_id)
+        if scopes is None or scope not in scopes:
+            return  # forgotten
+        scopes.discard(scope)
+        if not scopes:
+            del self._extras[payment_id]
+        try:
+            await work()
+        except Exception:
+            log.exception("a scheduled simulation failed", payment_id=payment_id)
+
+    def resolve_by(self, cutoff: float) -> list[str]:
+        """Shutdown: every timer due after ``cutoff`` (trio time) fires now.
+
+        Unlike ``expedite`` this holds for timers armed from now on too: a
+        CreatePaymentIntent still in flight during the drain must not leave a
+        timer behind that outlives the grace. Timers due by ``cutoff`` keep their
+        time. Returns the ids moved now.
+        """
+        self._cutoff = min(self._cutoff, cutoff)
+        return self.expedite(self._cutoff - trio.current_time())
+
+    def pending_ids(self) -> list[str]:
+        """Payments whose outcome is not announced yet: timers waiting, or firing now."""
+        return [*self._scopes, *self._firing]
+
+    async def wait_idle(self) -> None:
+        """Block until no timer is pending and no ``fire`` is running."""
+        while self._scopes or self._firing:
+            if self._idle is None:
+                self._idle = trio.Event()
+            await self._idle.wait()
+
+    def _check_idle(self) -> None:
+        if self._idle is not None and not self._scopes and not self._firing:
+            self._idle.set()
+            self._idle = None
+
     def cancel(self, payment_id: str) -> bool:
         """Cancel the payment's timer; True if one was pending."""
         scope = self._scopes.pop(payment_id, None)
@@ -89,6 +172,7 @@ class Simulator:
             return False
         self._on_pending_change(-1)
         scope.cancel()
+        self._check_idle()
         return True
 
     async def _timer(self, payment_id: str, scope: trio.CancelScope, fire: Fire) -> None:
@@ -98,7 +182,11 @@ class Simulator:
             return  # cancelled through cancel(): the payment was resolved elsewhere
         del self._scopes[payment_id]
         self._on_pending_change(-1)
+        self._firing.add(payment_id)
         try:
             await fire(payment_id)
         except Exception:
             log.exception("resolving a payment failed", payment_id=payment_id)
+        finally:
+            self._firing.discard(payment_id)
+            self._check_idle()

@@ -72,10 +72,11 @@ StartApp = Callable[..., Awaitable[AppHandle]]
 
 
 def make_settings(**simulation: Any) -> Settings:
-    """Loopback, port 0, a 1 s shutdown grace; ``simulation`` overrides SimulationSettings.
+    """Loopback, port 0, no drain delay, a 1 s shutdown grace; ``simulation``
+    overrides SimulationSettings.
 
-    The short grace bounds the teardown of a test that leaves a call in flight;
-    tests that measure the drain set their own.
+    No drain delay and the short grace bound the teardown of every test (one
+    that leaves a call in flight too); tests that measure the drain set their own.
     """
     return dataclasses.replace(
         Settings(),
@@ -83,6 +84,7 @@ def make_settings(**simulation: Any) -> Settings:
         http=HttpSettings(host="127.0.0.1", port=0),
         simulation=SimulationSettings(**{"default_delay_s": 30.0, **simulation}),
         shutdown_grace_s=1.0,
+        drain_delay_s=0.0,
     )
 
 

@@ -505,20 +505,6 @@ async def test_idempotency_keys_are_per_user(stub):
 # -- not yet implemented -------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("method", "request_"),
-    [
-        ("CancelPayment", pb.CancelPaymentRequest(payment_intent_id="pay_x", reason="r")),
-        ("ListPayments", pb.ListPaymentsRequest(user_id="user_1")),
-        ("SimulateWebhook", pb.SimulateWebhookRequest(payment_intent_id="pay_x")),
-    ],
-)
-async def test_later_rpcs_are_unimplemented(stub, method, request_):
-    err = await call_error(getattr(stub, method), request_)
-    assert err.code() == Code.UNIMPLEMENTED
-    assert method in err.details()
-
-
 # -- capacity -----------------------------------------------------------------
 
 

@@ -82,7 +82,7 @@ async def open_service(
     metrics = Metrics()
     async with trio.open_nursery() as nursery:
         simulator = Simulator(nursery, sim_settings.max_pending_payments, metrics.pending_changed)
-        store = store if store is not None else MemoryStore()
+        store = store if store is not None else MemoryStore(sim_settings.retention_s)
         notifier = RecordingNotifier()
         service = PaymentService(
             store=store,

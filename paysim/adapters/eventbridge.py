@@ -195,6 +195,8 @@ class _Entry:
 class _Batch:
     entries: list[_Entry]
     done: trio.Event = field(default_factory=trio.Event)
+    # The entries of ``entries`` not yet published (its sender updates it).
+    unpublished: list[_Entry] = field(default_factory=list)
 
 
 class EventPublisher:
@@ -236,6 +238,13 @@ class EventPublisher:
     def backlog(self) -> int:
         """Entries not yet published: waiting, in a call, or waiting for a retry."""
         return len(self._queue) + self._in_flight
+
+    def pending_payment_ids(self) -> list[str]:
+        """One payment id per entry not yet published: ``backlog``, by payment."""
+        ids = [e.payment_id for e in self._queue]
+        for batch in self._batches:
+            ids += [e.payment_id for e in batch.unpublished]
+        return ids
 
     # -- the notifier port ----------------------------------------------------
 
@@ -366,7 +375,7 @@ class EventPublisher:
         if not taken:
             return None
         self._in_flight += len(taken)
-        batch = _Batch(taken)
+        batch = _Batch(taken, unpublished=taken)
         self._batches.add(batch)
         return batch
 
@@ -380,6 +389,7 @@ class EventPublisher:
             while True:
                 attempt += 1
                 pending, reason, error = await self._put(pending)
+                batch.unpublished = pending
                 if not pending:
                     if attempt > 1:
                         log.info(

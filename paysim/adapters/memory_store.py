@@ -1,26 +1,73 @@
-"""The in-memory store: one process owns its payments. The default, and the test twin."""
+"""The in-memory store: one process owns its payments. The default, and the test twin.
+
+Three structures besides the payments themselves, each kept in step on
+every write, so that no read or sweep ever scans everything:
+
+* **a per-user index**: each user's ``(sort key, id)`` pairs in ascending
+  order (``listing.sort_key``: creation time, then id). ListPayments reads one
+  user's list, so its cost does not grow with other users' payments.
+  Creation times arrive in order, so an insert is almost always an append.
+* **a retention queue**: ``(drop at, id)`` appended whenever a payment
+  becomes, or changes while, settled (COMPLETED or terminal). With one
+  retention period the queue is ordered by time, so the sweep pops from the
+  front only what is due: O(expired). An entry whose payment changed again
+  later (a refund) or is already gone is skipped; each entry is popped once.
+* **idempotency keys** in an insertion-ordered dict with one TTL, swept from
+  the front the same way.
+
+Times are the payments' own wall-clock stamps (``updated_at``) and the
+``now`` the caller passes, so tests drive retention with a fake clock.
+"""
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import bisect
+from collections import OrderedDict, deque
+from collections.abc import Sequence
 
-from paysim.domain.models import Payment
+from paysim.domain.listing import Key, sort_key
+from paysim.domain.models import Payment, PaymentStatus
 from paysim.ports import IdempotencyRecord
+
+_SETTLED = frozenset(
+    {
+        PaymentStatus.COMPLETED,
+        PaymentStatus.FAILED,
+        PaymentStatus.CANCELLED,
+        PaymentStatus.REFUNDED,
+        PaymentStatus.EXPIRED,
+    }
+)
 
 
 class MemoryStore:
     """Dict-backed ``PaymentStore``. Never awaits, so every method is atomic under trio."""
 
-    def __init__(self) -> None:
+    def __init__(self, retention_s: float = 86_400.0) -> None:
+        self._retention_s = retention_s
         self._payments: dict[str, Payment] = {}
+        self._by_user: dict[str, list[tuple[Key, str]]] = {}
+        self._retention: deque[tuple[float, str]] = deque()
         # (user_id, key) -> (expires_at, record), oldest first: expiry sweeps from the front.
         self._keys: OrderedDict[tuple[str, str], tuple[float, IdempotencyRecord]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._payments)
 
+    @property
+    def idempotency_keys(self) -> int:
+        return len(self._keys)
+
     async def insert(self, payment: Payment) -> None:
-        self._payments[payment.payment_intent_id] = payment
+        pid = payment.payment_intent_id
+        self._payments[pid] = payment
+        entries = self._by_user.setdefault(payment.user_id, [])
+        entry = (sort_key(payment), pid)
+        if not entries or entries[-1] < entry:
+            entries.append(entry)
+        else:
+            bisect.insort(entries, entry)
+        self._note_settled(payment)
 
     async def get(self, payment_intent_id: str) -> Payment | None:
         return self._payments.get(payment_intent_id)
@@ -30,12 +77,17 @@ class MemoryStore:
         if current is None or current.version != expected_version:
             return False
         self._payments[new.payment_intent_id] = new
+        self._note_settled(new)
         return True
+
+    async def user_payments(self, user_id: str) -> Sequence[Payment]:
+        payments = self._payments
+        return [payments[pid] for _, pid in self._by_user.get(user_id, ())]
 
     async def claim_idempotency(
         self, user_id: str, key: str, record: IdempotencyRecord, ttl_s: float, now: float
     ) -> IdempotencyRecord | None:
-        self._sweep(now)
+        self._sweep_keys(now)
         existing = self._keys.get((user_id, key))
         if existing is not None:
             return existing[1]
@@ -45,7 +97,47 @@ class MemoryStore:
     async def release_idempotency(self, user_id: str, key: str) -> None:
         self._keys.pop((user_id, key), None)
 
-    def _sweep(self, now: float) -> None:
+    async def complete_idempotency(self, user_id: str, key: str, record: IdempotencyRecord) -> None:
+        existing = self._keys.get((user_id, key))
+        if existing is not None:
+            self._keys[(user_id, key)] = (existing[0], record)  # same place, same expiry
+
+    async def sweep(self, now: float) -> list[str]:
+        self._sweep_keys(now)
+        dropped: list[str] = []
+        queue = self._retention
+        retention = self._retention_s
+        while queue and queue[0][0] <= now:
+            _, pid = queue.popleft()
+            payment = self._payments.get(pid)
+            if (
+                payment is None
+                or payment.status not in _SETTLED
+                or payment.updated_at + retention > now
+            ):
+                continue  # gone already, or changed since: a later entry stands for it
+            self._drop(payment)
+            dropped.append(pid)
+        return dropped
+
+    def _note_settled(self, payment: Payment) -> None:
+        if payment.status in _SETTLED:
+            self._retention.append(
+                (payment.updated_at + self._retention_s, payment.payment_intent_id)
+            )
+
+    def _drop(self, payment: Payment) -> None:
+        pid = payment.payment_intent_id
+        del self._payments[pid]
+        entries = self._by_user[payment.user_id]
+        entry = (sort_key(payment), pid)
+        index = bisect.bisect_left(entries, entry)
+        if index < len(entries) and entries[index] == entry:
+            del entries[index]
+        if not entries:
+            del self._by_user[payment.user_id]
+
+    def _sweep_keys(self, now: float) -> None:
         keys = self._keys
         while keys:
             first = next(iter(keys))

@@ -36,6 +36,7 @@ HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 
 # Known values are pre-created so that their series exist (at 0) from the start.
 SCENARIOS = ("approve", "fail", "delay", "random", "timeout")
+DELIVERY_CHANNELS = ("webhook", "event")
 
 _GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
@@ -117,6 +118,11 @@ class Metrics:
             "Payments waiting for their simulated outcome.",
             registry=reg,
         )
+        self._dropped = Counter(
+            "paysim_payments_dropped",
+            "Settled payments dropped by retention (RETENTION_MS).",
+            registry=reg,
+        )
         self._rejected = Counter(
             "paysim_payments_rejected",
             "Payment requests rejected before creation, by reason.",
@@ -129,6 +135,20 @@ class Metrics:
             ("path", "code"),
             registry=reg,
         )
+        self._shutdown_undelivered = Counter(
+            "paysim_shutdown_undelivered",
+            "Webhook deliveries and events not yet delivered when the process stopped, "
+            "by channel (each is also logged with its payment id).",
+            ("channel",),
+            registry=reg,
+        )
+        self._shutdown_unresolved = Counter(
+            "paysim_shutdown_unresolved_payments",
+            "Payments whose outcome was not yet announced when the process stopped.",
+            registry=reg,
+        )
+        for channel in DELIVERY_CHANNELS:
+            self._shutdown_undelivered.labels(channel)
         build_info = Gauge(
             "paysim_build_info",
             "Build information; the value is always 1.",
@@ -210,6 +230,9 @@ class Metrics:
         """Move the pending gauge by ``delta`` (+1 when scheduled, -1 when settled)."""
         self._pending.inc(delta)
 
+    def payments_dropped(self, count: int) -> None:
+        self._dropped.inc(count)
+
     def payment_rejected(self, reason: str) -> None:
         """Count a refused request: ``"overload"``, ``"invalid_argument"``..."""
         child = self._rejected_children.get(reason)
@@ -217,6 +240,14 @@ class Metrics:
             child = self._rejected.labels(reason)
             self._rejected_children[reason] = child
         child.inc()
+
+    def shutdown_undelivered(self, channel: str, count: int) -> None:
+        """Count what the shutdown left undelivered; ``channel`` is one of DELIVERY_CHANNELS."""
+        self._shutdown_undelivered.labels(channel).inc(count)
+
+    def shutdown_unresolved(self, count: int) -> None:
+        """Count payments the shutdown left without an announced outcome."""
+        self._shutdown_unresolved.inc(count)
 
     def http_request(self, path: str, code: int) -> None:
         """Count one HTTP response; ``path`` is a route name or ``"other"``, never raw."""

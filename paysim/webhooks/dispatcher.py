@@ -184,6 +184,15 @@ class WebhookDispatcher:
         """Block until every queued delivery has finished (delivered or given up)."""
         await self._idle.wait()
 
+    def pending_payment_ids(self) -> list[str]:
+        """One payment id per delivery not finished yet: queued, in flight or waiting to retry.
+
+        For the shutdown report (what the grace could not deliver). Changes
+        still waiting in ``notify`` for room in a full queue are not here: their
+        payments are still being resolved, and the simulator reports those.
+        """
+        return [payment_id for payment_id, fifo in self._fifos.items() for _ in fifo]
+
     # -- workers ---------------------------------------------------------------
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -12,21 +12,22 @@ from __future__ import annotations
 import enum
 from typing import Any, TypeVar
 
+import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
-from purerpc.grpclib.status import StatusCode
 
 from paysim._proto.proto.common.v1 import types_pb2
 from paysim._proto.proto.payment.v1 import payment_grpc, payment_pb2
-from paysim.domain import validation
+from paysim.domain import forced_outcomes, validation
 from paysim.domain.models import (
     EMPTY_TAGS,
     Metadata,
+    Money,
     Payment,
     PaymentMethod,
     PaymentResult,
+    PaymentStatus,
     Scenario,
 )
-from paysim.entrypoints.grpc.errors import RpcError
 from paysim.errors import InvalidArgument
 from paysim.service import PaymentService
 from paysim.webhooks import ssrf
@@ -78,9 +79,18 @@ def _result_to_proto(result: PaymentResult) -> Any:
     )
 
 
+def _money(money: Money | None) -> Any:
+    if money is None:
+        return None
+    return types_pb2.Money(amount=money.amount, currency=money.currency)
+
+
 def payment_to_proto(p: Payment) -> Any:
     m = p.metadata
     return payment_pb2.Payment(
+        refunded_amount=_money(Money(p.refunded, p.amount.currency)) if p.refunds else None,
+        cancelled_at=_timestamp(p.cancelled_at),
+        cancellation_reason=p.cancellation_reason,
         payment_intent_id=p.payment_intent_id,
         payment_id=p.payment_id,
         reservation_id=p.reservation_id,
@@ -104,18 +114,16 @@ def payment_to_proto(p: Payment) -> Any:
     )
 
 
-def _unimplemented(name: str) -> RpcError:
-    return RpcError(StatusCode.UNIMPLEMENTED, f"{name} is not implemented yet")
-
-
 class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
         service: PaymentService,
         payment_url_template: str,
         ssrf_policy: ssrf.SsrfPolicy | None = None,
+        max_delay_s: float = 600.0,
     ) -> None:
         self._service = service
+        self._max_delay_s = max_delay_s
         self._payment_url = payment_url_template
         self._ssrf = ssrf_policy
 
@@ -159,6 +167,7 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
         )
         validation.check_text("idempotency_key", req.idempotency_key, validation.MAX_KEY_LEN)
         method = PaymentMethod.UNSPECIFIED
+        forced: str | None = None
         if req.HasField("payment_details"):
             d = req.payment_details
             method = _enum(PaymentMethod, "payment_details.method", d.method)
@@ -179,7 +188,11 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
             validation.validate_mobile_pay(
                 provider=d.mobile_pay.provider, mobile_number=d.mobile_pay.mobile_number
             )
-        payment = await self._service.process_payment(req.payment_intent_id, method)
+            if c.card_number:
+                forced = forced_outcomes.for_card(c.card_number)
+                # The last four digits at most: the card number is a secret.
+                structlog.contextvars.bind_contextvars(card=forced_outcomes.mask(c.card_number))
+        payment = await self._service.process_payment(req.payment_intent_id, method, forced)
         return payment_pb2.ProcessPaymentResponse(
             payment_id=payment.payment_id,
             status=_wire(payment.status),
@@ -189,10 +202,55 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
         )
 
     async def CancelPayment(self, req: Any) -> Any:
-        raise _unimplemented("CancelPayment")
+        cmd = validation.validate_cancel(
+            payment_intent_id=req.payment_intent_id,
+            reason=req.reason,
+            refund_present=req.HasField("refund_amount"),
+            refund_amount=req.refund_amount.amount,
+            refund_currency=req.refund_amount.currency,
+            idempotency_key=req.idempotency_key,
+        )
+        result = await self._service.cancel_payment(cmd)
+        return payment_pb2.CancelPaymentResponse(
+            status=_wire(result.status),
+            cancelled_at=_timestamp(result.cancelled_at),
+            refunded_amount=_money(result.refunded),
+            refund_id=result.refund_id,
+        )
 
     async def ListPayments(self, req: Any) -> Any:
-        raise _unimplemented("ListPayments")
+        p = req.pagination
+        query = validation.validate_list(
+            user_id=req.user_id,
+            status=_enum(PaymentStatus, "status", req.status),
+            reservation_id=req.reservation_id,
+            page=p.page,
+            page_size=p.page_size,
+            cursor=p.cursor,
+        )
+        page = await self._service.list_payments(query)
+        return payment_pb2.ListPaymentsResponse(
+            payments=[payment_to_proto(x) for x in page.payments],
+            page_info=types_pb2.PageInfo(
+                total_count=min(page.total_count, 2**31 - 1),
+                has_next_page=page.has_next_page,
+                has_previous_page=page.has_previous_page,
+                next_cursor=page.next_cursor,
+                previous_cursor=page.previous_cursor,
+            ),
+        )
 
     async def SimulateWebhook(self, req: Any) -> Any:
-        raise _unimplemented("SimulateWebhook")
+        validation.check_text(
+            "payment_intent_id", req.payment_intent_id, validation.MAX_ID_LEN, required=True
+        )
+        target = _enum(PaymentStatus, "target_status", req.target_status)
+        delay_s = validation.check_simulate_delay(req.delay_seconds, self._max_delay_s)
+        done = await self._service.simulate_webhook(
+            req.payment_intent_id, target, delay_s, req.force_trigger
+        )
+        return payment_pb2.SimulateWebhookResponse(
+            webhook_sent=done.webhook_sent,
+            webhook_id=done.webhook_id,
+            scheduled_at=_timestamp(done.scheduled_at),
+        )
