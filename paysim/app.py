@@ -167,7 +167,12 @@ async def run(
                 http_app = HttpApp(readiness, metrics)
                 outboxes: list[Outbox] = []
                 if notifier is None:
-                    dispatcher = WebhookDispatcher(settings.webhook, http_client, metrics)
+                    dispatcher = WebhookDispatcher(
+                        settings.webhook,
+                        http_client,
+                        metrics,
+                        time_scale=settings.simulation.time_scale,
+                    )
                     await root.start(dispatcher.run)
                     http_app.add_route(
                         "/debug/deliveries", frozenset({"GET"}), dispatcher.journal.handle

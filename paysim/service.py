@@ -88,6 +88,7 @@ class PaymentService:
         self._settings = settings
         self._rng = rng if rng is not None else random.Random(settings.seed)
         self._now = wall_clock
+        self._scale = settings.time_scale
         self._default_scenario = Scenario.from_name(settings.default_scenario)
         self._timing = outcomes.Timing(
             default_delay_s=settings.default_delay_s,
@@ -140,7 +141,7 @@ class PaymentService:
             status=PaymentStatus.PENDING,
             created_at=now,
             updated_at=now,
-            expires_at=now + self._settings.intent_ttl_s,
+            expires_at=now + self._settings.intent_ttl_s * self._scale,
         )
         try:
             await self._store.insert(payment)
@@ -150,7 +151,7 @@ class PaymentService:
                 with trio.CancelScope(shield=True):
                     await self._store.release_idempotency(cmd.user_id, key)
             raise
-        self._simulator.arm(payment_intent_id, outcome.delay_s, self._fire)
+        self._simulator.arm(payment_intent_id, outcome.delay_s * self._scale, self._fire)
         self._metrics.payment_created(scenario.name.lower())
         structlog.contextvars.bind_contextvars(payment_id=payment_intent_id)
         return IntentCreated(payment, replayed=False)
@@ -348,6 +349,7 @@ class PaymentService:
         event_id = new_id("evt")
         now = self._now()
         if delay_s > 0 and not force:
+            delay_s *= self._scale
             self._simulator.schedule_extra(
                 payment_intent_id,
                 delay_s,

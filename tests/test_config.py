@@ -99,6 +99,13 @@ PARSES: list[tuple[str, str, str, object]] = [
     ("LOG_FORMAT", "json", "log.json", True),
     ("LOG_FORMAT", "console", "log.json", False),
     ("SHUTDOWN_GRACE_MS", "5000", "shutdown_grace_s", 5.0),
+    ("DRAIN_DELAY_MS", "0", "drain_delay_s", 0.0),
+    ("DRAIN_DELAY_MS", "2500", "drain_delay_s", 2.5),
+    ("SHUTDOWN_PENDING_POLICY", "Resolve", "pending_on_shutdown", "resolve"),
+    ("RETENTION_MS", "60000", "simulation.retention_s", 60.0),
+    ("SWEEP_INTERVAL_MS", "250", "simulation.sweep_interval_s", 0.25),
+    ("SIMULATION_TIME_SCALE", "0.001", "simulation.time_scale", 0.001),
+    ("SIMULATION_TIME_SCALE", "1", "simulation.time_scale", 1.0),
     ("PAYMENT_URL_BASE", "http://pay.example/x/", "payment_url_base", "http://pay.example/x"),
 ]
 
@@ -151,6 +158,15 @@ BAD: list[tuple[dict[str, str], str]] = [
     ({"PAYMENT_EVENT_SOURCE": " "}, "PAYMENT_EVENT_SOURCE"),
     ({"WEBHOOK_SECRET": ""}, "WEBHOOK_SECRET"),
     ({"SHUTDOWN_GRACE_MS": "-1"}, "SHUTDOWN_GRACE_MS"),
+    ({"DRAIN_DELAY_MS": "-1"}, "DRAIN_DELAY_MS"),
+    ({"SHUTDOWN_PENDING_POLICY": "drop"}, "SHUTDOWN_PENDING_POLICY"),
+    # handover needs a shared store, which this build does not have yet
+    ({"SHUTDOWN_PENDING_POLICY": "handover"}, "SHUTDOWN_PENDING_POLICY"),
+    ({"RETENTION_MS": "0"}, "RETENTION_MS"),
+    ({"SWEEP_INTERVAL_MS": "5"}, "SWEEP_INTERVAL_MS"),
+    ({"SIMULATION_TIME_SCALE": "0"}, "SIMULATION_TIME_SCALE"),
+    ({"SIMULATION_TIME_SCALE": "2"}, "SIMULATION_TIME_SCALE"),
+    ({"SIMULATION_TIME_SCALE": "fast"}, "SIMULATION_TIME_SCALE"),
     ({"PAYMENT_URL_BASE": "ftp://pay.example"}, "PAYMENT_URL_BASE"),
     ({"PAYMENT_URL_BASE": "pay.example"}, "PAYMENT_URL_BASE"),
     # Delays must be shorter than the intent's lifetime.

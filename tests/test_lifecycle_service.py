@@ -97,6 +97,32 @@ async def test_scheduled_simulations_per_payment_are_bounded(
             await h.service.simulate_webhook(pid, S.UNSPECIFIED, 300.0, force=False)
 
 
+# -- time compression ---------------------------------------------------------------
+
+
+async def test_time_scale_compresses_delays_expiry_and_scheduled_simulations(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_service(time_scale=0.01) as h:
+        approve = await create(h, intent(Scenario.APPROVE))
+        timeout = await create(h, intent(Scenario.TIMEOUT))
+        assert timeout.expires_at == EPOCH + 9.0  # 900 s x 0.01
+        done = await h.service.simulate_webhook(
+            approve.payment_intent_id, S.UNSPECIFIED, 100.0, force=False
+        )
+        assert done.scheduled_at == EPOCH + 1.0
+        await trio.sleep(0.021)  # 2 s x 0.01, and a little
+        stored = await h.store.get(approve.payment_intent_id)
+        assert stored is not None
+        assert stored.status is S.COMPLETED
+        await trio.sleep(9.0)
+        expired = await h.store.get(timeout.payment_intent_id)
+        assert expired is not None
+        assert (expired.status, expired.updated_at) == (S.EXPIRED, EPOCH + 9.0)
+        resent = [c for c in h.notifier.changes if c.resend]
+        assert [c.at for c in resent] == [EPOCH + 1.0]
+
+
 # -- retention --------------------------------------------------------------------
 
 

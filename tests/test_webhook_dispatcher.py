@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import itertools
 import json
 import random
 from collections.abc import AsyncIterator, Callable
@@ -113,13 +114,20 @@ def settings(**changes: object) -> WebhookSettings:
 async def make(nursery) -> AsyncIterator[Callable[..., Harness]]:
     clients: list[httpx.AsyncClient] = []
 
-    def factory(receiver: Receiver | None = None, **changes: object) -> Harness:
+    def factory(
+        receiver: Receiver | None = None, time_scale: float = 1.0, **changes: object
+    ) -> Harness:
         receiver = receiver or Receiver()
         client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
         clients.append(client)
         metrics = Metrics()
         dispatcher = WebhookDispatcher(
-            settings(**changes), client, metrics, rng=random.Random(7), wall_clock=trio.current_time
+            settings(**changes),
+            client,
+            metrics,
+            rng=random.Random(7),
+            wall_clock=trio.current_time,
+            time_scale=time_scale,
         )
         nursery.start_soon(dispatcher.run)
         return Harness(dispatcher, receiver, metrics)
@@ -198,6 +206,18 @@ async def test_failures_are_retried_with_the_same_id_and_backoff(make, autojump_
     assert h.metric("paysim_webhook_attempts_total", result="5xx") == 2
     assert h.metric("paysim_webhook_attempts_total", result="timeout") == 1
     assert h.metric("paysim_webhook_attempts_total", result="error") == 1
+
+
+async def test_time_compression_scales_the_retry_schedule(make, autojump_clock):
+    """SIMULATION_TIME_SCALE=0.001: Toss's 1, 4, 16 minute retries take 60, 240, 960 ms."""
+    h = make(Receiver(script=[500, 500, 500]), retry_schedule="toss", time_scale=0.001)
+    await h.dispatcher.notify(change())
+    await h.dispatcher.wait_idle()
+    rng = random.Random(7)
+    gaps = [b - a for a, b in itertools.pairwise(h.receiver.times)]
+    want = [SCHEDULES["toss"].delay(attempt, rng) * 0.001 for attempt in (1, 2, 3)]
+    assert gaps == pytest.approx(want)
+    assert sum(gaps) < 1.3
 
 
 async def test_gives_up_after_max_attempts(make, autojump_clock):

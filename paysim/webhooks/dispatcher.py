@@ -144,8 +144,11 @@ class WebhookDispatcher:
         journal: DeliveryJournal | None = None,
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
+        time_scale: float = 1.0,
     ) -> None:
+        """``time_scale`` multiplies every retry delay (SIMULATION_TIME_SCALE)."""
         self._settings = settings
+        self._time_scale = time_scale
         self._client = client
         self._schedule = SCHEDULES[settings.retry_schedule]
         self._policy = ssrf.SsrfPolicy.from_settings(settings)
@@ -284,6 +287,7 @@ class WebhookDispatcher:
             retry_in = self._schedule.delay(d.attempt, self._rng)
             if retry_after is not None:
                 retry_in = min(max(retry_in, retry_after), self._schedule.cap_s)
+            retry_in *= self._time_scale
         self.journal.record(
             payment_id,
             Attempt(
