@@ -346,6 +346,8 @@ class PaymentService:
         """
         payment = await self.get_payment(payment_intent_id)
         self._check_simulated_target(payment, target)
+        if target is payment.status:
+            target = PaymentStatus.UNSPECIFIED  # a resend, of whatever state it is in by then
         event_id = new_id("evt")
         now = self._now()
         if delay_s > 0 and not force:
@@ -391,6 +393,10 @@ class PaymentService:
         pid = payment.payment_intent_id
         now = self._now()
         if target is PaymentStatus.REFUNDED:
+            if len(payment.refunds) >= MAX_REFUNDS:
+                raise FailedPrecondition(
+                    f"payment already has {MAX_REFUNDS} refunds, the most kept"
+                )
             refund = Refund(
                 new_id("re"), Money(payment.refundable, payment.amount.currency), "simulated", now
             )

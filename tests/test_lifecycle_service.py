@@ -73,6 +73,19 @@ async def test_a_scheduled_simulation_that_became_illegal_is_skipped(
         assert [c.payment.status for c in h.notifier.for_payment(pid)] == [S.COMPLETED]
 
 
+async def test_a_scheduled_resend_of_the_current_status_resends_the_state_of_then(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_service() as h:
+        payment = await create(h, intent(Scenario.APPROVE))  # completes at 2 s
+        pid = payment.payment_intent_id
+        done = await h.service.simulate_webhook(pid, S.PENDING, 60.0, force=False)
+        await trio.sleep(61)
+        resent = h.notifier.for_payment(pid)[-1]
+        assert (resent.event_id, resent.resend) == (done.webhook_id, True)
+        assert resent.payment.status is S.COMPLETED
+
+
 async def test_a_scheduled_resend_is_cancelled_with_its_payment(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
