@@ -106,10 +106,21 @@ class WebhookSettings:
     allowed_hosts: frozenset[str] = frozenset()
     allow_loopback: bool = True  # development only
     allow_private: bool = True  # development only
+    # Chaos (development and staging only; refused in production): deliveries a
+    # real PG makes now and then and consumers must survive. See the README's
+    # Chaos section and paysim/webhooks/dispatcher.py.
+    chaos_duplicate_rate: float = 0.0  # a delivered webhook is sent again, same X-Webhook-Id
+    chaos_reorder_rate: float = 0.0  # a delivery is held back so a later change overtakes it
+    chaos_reorder_hold_s: float = 1.0  # how long it waits for that later change
+    chaos_seed: int | None = None  # chaos decisions are a function of this and the change
 
     @property
     def secret(self) -> str:
         return self.secrets[0]
+
+    @property
+    def chaos_enabled(self) -> bool:
+        return self.chaos_duplicate_rate > 0.0 or self.chaos_reorder_rate > 0.0
 
 
 @dataclass(frozen=True)
@@ -219,6 +230,12 @@ class Settings:
                 allowed_hosts=r.host_list("WEBHOOK_ALLOWED_HOSTS"),
                 allow_loopback=env_kind is Environment.DEVELOPMENT,
                 allow_private=env_kind is Environment.DEVELOPMENT,
+                chaos_duplicate_rate=r.rate("CHAOS_WEBHOOK_DUPLICATE_RATE", 0.0),
+                chaos_reorder_rate=r.rate("CHAOS_WEBHOOK_REORDER_RATE", 0.0),
+                chaos_reorder_hold_s=r.millis("CHAOS_WEBHOOK_REORDER_HOLD_MS", 1_000, minimum=1),
+                chaos_seed=_first_set(
+                    r.optional_integer("CHAOS_SEED"), r.optional_integer("SIMULATION_SEED")
+                ),
             ),
             events=EventSettings(
                 enabled=r.boolean("EVENTS_ENABLED", True),
@@ -255,6 +272,7 @@ class Settings:
                 "handover needs a shared store, and this build has only the in-memory one; "
                 "use resolve",
             )
+        _refuse_chaos_in_production(settings)
         if settings.simulation.max_delay_s >= settings.simulation.intent_ttl_s:
             raise ConfigError("MAX_DELAY_MS", "must be smaller than INTENT_TTL_MS")
         for name, value in (
@@ -264,6 +282,22 @@ class Settings:
             if value >= settings.simulation.intent_ttl_s:
                 raise ConfigError(name, "must be smaller than INTENT_TTL_MS")
         return settings
+
+
+def _first_set(*values: int | None) -> int | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _refuse_chaos_in_production(settings: Settings) -> None:
+    """Chaos settings make paysim misbehave on purpose: never where real consumers listen."""
+    if settings.environment is not Environment.PRODUCTION:
+        return
+    for name, value in (
+        ("CHAOS_WEBHOOK_DUPLICATE_RATE", settings.webhook.chaos_duplicate_rate),
+        ("CHAOS_WEBHOOK_REORDER_RATE", settings.webhook.chaos_reorder_rate),
+    ):
+        if value > 0.0:
+            raise ConfigError(name, "chaos injection is refused in production; set it to 0")
 
 
 class _Reader:

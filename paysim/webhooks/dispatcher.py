@@ -27,6 +27,31 @@ channel after its backoff delay, from a small timer task. Policy:
   to it, with the original ``Host`` header and TLS server name), so DNS cannot
   change between the check and the connection.
 
+Chaos (development and staging only; ``Settings`` refuses it in production)
+------------------------------------------------------------------------------
+Two things real PGs do now and then, which consumers must survive, and which no
+real PG lets a tester ask for. Both default to off.
+
+* **Duplicates** (CHAOS_WEBHOOK_DUPLICATE_RATE): after a delivery succeeded, it
+  is sent once more, right away: the same body and ``X-Webhook-Id``, the next
+  ``X-Webhook-Attempt`` (as when a PG lost the receiver's 200 and retried).
+* **Out of order** (CHAOS_WEBHOOK_REORDER_RATE): a delivery that reaches the
+  head of its payment's FIFO is held back. If a later change of the same
+  payment is already queued, or arrives within CHAOS_WEBHOOK_REORDER_HOLD_MS
+  (times SIMULATION_TIME_SCALE), the later one is delivered first and the held
+  one right after it: an older state arrives after a newer one, as when a PG's
+  retry of event 1 lands after event 2. If nothing overtakes it, it goes out in
+  order, only late. A delivery is considered once, before its first attempt.
+
+Each decision is a pure function of (CHAOS_SEED, default SIMULATION_SEED; the
+kind; the change's reservation id, status and amount refunded so far), not a
+draw from a shared stream: a rerun with the same seed and the same reservation
+ids makes the same decisions whatever the delivery order and timing. Injected
+copies hold no queue slot, are not counted as deliveries
+(``paysim_webhook_deliveries_total``) nor reported as undelivered at shutdown;
+every injection is counted in ``paysim_webhook_chaos_total{kind}`` (kind
+``duplicate``, ``hold``: held back, ``reorder``: overtaken).
+
 The httpx client is owned by the caller (the app root) and closed by it.
 """
 
@@ -34,7 +59,9 @@ from __future__ import annotations
 
 import collections
 import email.utils
+import hashlib
 import random
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +107,29 @@ class _Delivery:
     change: StatusChange
     body: bytes
     attempt: int = 0
+    delivered: bool = False
+    copy: bool = False  # a chaos duplicate: holds no queue slot, is not a delivery of its own
+    reorder: str = "undecided"  # chaos: "undecided", "held" (waiting to be overtaken), "done"
+
+
+class _ChaosDice:
+    """Yes/no chaos decisions, reproducible per change (see the module docstring).
+
+    A hash of (seed, kind, reservation id, status, amount refunded) mapped to
+    [0, 1) and compared with the rate. Without a seed, a random salt per
+    process: decisions then differ from run to run, as draws would.
+    """
+
+    def __init__(self, seed: int | None) -> None:
+        self._salt = str(seed) if seed is not None else secrets.token_hex(8)
+
+    def roll(self, kind: str, change: StatusChange, rate: float) -> bool:
+        if rate <= 0.0:
+            return False
+        p = change.payment
+        key = f"{self._salt}|{kind}|{p.reservation_id}|{p.status.name}|{p.refunded}"
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2.0**64 < rate
 
 
 class _Instruments:
@@ -117,6 +167,13 @@ class _Instruments:
             "Times a status change waited because the webhook queue was full.",
             registry=reg,
         )
+        chaos = Counter(
+            "paysim_webhook_chaos",
+            "Chaos injected into webhook delivery, by kind (duplicate, hold, reorder).",
+            ["kind"],
+            registry=reg,
+        )
+        self.chaos = {kind: chaos.labels(kind) for kind in _CHAOS_KINDS}
         self._by_outcome = {o: self.deliveries.labels(o) for o in _OUTCOMES}
         self._by_result: dict[str, Counter] = {}
 
@@ -132,6 +189,7 @@ class _Instruments:
 
 
 _OUTCOMES = ("delivered", "gave_up", "gone", "blocked")
+_CHAOS_KINDS = ("duplicate", "hold", "reorder")
 
 
 class WebhookDispatcher:
@@ -164,6 +222,14 @@ class WebhookDispatcher:
         self._idle.set()
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._targets: dict[str, _Target] = {}
+        self._dice = _ChaosDice(settings.chaos_seed)
+        if settings.chaos_enabled:
+            log.warning(
+                "webhook chaos is on: duplicates and out-of-order deliveries are injected",
+                duplicate_rate=settings.chaos_duplicate_rate,
+                reorder_rate=settings.chaos_reorder_rate,
+                reorder_hold_s=settings.chaos_reorder_hold_s,
+            )
 
     # -- the notifier port ---------------------------------------------------
     async def notify(self, change: StatusChange) -> None:
@@ -194,7 +260,7 @@ class WebhookDispatcher:
         still waiting in ``notify`` for room in a full queue are not here: their
         payments are still being resolved, and the simulator reports those.
         """
-        return [payment_id for payment_id, fifo in self._fifos.items() for _ in fifo]
+        return [payment_id for payment_id, fifo in self._fifos.items() for d in fifo if not d.copy]
 
     # -- workers ---------------------------------------------------------------
     async def run(
@@ -211,6 +277,8 @@ class WebhookDispatcher:
     async def _worker(self) -> None:
         async for payment_id in self._ready_recv:
             fifo = self._fifos[payment_id]
+            if self._hold_back(payment_id, fifo):
+                continue
             delivery = fifo[0]
             delivery.attempt += 1
             retry_in = await self._attempt(payment_id, delivery)
@@ -219,8 +287,10 @@ class WebhookDispatcher:
                 self._nursery.start_soon(self._requeue_after, payment_id, retry_in)
                 continue
             fifo.popleft()
-            self._slots.release()
+            if not delivery.copy:
+                self._slots.release()
             self._m.queued.dec()
+            self._duplicate(fifo, delivery)
             if fifo:
                 self._ready_send.send_nowait(payment_id)
             else:
@@ -231,6 +301,44 @@ class WebhookDispatcher:
     async def _requeue_after(self, payment_id: str, delay: float) -> None:
         await trio.sleep(delay)
         self._ready_send.send_nowait(payment_id)
+
+    # -- chaos (see the module docstring) ------------------------------------------
+    def _hold_back(self, payment_id: str, fifo: collections.deque[_Delivery]) -> bool:
+        """Chaos: let a later change overtake the head. True when the head is held now."""
+        head = fifo[0]
+        if head.reorder == "undecided":
+            head.reorder = "done"
+            rate = self._settings.chaos_reorder_rate
+            if head.attempt or head.copy or not self._dice.roll("reorder", head.change, rate):
+                return False
+            if len(fifo) < 2:
+                head.reorder = "held"
+                self._m.chaos["hold"].inc()
+                assert self._nursery is not None
+                hold_s = self._settings.chaos_reorder_hold_s * self._time_scale
+                self._nursery.start_soon(self._requeue_after, payment_id, hold_s)
+                return True
+        elif head.reorder == "held":
+            head.reorder = "done"
+            if len(fifo) < 2:
+                return False  # nothing overtook it: it goes out late, in order
+        else:
+            return False
+        fifo.popleft()
+        fifo.insert(1, head)
+        fifo[0].reorder = "done"
+        self._m.chaos["reorder"].inc()
+        return False
+
+    def _duplicate(self, fifo: collections.deque[_Delivery], sent: _Delivery) -> None:
+        """Chaos: send a delivered webhook once more, next, with the same id and body."""
+        rate = self._settings.chaos_duplicate_rate
+        if not sent.delivered or sent.copy or not self._dice.roll("duplicate", sent.change, rate):
+            return
+        copy = _Delivery(sent.change, sent.body, attempt=sent.attempt, copy=True, reorder="done")
+        fifo.appendleft(copy)
+        self._m.queued.inc()
+        self._m.chaos["duplicate"].inc()
 
     # -- one attempt -------------------------------------------------------------
     async def _attempt(self, payment_id: str, d: _Delivery) -> float | None:
@@ -275,7 +383,9 @@ class WebhookDispatcher:
 
         if http_status is not None and 200 <= http_status < 300:
             outcome, retry_in = "delivered", None
-            self._m.lag.observe(max(0.0, self._now() - change.at))
+            d.delivered = True
+            if not d.copy:
+                self._m.lag.observe(max(0.0, self._now() - change.at))
         elif http_status == 410:
             outcome, retry_in = "gone", None
         elif result == "blocked":
@@ -302,7 +412,7 @@ class WebhookDispatcher:
                 latency_ms=round(elapsed * 1000, 3),
             ),
         )
-        if retry_in is None:
+        if retry_in is None and not d.copy:
             self._m.delivered(outcome)
             if outcome != "delivered":
                 log.warning(
