@@ -14,7 +14,9 @@ import sys
 from collections.abc import Sequence
 
 from paysim import __version__, process
+from paysim.chaos import options as chaos_options
 from paysim.config import ConfigError, Settings
+from paysim.loadgen import options as bench_options
 from paysim.webhooks import verify_cli
 
 
@@ -39,6 +41,17 @@ def _parser() -> argparse.ArgumentParser:
         "verify", help="check a received webhook's signature and timestamp (exit 0 if valid)"
     )
     verify_cli.add_arguments(verify)
+    bench = sub.add_parser(
+        "bench", help="ghz-style gRPC load generator for this API (see paysim bench --help)"
+    )
+    bench_options.add_arguments(bench)
+    chaos = sub.add_parser(
+        "chaos",
+        help="scenario runs with injected faults that check the platform-facing promises",
+        description="Drive a weighted mix of payments with faults injected on every side, "
+        "then verify the invariants (exit 1 on any violation). See README, Chaos.",
+    )
+    chaos_options.add_arguments(chaos)
     return parser
 
 
@@ -80,6 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "webhook":
         return verify_cli.main(args)
+    if args.command == "chaos":
+        from paysim.chaos.command import run_from_args as run_chaos
+
+        return run_chaos(args, list(argv)[1:] if argv is not None else sys.argv[2:])
+    if args.command == "bench":
+        from paysim.loadgen.main import run_from_args
+
+        return run_from_args(args)
     env = dict(os.environ)
     if getattr(args, "grpc_port", None) is not None:
         env["GRPC_PORT"] = str(args.grpc_port)
