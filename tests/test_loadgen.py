@@ -430,3 +430,22 @@ def test_request_numbers_interleave_across_workers() -> None:
     stats, sent = run_generator(plan, 4)
     assert [m.reservation_id for m in sent] == ["1", "4", "7", "10"]
     assert stats.lateness.count == 4
+
+
+def test_open_loop_caps_calls_in_flight_and_queues_the_rest() -> None:
+    running, peak = [0], [0]
+
+    async def method(body: bytes, **_: Any) -> None:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await asyncio.sleep(0)
+        running[0] -= 1
+
+    plan = worker_plan('{"reservation_id": "{{n}}"}', rps=1e6, concurrency=3)
+
+    async def go() -> Stats:
+        return await client.Generator(plan, [method]).run_phase(0.0, 50, None)
+
+    stats = asyncio.run(go())
+    assert stats.codes == {"OK": 50}
+    assert peak[0] == 3

@@ -22,9 +22,10 @@ due at ``t0 + j / R``; worker ``k`` of ``P`` sends the calls ``j = k + P*i``,
 so the merged schedule stays evenly spaced. A scheduler dispatches each call
 at its due time whatever the answers do; ``concurrency`` caps the calls in
 flight, and a call waiting for a free slot keeps waiting with its clock
-running. Latency is measured from the *intended* send time (wrk2's
-correction for coordinated omission: a stalled server cannot hide its stall
-by slowing the generator down). Reported besides: the service time (from the
+running (as a number in a backlog, not as a waiting task). Latency is
+measured from the *intended* send time (wrk2's correction for coordinated
+omission: a stalled server cannot hide its stall by slowing the generator
+down). Reported besides: the service time (from the
 actual send) and the send lateness (how late the scheduler dispatched: the
 generator's own delay; asyncio timers wake with 1 ms resolution, so a
 lateness below about 1 ms is noise).
@@ -45,6 +46,8 @@ returns; the parent owns the pipe's other end.
 from __future__ import annotations
 
 import asyncio
+import collections
+import gc
 import math
 import os
 import random
@@ -169,25 +172,39 @@ class Generator:
     async def _open(
         self, t0: float, count: int | None, duration_s: float | None, stats: Stats
     ) -> float:
+        """The open loop: a scheduler, at most ``concurrency`` slot tasks, a backlog.
+
+        A due call starts at once in a new slot task if fewer than
+        ``concurrency`` are running; otherwise its intended time joins the
+        backlog, and the next slot to finish takes it. The backlog holds
+        floats, not tasks, so an overloaded server does not bury the loop (or
+        the garbage collector) under thousands of waiting tasks.
+        """
         assert self._plan.rps is not None
         loop = asyncio.get_running_loop()
         interval = self._plan.procs / self._plan.rps
         offset = self._plan.index / self._plan.rps
         stop = t0 + duration_s if duration_s is not None else math.inf
-        slots = asyncio.Semaphore(self._plan.concurrency)
-        in_flight: set[asyncio.Task[None]] = set()
+        backlog: collections.deque[float] = collections.deque()
+        slots: list[asyncio.Task[None]] = []
+        active = [0]  # running slots; decremented by the slot itself, before it ends
         last = [t0]
 
-        async def one(method: Method, intended: float) -> None:
-            request = self._next_request(stats, loop.time() - t0)
-            if request is None:
-                return
-            async with slots:
-                sent = loop.time()
-                code = await self._call(method, *request, stats)
-            end = loop.time()
-            stats.record(end - t0, end - intended, end - sent, code)
-            last[0] = max(last[0], end)
+        async def slot(method: Method, intended: float) -> None:
+            try:
+                while True:
+                    request = self._next_request(stats, loop.time() - t0)
+                    if request is not None:
+                        sent = loop.time()
+                        code = await self._call(method, *request, stats)
+                        end = loop.time()
+                        stats.record(end - t0, end - intended, end - sent, code)
+                        last[0] = max(last[0], end)
+                    if not backlog:
+                        return
+                    intended = backlog.popleft()
+            finally:
+                active[0] -= 1
 
         i = 0
         while count is None or i < count:
@@ -200,12 +217,16 @@ class Generator:
                 now = loop.time()
             stats.lateness.record(max(now - intended, 0.0))
             stats.send_span_s = now - t0
-            task = loop.create_task(one(self._methods[i % len(self._methods)], intended))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
+            if active[0] < self._plan.concurrency:
+                active[0] += 1
+                method = self._methods[i % len(self._methods)]
+                slots.append(loop.create_task(slot(method, intended)))
+                if len(slots) > 4 * self._plan.concurrency:
+                    slots = [t for t in slots if not t.done()]
+            else:
+                backlog.append(intended)
             i += 1
-        if in_flight:
-            await asyncio.gather(*list(in_flight))
+        await asyncio.gather(*slots)
         return last[0]
 
 
@@ -237,6 +258,7 @@ async def _work(plan: Plan, conn: Connection) -> None:
     try:
         await _connect(channels, plan.target)
         generator = Generator(plan, [c.unary_unary(calls.path(plan.call)) for c in channels])
+        gc.freeze()  # what exists now lives for the whole run: keep it out of collections
         if plan.warmup_requests or plan.warmup_s:
             loop = asyncio.get_running_loop()
             count = plan.warmup_requests or None

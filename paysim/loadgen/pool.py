@@ -24,6 +24,7 @@ from paysim.loadgen import client
 from paysim.loadgen.results import Stats
 
 JOIN_TIMEOUT_S = 5.0
+THREAD_JOIN_TIMEOUT_S = 1.0  # a worker thread is a daemon: it ends with the process anyway
 POLL_S = 0.25
 
 Progress = Callable[[list[tuple[int, int]]], None]
@@ -118,7 +119,7 @@ class WorkerPool:
                 except (OSError, ValueError):
                     pass
         for runner in self._runners:
-            runner.join(JOIN_TIMEOUT_S)
+            runner.join(JOIN_TIMEOUT_S if self.processes else THREAD_JOIN_TIMEOUT_S)
             if self.processes and runner.is_alive():
                 runner.terminate()
                 runner.join(JOIN_TIMEOUT_S)
