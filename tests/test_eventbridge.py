@@ -674,3 +674,29 @@ async def test_run_refuses_to_run_twice(nursery: trio.Nursery) -> None:
     await nursery.start(publisher.run)
     with pytest.raises(RuntimeError, match="already running"):
         await publisher.run()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"AWS_ENDPOINT_URL_EVENTS": "http://events.local:4566"}, "http://events.local:4566"),
+        (
+            {
+                "AWS_ENDPOINT_URL_EVENTS": "http://events.local:4566",
+                "AWS_ENDPOINT_URL_EVENTBRIDGE": "http://bridge.local:4566",
+            },
+            "http://bridge.local:4566",
+        ),
+        ({}, "https://events.ap-northeast-2.amazonaws.com"),
+    ],
+)
+def test_the_contract_events_endpoint_variable_is_honoured(monkeypatch, env, expected):
+    """CONTRACT §4 names AWS_ENDPOINT_URL_EVENTS; botocore alone would ignore it."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_EVENTS", "AWS_ENDPOINT_URL_EVENTBRIDGE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    client = make_client("events", AwsSettings())
+    assert client.meta.endpoint_url == expected

@@ -5,8 +5,10 @@
   Credentials come from boto3's default chain only (environment, profile, IRSA
   web identity, instance metadata): nothing here names a key. The endpoint is
   boto3's own business too: with ``endpoint_url=None`` boto3 honours
-  ``AWS_ENDPOINT_URL`` and the per-service ``AWS_ENDPOINT_URL_EVENTS`` /
-  ``AWS_ENDPOINT_URL_SQS``; tests and ``paysim dev`` pass moto's URL directly.
+  ``AWS_ENDPOINT_URL`` and the per-service ``AWS_ENDPOINT_URL_EVENTS`` (the
+  contract's name, honoured by ``make_client``: botocore reads only
+  ``AWS_ENDPOINT_URL_EVENTBRIDGE``) / ``AWS_ENDPOINT_URL_SQS``; tests and
+  ``paysim dev`` pass moto's URL directly.
   Building a client reads botocore's JSON service models (tens of milliseconds,
   synchronous): do it at startup, or through ``trio.to_thread.run_sync``.
   The caller owns the client; boto3 clients are thread-safe, so one client may
@@ -40,7 +42,8 @@ Policy decisions:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
@@ -150,8 +153,23 @@ def make_client(
         retries={"mode": "standard", "total_max_attempts": max_attempts},
         max_pool_connections=max_pool_connections,
     )
+    if endpoint_url is None:
+        endpoint_url = contract_endpoint(service, os.environ)
     session = boto3.session.Session(profile_name=aws.profile, region_name=aws.region)
     return session.client(cast(Any, service), endpoint_url=endpoint_url, config=config)
+
+
+def contract_endpoint(service: str, env: Mapping[str, str]) -> str | None:
+    """``AWS_ENDPOINT_URL_EVENTS`` for EventBridge, which botocore itself ignores.
+
+    CONTRACT §4 names that variable, but botocore derives the per-service
+    name from the service id ("EventBridge"): it reads only
+    ``AWS_ENDPOINT_URL_EVENTBRIDGE``. The contract's name is honoured here
+    unless botocore's own one (or none: boto3 decides) applies.
+    """
+    if service != "events" or env.get("AWS_ENDPOINT_URL_EVENTBRIDGE"):
+        return None
+    return env.get("AWS_ENDPOINT_URL_EVENTS") or None
 
 
 @dataclass(frozen=True, slots=True)
