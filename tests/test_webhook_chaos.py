@@ -8,9 +8,7 @@ and their refusal in production are at the end.
 from __future__ import annotations
 
 import dataclasses
-import random
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -18,21 +16,12 @@ import trio
 
 from paysim.config import ConfigError, Settings
 from paysim.domain.models import PaymentStatus, StatusChange
-from paysim.observability.metrics import Metrics
-from paysim.webhooks.dispatcher import WebhookDispatcher
-from tests.test_webhook_dispatcher import Receiver, change, settings
+from tests.test_webhook_dispatcher import Harness, Receiver, change, make, nursery
+
+__all__ = ["make", "nursery"]  # fixtures, used by name
 
 
-@dataclass
-class Chaos:
-    dispatcher: WebhookDispatcher
-    receiver: Receiver
-    metrics: Metrics
-
-    def metric(self, name: str, **labels: str) -> float:
-        value = self.metrics.registry.get_sample_value(name, labels)
-        return 0.0 if value is None else value
-
+class Chaos(Harness):
     def sent(self) -> list[tuple[str, str, str]]:
         """(X-Webhook-Id, status, X-Webhook-Attempt) of every request, in arrival order."""
         return [
@@ -46,37 +35,14 @@ class Chaos:
 
 
 @pytest.fixture
-async def chaos(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Chaos]]:
-    clients: list[httpx.AsyncClient] = []
+def chaos(make: Callable[..., Harness]) -> Callable[..., Chaos]:
+    """``test_webhook_dispatcher``'s ``make``, with ``sent()`` on the harness."""
 
-    def factory(
-        receiver: Receiver | None = None, time_scale: float = 1.0, **changes: object
-    ) -> Chaos:
-        receiver = receiver or Receiver()
-        client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
-        clients.append(client)
-        metrics = Metrics()
-        dispatcher = WebhookDispatcher(
-            settings(**changes),
-            client,
-            metrics,
-            rng=random.Random(7),
-            wall_clock=trio.current_time,
-            time_scale=time_scale,
-        )
-        nursery.start_soon(dispatcher.run)
-        return Chaos(dispatcher, receiver, metrics)
+    def factory(*args: object, **changes: object) -> Chaos:
+        h = make(*args, **changes)
+        return Chaos(h.dispatcher, h.receiver, h.metrics)
 
-    yield factory
-    for client in clients:
-        await client.aclose()
-
-
-@pytest.fixture
-async def nursery() -> AsyncIterator[trio.Nursery]:
-    async with trio.open_nursery() as n:
-        yield n
-        n.cancel_scope.cancel()
+    return factory
 
 
 def refunded(event_id: str, pid: str = "pay_1") -> StatusChange:
