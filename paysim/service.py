@@ -272,15 +272,10 @@ class PaymentService:
                         f"payment is {status.name}: nothing was captured, so there is "
                         "nothing to refund; omit refund_amount to cancel it"
                     )
-                now = self._now()
-                won, updated = await self._apply(
-                    payment,
-                    PaymentStatus.CANCELLED,
-                    {"cancelled_at": now, "cancellation_reason": cmd.reason},
-                )
+                won, updated = await self._cancel_uncaptured(payment, cmd.reason)
                 if won:
-                    self._simulator.forget(payment.payment_intent_id)
-                    return CancelResult(PaymentStatus.CANCELLED, now, None, "")
+                    assert updated.cancelled_at is not None
+                    return CancelResult(PaymentStatus.CANCELLED, updated.cancelled_at, None, "")
             elif status is PaymentStatus.COMPLETED:
                 won, updated, refund = await self._refund(payment, cmd.refund_amount, cmd.reason)
                 if won:
@@ -295,9 +290,24 @@ class PaymentService:
             payment = updated  # lost a race; decide again on what won
         raise FailedPrecondition("payment is changing too fast; retry")  # pragma: no cover
 
+    async def _cancel_uncaptured(
+        self, payment: Payment, reason: str, event_id: str = ""
+    ) -> tuple[bool, Payment]:
+        """PENDING or PROCESSING → CANCELLED; on success nothing scheduled for it runs."""
+        won, updated = await self._apply(
+            payment,
+            PaymentStatus.CANCELLED,
+            {"cancelled_at": self._now(), "cancellation_reason": reason},
+            event_id=event_id,
+        )
+        if won:
+            self._simulator.forget(payment.payment_intent_id)
+        return won, updated
+
     async def _refund(
-        self, payment: Payment, requested: Money | None, reason: str
+        self, payment: Payment, requested: Money | None, reason: str, event_id: str = ""
     ) -> tuple[bool, Payment, Refund | None]:
+        """Refund ``requested`` (None: all that remains) of a COMPLETED payment."""
         currency = payment.amount.currency
         if requested is None:
             requested = Money(payment.refundable, currency)
@@ -325,6 +335,7 @@ class PaymentService:
                 "cancelled_at": now,
                 "cancellation_reason": reason,
             },
+            event_id=event_id,
             refund=refund,
         )
         return won, updated, refund if won else None
@@ -390,35 +401,10 @@ class PaymentService:
 
     async def _drive(self, payment: Payment, target: PaymentStatus, event_id: str) -> bool:
         """Move ``payment`` to ``target`` as the simulated PG would; False if a race was lost."""
-        pid = payment.payment_intent_id
-        now = self._now()
         if target is PaymentStatus.REFUNDED:
-            if len(payment.refunds) >= MAX_REFUNDS:
-                raise FailedPrecondition(
-                    f"payment already has {MAX_REFUNDS} refunds, the most kept"
-                )
-            refund = Refund(
-                new_id("re"), Money(payment.refundable, payment.amount.currency), "simulated", now
-            )
-            won, _ = await self._apply(
-                payment,
-                target,
-                {
-                    "refunded": payment.amount.amount,
-                    "refunds": (*payment.refunds, refund),
-                    "cancelled_at": now,
-                    "cancellation_reason": "simulated",
-                },
-                event_id=event_id,
-                refund=refund,
-            )
-            return won
+            return (await self._refund(payment, None, "simulated", event_id))[0]
         if target is PaymentStatus.CANCELLED:
-            changes: dict[str, object] = {"cancelled_at": now, "cancellation_reason": "simulated"}
-            won, _ = await self._apply(payment, target, changes, event_id=event_id)
-            if won:
-                self._simulator.forget(pid)
-            return won
+            return (await self._cancel_uncaptured(payment, "simulated", event_id))[0]
         if target is PaymentStatus.PROCESSING:
             won, _ = await self._apply(payment, target, event_id=event_id)
             return won  # the timer still decides the outcome
@@ -426,7 +412,7 @@ class PaymentService:
         outcome = _simulated_outcome(payment.outcome, target)
         won, _ = await self._resolve(payment, {"outcome": outcome}, event_id=event_id)
         if won:
-            self._simulator.cancel(pid)
+            self._simulator.cancel(payment.payment_intent_id)
         return won
 
     # -- retention ---------------------------------------------------------------
