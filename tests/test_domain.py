@@ -140,6 +140,16 @@ def test_the_terminal_set() -> None:
     assert not S.COMPLETED.is_terminal  # a completed payment can still be refunded
 
 
+def test_the_settled_set_is_what_retention_may_drop() -> None:
+    assert {s for s in PaymentStatus if s.is_settled} == {
+        S.COMPLETED,
+        S.FAILED,
+        S.CANCELLED,
+        S.REFUNDED,
+        S.EXPIRED,
+    }
+
+
 # -- outcomes ------------------------------------------------------------------
 
 TIMING = outcomes.Timing(

@@ -26,18 +26,8 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 
 from paysim.domain.listing import Key, sort_key
-from paysim.domain.models import Payment, PaymentStatus
+from paysim.domain.models import Payment
 from paysim.ports import IdempotencyRecord
-
-_SETTLED = frozenset(
-    {
-        PaymentStatus.COMPLETED,
-        PaymentStatus.FAILED,
-        PaymentStatus.CANCELLED,
-        PaymentStatus.REFUNDED,
-        PaymentStatus.EXPIRED,
-    }
-)
 
 
 class MemoryStore:
@@ -112,7 +102,7 @@ class MemoryStore:
             payment = self._payments.get(pid)
             if (
                 payment is None
-                or payment.status not in _SETTLED
+                or not payment.status.is_settled
                 or payment.updated_at + retention > now
             ):
                 continue  # gone already, or changed since: a later entry stands for it
@@ -121,7 +111,7 @@ class MemoryStore:
         return dropped
 
     def _note_settled(self, payment: Payment) -> None:
-        if payment.status in _SETTLED:
+        if payment.status.is_settled:
             self._retention.append(
                 (payment.updated_at + self._retention_s, payment.payment_intent_id)
             )

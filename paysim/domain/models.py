@@ -26,6 +26,11 @@ class PaymentStatus(enum.IntEnum):
     def is_terminal(self) -> bool:
         return self in _TERMINAL
 
+    @property
+    def is_settled(self) -> bool:
+        """No outcome is pending: terminal, or COMPLETED (which only a refund changes)."""
+        return self is PaymentStatus.COMPLETED or self in _TERMINAL
+
 
 _TERMINAL = frozenset(
     {
