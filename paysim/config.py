@@ -145,6 +145,46 @@ class WorkerSettings:
     visibility_timeout_s: int = 30
 
 
+STORE_SCHEMES = ("redis", "rediss")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where payments live: in this process (``url`` None) or in Redis (shared).
+
+    STORE_URL (or REDIS_URL) is ``redis://[user[:password]@]host[:port][/db]``,
+    ``rediss://`` for TLS. The password may come from STORE_PASSWORD instead (a
+    Kubernetes Secret), and STORE_TLS_CA_FILE names a CA bundle for ``rediss``.
+    """
+
+    url: str | None = field(default=None, repr=False)  # may carry a password
+    password: str | None = field(default=None, repr=False)
+    tls_ca_file: str | None = None
+    key_prefix: str = "paysim"
+    # A replica that has not renewed its lease for this long is gone: another
+    # replica takes over its pending payments and undelivered notifications.
+    lease_s: float = 5.0
+    # How often each replica renews its lease and looks for a vanished one;
+    # the takeover time is at most lease_s + takeover_interval_s.
+    takeover_interval_s: float = 1.0
+    replica_id: str | None = None  # default: hostname, process id and a random suffix
+    timeout_s: float = 5.0  # connect and per-command timeout
+
+    @property
+    def shared(self) -> bool:
+        return self.url is not None
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL without its password, for logs."""
+        if self.url is None:
+            return "memory"
+        parts = urllib.parse.urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 @dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
@@ -162,15 +202,19 @@ class Settings:
     events: EventSettings = EventSettings()
     worker: WorkerSettings = WorkerSettings()
     log: LogSettings = LogSettings()
+    store: StoreSettings = StoreSettings()
     shutdown_grace_s: float = 20.0
     # After SIGTERM readiness turns NOT_SERVING at once and the process keeps
     # serving this long (endpoint removal in Kubernetes is asynchronous).
     drain_delay_s: float = 1.0
     # What happens to pending payments at shutdown: "resolve" (those due within
     # the grace resolve on time, the rest early) or "handover" (left to another
-    # replica; needs a shared store).
+    # replica; needs a shared store, and is the default with one).
     pending_on_shutdown: str = "resolve"
     payment_url_base: str = "https://checkout.paysim.invalid/pay"
+    # Bind the gRPC and HTTP ports with SO_REUSEPORT, so that several processes
+    # (``paysim serve --workers N``, which sets it) share them; needs STORE_URL.
+    reuse_port: bool = False
     # Python GC thresholds (gen0, gen1, gen2); see paysim/runtime.py.
     gc_thresholds: tuple[int, int, int] = (2_000, 10, 1_000)
 
@@ -180,6 +224,7 @@ class Settings:
         environment = r.choice("ENVIRONMENT", [e.value for e in Environment], "development")
         env_kind = Environment(environment)
         log_format = r.choice("LOG_FORMAT", ["auto", "json", "console"], "auto")
+        store_url = r.store_url("STORE_URL", "REDIS_URL")
         settings = cls(
             environment=env_kind,
             grpc=GrpcSettings(
@@ -260,18 +305,40 @@ class Settings:
                 json=(log_format == "json")
                 or (log_format == "auto" and env_kind is Environment.PRODUCTION),
             ),
+            store=StoreSettings(
+                url=store_url,
+                password=r.optional_string("STORE_PASSWORD"),
+                tls_ca_file=r.optional_string("STORE_TLS_CA_FILE"),
+                key_prefix=r.key_prefix("STORE_KEY_PREFIX", "paysim"),
+                lease_s=r.millis("STORE_LEASE_MS", 5_000, minimum=100),
+                takeover_interval_s=r.millis("STORE_TAKEOVER_INTERVAL_MS", 1_000, minimum=10),
+                replica_id=r.optional_string("REPLICA_ID"),
+                timeout_s=r.millis("STORE_TIMEOUT_MS", 5_000, minimum=1),
+            ),
             shutdown_grace_s=r.millis("SHUTDOWN_GRACE_MS", 20_000),
             drain_delay_s=r.millis("DRAIN_DELAY_MS", 1_000),
-            pending_on_shutdown=r.choice("SHUTDOWN_PENDING_POLICY", PENDING_POLICIES, "resolve"),
+            pending_on_shutdown=r.choice(
+                "SHUTDOWN_PENDING_POLICY",
+                PENDING_POLICIES,
+                "handover" if store_url is not None else "resolve",
+            ),
             payment_url_base=r.url("PAYMENT_URL_BASE", "https://checkout.paysim.invalid/pay"),
             gc_thresholds=r.thresholds("GC_THRESHOLDS", (2_000, 10, 1_000)),
+            reuse_port=r.boolean("REUSE_PORT", False),
         )
-        if settings.pending_on_shutdown == "handover":
+        if settings.pending_on_shutdown == "handover" and not settings.store.shared:
             raise ConfigError(
                 "SHUTDOWN_PENDING_POLICY",
-                "handover needs a shared store, and this build has only the in-memory one; "
-                "use resolve",
+                "handover needs a shared store (set STORE_URL to a Redis URL); "
+                "with the in-memory store use resolve",
             )
+        if settings.reuse_port and not settings.store.shared:
+            raise ConfigError(
+                "REUSE_PORT",
+                "processes sharing a port must share their payments: set STORE_URL to Redis",
+            )
+        if settings.store.lease_s <= settings.store.takeover_interval_s:
+            raise ConfigError("STORE_LEASE_MS", "must be longer than STORE_TAKEOVER_INTERVAL_MS")
         _refuse_chaos_in_production(settings)
         if settings.simulation.max_delay_s >= settings.simulation.intent_ttl_s:
             raise ConfigError("MAX_DELAY_MS", "must be smaller than INTENT_TTL_MS")
@@ -422,6 +489,34 @@ class _Reader:
             raise ConfigError(name, f"expected true or false, got {raw!r}")
 
         return self._parse(name, default, parse)
+
+    def store_url(self, name: str, alias: str) -> str | None:
+        """STORE_URL, else its alias REDIS_URL; never echoes the value (it may hold a password)."""
+        used = name if self._get(name) is not None else alias
+        raw = self._get(used)
+        if raw is None:
+            return None
+        if raw == "memory":
+            return None
+        try:
+            parts = urllib.parse.urlsplit(raw)
+            parts.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise ConfigError(used, "expected redis://host:port[/db] or rediss://...") from None
+        if parts.scheme not in STORE_SCHEMES or not parts.hostname:
+            raise ConfigError(
+                used, "expected redis://host:port[/db], rediss://... (TLS), or memory"
+            )
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ConfigError(used, "the path must be a database number, like /0")
+        return raw
+
+    def key_prefix(self, name: str, default: str) -> str:
+        value = self.string(name, default, nonempty=True)
+        if not all(c.isalnum() or c in "-_.:" for c in value):
+            raise ConfigError(name, "use letters, digits and - _ . : only")
+        return value
 
     def optional_url(self, name: str) -> str | None:
         raw = self._get(name)

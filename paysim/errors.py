@@ -8,6 +8,7 @@
     │   └── IllegalTransition  the state machine refused a status change
     ├── Overloaded             too much pending work; retry later
     └── Unavailable            the process is shutting down
+        └── StoreUnavailable   the shared store (Redis) did not answer in time
 
 The domain and the service raise these; each edge (gRPC, HTTP) translates them
 once, with a table, into its own codes. Messages are written for the caller:
@@ -66,3 +67,8 @@ class Overloaded(PaysimError):
 
 class Unavailable(PaysimError):
     pass
+
+
+class StoreUnavailable(Unavailable):
+    def __init__(self) -> None:
+        super().__init__("the payment store is unavailable; retry")

@@ -28,8 +28,17 @@ class PaymentStore(Protocol):
 
     async def get(self, payment_intent_id: str) -> Payment | None: ...
 
-    async def compare_and_set(self, expected_version: int, new: Payment) -> bool:
-        """Replace the payment if its stored version is still ``expected_version``."""
+    async def get_for_update(self, payment_intent_id: str) -> Payment | None:
+        """The payment, possibly a version behind: only for a compare-and-set that follows."""
+
+    async def compare_and_set(
+        self, expected_version: int, new: Payment, change: StatusChange | None = None
+    ) -> bool:
+        """Replace the payment if its stored version is still ``expected_version``.
+
+        ``change`` is what will be announced for it; a shared store keeps it
+        with the write until ``outbox_done`` (see ``SharedStore``).
+        """
 
     async def claim_idempotency(
         self, user_id: str, key: str, record: IdempotencyRecord, ttl_s: float, now: float
@@ -52,6 +61,31 @@ class PaymentStore(Protocol):
         RETENTION_MS after their last change, idempotency keys at their TTL.
         Costs O(expired), not O(stored).
         """
+
+
+@dataclass(frozen=True, slots=True)
+class Maintenance:
+    """What one ``SharedStore.maintain`` found."""
+
+    lapsed: bool  # this replica's lease had ended: others may have taken its payments
+    claimed: list[tuple[str, float]]  # (payment id, due at): now this replica's to fire
+    changes: list[StatusChange]  # undelivered changes: now this replica's to announce
+    overdue_own: list[str]  # own due payments that no local timer knows (a lost insert)
+
+
+class SharedStore(PaymentStore, Protocol):
+    """A store several replicas share (Redis): see ``adapters.redis_store``."""
+
+    replica_id: str
+
+    def outbox_done(self, event_id: str) -> None:
+        """Every channel is finished with the change ``event_id``: forget it."""
+
+    async def maintain(self, now: float) -> Maintenance:
+        """Renew this replica's lease; take over what vanished replicas left."""
+
+    async def hand_over(self, *, leave: bool) -> tuple[int, int]:
+        """Give this replica's due payments (and, leaving, its outbox) to the others."""
 
 
 class Notifier(Protocol):

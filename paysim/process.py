@@ -77,6 +77,10 @@ def find_os_error(exc: BaseException) -> OSError | None:
     return find_exception(exc, OSError)
 
 
+class StartError(Exception):
+    """A dependency the process needs cannot be used; ``str()`` is one line, no secrets."""
+
+
 def run_main(name: str, main: Callable[[], Awaitable[object]], ports_hint: str) -> int:
     """``trio.run(main)`` with paysim's exit-status policy."""
     try:
@@ -92,6 +96,10 @@ def run_main(name: str, main: Callable[[], Awaitable[object]], ports_hint: str) 
                 f"is another process using {ports_hint}?",
                 file=sys.stderr,
             )
+            return 1
+        start_error = find_exception(exc, StartError)
+        if start_error is not None:
+            print(f"{name}: cannot start: {start_error}", file=sys.stderr)
             return 1
         if isinstance(exc, KeyboardInterrupt):
             return 130

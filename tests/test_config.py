@@ -160,8 +160,21 @@ BAD: list[tuple[dict[str, str], str]] = [
     ({"SHUTDOWN_GRACE_MS": "-1"}, "SHUTDOWN_GRACE_MS"),
     ({"DRAIN_DELAY_MS": "-1"}, "DRAIN_DELAY_MS"),
     ({"SHUTDOWN_PENDING_POLICY": "drop"}, "SHUTDOWN_PENDING_POLICY"),
-    # handover needs a shared store, which this build does not have yet
+    # handover needs a shared store (STORE_URL)
     ({"SHUTDOWN_PENDING_POLICY": "handover"}, "SHUTDOWN_PENDING_POLICY"),
+    ({"STORE_URL": "http://cache:6379"}, "STORE_URL"),
+    ({"STORE_URL": "redis://"}, "STORE_URL"),
+    ({"STORE_URL": "redis://cache:99999"}, "STORE_URL"),
+    ({"STORE_URL": "redis://cache:6379/zero"}, "STORE_URL"),
+    ({"REDIS_URL": "cache:6379"}, "REDIS_URL"),
+    ({"STORE_URL": "redis://c", "STORE_KEY_PREFIX": "a b"}, "STORE_KEY_PREFIX"),
+    ({"STORE_URL": "redis://c", "STORE_KEY_PREFIX": "{x}"}, "STORE_KEY_PREFIX"),
+    ({"STORE_URL": "redis://c", "STORE_LEASE_MS": "50"}, "STORE_LEASE_MS"),
+    (
+        {"STORE_URL": "redis://c", "STORE_LEASE_MS": "1000", "STORE_TAKEOVER_INTERVAL_MS": "1000"},
+        "STORE_LEASE_MS",
+    ),
+    ({"REUSE_PORT": "true"}, "REUSE_PORT"),  # processes sharing a port must share a store
     ({"RETENTION_MS": "0"}, "RETENTION_MS"),
     ({"SWEEP_INTERVAL_MS": "5"}, "SWEEP_INTERVAL_MS"),
     ({"SIMULATION_TIME_SCALE": "0"}, "SIMULATION_TIME_SCALE"),
@@ -252,3 +265,36 @@ def test_cli_exits_2_with_one_line_naming_the_variable() -> None:
     assert len(lines) == 1, result.stderr
     assert "GRPC_PORT" in lines[0]
     assert "abc" in lines[0]
+
+
+def test_the_store_is_in_memory_unless_a_redis_url_is_given() -> None:
+    assert not Settings.from_env({}).store.shared
+    assert not Settings.from_env({"STORE_URL": "memory"}).store.shared
+    assert Settings.from_env({}).pending_on_shutdown == "resolve"
+    shared = Settings.from_env({"REDIS_URL": "rediss://user:pw@cache.example:6380/2"})
+    assert shared.store.shared
+    assert shared.pending_on_shutdown == "handover"  # the default with a shared store
+    assert shared.store.redacted_url == "rediss://cache.example:6380/2"
+    # STORE_URL wins over its alias; resolve may still be chosen.
+    both = Settings.from_env(
+        {
+            "STORE_URL": "redis://a:1/0",
+            "REDIS_URL": "redis://b:2/0",
+            "SHUTDOWN_PENDING_POLICY": "resolve",
+            "REUSE_PORT": "1",
+        }
+    )
+    assert both.store.url == "redis://a:1/0"
+    assert both.pending_on_shutdown == "resolve"
+    assert both.reuse_port
+
+
+def test_store_credentials_never_appear_in_repr_or_errors() -> None:
+    settings = Settings.from_env(
+        {"STORE_URL": "redis://:url-secret@cache:6379/0", "STORE_PASSWORD": "pw-secret"}
+    )
+    assert "url-secret" not in repr(settings)
+    assert "pw-secret" not in repr(settings)
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"STORE_URL": "redis://:url-secret@cache:port/0"})
+    assert "url-secret" not in str(info.value)

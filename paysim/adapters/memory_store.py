@@ -26,7 +26,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 
 from paysim.domain.listing import Key, sort_key
-from paysim.domain.models import Payment
+from paysim.domain.models import Payment, StatusChange
 from paysim.ports import IdempotencyRecord
 
 
@@ -62,7 +62,12 @@ class MemoryStore:
     async def get(self, payment_intent_id: str) -> Payment | None:
         return self._payments.get(payment_intent_id)
 
-    async def compare_and_set(self, expected_version: int, new: Payment) -> bool:
+    async def get_for_update(self, payment_intent_id: str) -> Payment | None:
+        return self._payments.get(payment_intent_id)
+
+    async def compare_and_set(
+        self, expected_version: int, new: Payment, change: StatusChange | None = None
+    ) -> bool:
         current = self._payments.get(new.payment_intent_id)
         if current is None or current.version != expected_version:
             return False

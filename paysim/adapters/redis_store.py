@@ -1,0 +1,298 @@
+"""The Redis store: payments shared by every replica (ElastiCache in AWS).
+
+Theory of operation
+-------------------
+The data model and the Lua that keeps it are in ``redis_scripts``; every call
+goes through ``redis_batch`` (one EVALSHA carries every call waiting).
+Besides the ``PaymentStore`` port it keeps what lets replicas stand in for
+each other:
+
+* **due outcomes**: a payment's insert puts it in this replica's due set at
+  the time the simulated PG answers (``outcomes.answers_at``); the
+  compare-and-set that resolves it takes it out, in the same script. The
+  replica that created it still fires it from its own timer.
+* **an outbox**: each compare-and-set that wins also records its status
+  change under the replica that made it, until its webhook and event are done
+  (``outbox_done``), so a change is announced at least once, under one event
+  id, even if that replica dies right after.
+* **leases**: ``maintain`` renews this replica's lease, moves the due
+  outcomes and undelivered changes of any replica whose lease ended into
+  shared pools, and claims a share of the pools; ``hand_over`` does the same
+  for a replica that drains.
+
+Why a cancelled call harms nothing (coredis, like any client, cannot unsend a
+command): an insert is of a fresh id, and if its caller is gone no timer knows
+it, so ``maintain`` names such overdue entries to their replica; a
+compare-and-set is guarded by the version, and its change waits in the outbox;
+an idempotency claim that outlives its request is released or left to expire;
+``sweep`` and ``outbox_done`` are idempotent.
+
+Owned by ``open_redis_store``, which opens the connection pool, checks the
+server, loads the scripts, and closes the pool when its block ends; ``run``
+(the batch senders) must run in a nursery inside that block.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, NoReturn
+
+import coredis
+import structlog
+import trio
+
+from paysim.adapters import payment_codec as codec
+from paysim.adapters.redis_batch import OpBatcher
+from paysim.adapters.redis_scripts import HAND_OVER, MAINTAIN, OPS
+from paysim.config import StoreSettings
+from paysim.domain import outcomes
+from paysim.domain.listing import sort_key
+from paysim.domain.models import Payment, StatusChange
+from paysim.errors import StoreUnavailable
+from paysim.ports import IdempotencyRecord, Maintenance
+from paysim.process import StartError
+
+log = structlog.get_logger("paysim.store")
+
+SWEEP_LIMIT = 1_000  # payments dropped per sweep call at most
+CLAIM_LIMIT = 500  # due outcomes (and changes) claimed from the pools per maintenance
+PENDING_CACHE = 200_000  # pending payments remembered for get_for_update, at most
+
+
+class StoreStartError(StartError):
+    """The store cannot be used; ``str()`` is a one-line reason without secrets."""
+
+
+def default_replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class RedisStore:
+    """``PaymentStore`` on Redis. Construct with ``open_redis_store``."""
+
+    shared = True
+
+    def __init__(
+        self,
+        client: Any,
+        settings: StoreSettings,
+        *,
+        replica_id: str,
+        retention_s: float,
+        time_scale: float,
+    ) -> None:
+        self._client = client
+        self._prefix = "{" + settings.key_prefix + "}"
+        self.replica_id = replica_id
+        self._lease_ms = round(settings.lease_s * 1000)
+        self._retention_s = retention_s
+        self._retention_ms = max(1, round(retention_s * 1000))
+        self._scale = time_scale
+        self._ops = OpBatcher(
+            client.register_script(OPS), (self._prefix, replica_id), settings.timeout_s
+        )
+        self._maintain = client.register_script(MAINTAIN)
+        self._hand_over = client.register_script(HAND_OVER)
+        self.timeout_s = settings.timeout_s
+        # Pending payments as this replica last wrote them (see get_for_update).
+        self._pending: dict[str, Payment] = {}
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Send the batched calls until cancelled."""
+        await self._ops.run(task_status=task_status)
+
+    @property
+    def batches(self) -> int:
+        return self._ops.batches
+
+    # -- the PaymentStore port -----------------------------------------------------
+    async def insert(self, payment: Payment) -> None:
+        index = _index_member(payment)
+        await self._ops.call(
+            "I",
+            payment.payment_intent_id,
+            _value(payment),
+            index,
+            payment.user_id,
+            self._due(payment),
+        )
+        self._remember(payment)
+
+    async def get(self, payment_intent_id: str) -> Payment | None:
+        value = await self._ops.call("G", payment_intent_id)
+        return None if value is None else _payment(value)
+
+    async def get_for_update(self, payment_intent_id: str) -> Payment | None:
+        """This replica's last write of a pending payment if it has one, else ``get``.
+
+        Saves a round trip and a decode when a timer fires: the compare-and-set
+        that follows fails if another replica changed the payment meanwhile.
+        """
+        cached = self._pending.get(payment_intent_id)
+        return cached if cached is not None else await self.get(payment_intent_id)
+
+    def _remember(self, payment: Payment) -> None:
+        pending = self._pending
+        if payment.status.is_settled:
+            pending.pop(payment.payment_intent_id, None)
+            return
+        pending[payment.payment_intent_id] = payment
+        if len(pending) > PENDING_CACHE:
+            del pending[next(iter(pending))]  # the oldest entry
+
+    async def compare_and_set(
+        self, expected_version: int, new: Payment, change: StatusChange | None = None
+    ) -> bool:
+        settled = new.status.is_settled
+        won = await self._ops.call(
+            "C",
+            new.payment_intent_id,
+            str(expected_version),
+            _value(new),
+            self._due(new),
+            repr(new.updated_at + self._retention_s) if settled else "",
+            f"{_index_member(new)}|{new.user_id}" if settled else "",
+            self._retention_ms,
+            change.event_id if change is not None else "",
+            codec.encode_change(change) if change is not None else "",
+        )
+        if won:
+            self._remember(new)
+        else:
+            self._pending.pop(new.payment_intent_id, None)
+        return bool(won)
+
+    async def claim_idempotency(
+        self, user_id: str, key: str, record: IdempotencyRecord, ttl_s: float, now: float
+    ) -> IdempotencyRecord | None:
+        value = f"{now + ttl_s!r}|".encode() + codec.encode_record(record)
+        existing = await self._ops.call(
+            "K", _scope(user_id, key), repr(now), value, max(1, round(ttl_s * 1000))
+        )
+        if existing is None:
+            return None
+        return codec.decode_record(existing.split(b"|", 1)[1])
+
+    async def release_idempotency(self, user_id: str, key: str) -> None:
+        await self._ops.call("R", _scope(user_id, key))
+
+    async def complete_idempotency(self, user_id: str, key: str, record: IdempotencyRecord) -> None:
+        await self._ops.call("P", _scope(user_id, key), codec.encode_record(record))
+
+    async def user_payments(self, user_id: str) -> Sequence[Payment]:
+        values = await self._ops.call("L", user_id)
+        return [_payment(v) for v in values]
+
+    async def sweep(self, now: float) -> list[str]:
+        dropped = await self._ops.call("S", repr(now), SWEEP_LIMIT)
+        return [pid.decode() for pid in dropped]
+
+    # -- sharing with other replicas ---------------------------------------------
+    def outbox_done(self, event_id: str) -> None:
+        """The change's webhook and event are done: forget it (not awaited)."""
+        self._ops.post("D", event_id)
+
+    async def maintain(self, now: float, limit: int = CLAIM_LIMIT) -> Maintenance:
+        """Renew the lease, release vanished replicas, claim from the pools."""
+        raw = await self._script(
+            self._maintain, self._lease_ms, limit, repr(now - self._lease_ms / 1000)
+        )
+        lapsed, claimed, changes, own = raw
+        return Maintenance(
+            lapsed=bool(lapsed),
+            claimed=[
+                (claimed[j].decode(), float(claimed[j + 1])) for j in range(0, len(claimed), 2)
+            ],
+            changes=[codec.decode_change(c) for c in changes],
+            overdue_own=[pid.decode() for pid in own],
+        )
+
+    async def hand_over(self, *, leave: bool) -> tuple[int, int]:
+        """Give this replica's due outcomes to the pool; ``leave``: its outbox too, and go.
+
+        Returns (due outcomes, changes) handed over.
+        """
+        moved, changes = await self._script(self._hand_over, "1" if leave else "0")
+        return int(moved), int(changes)
+
+    async def _script(self, script: Any, *args: Any) -> Any:
+        try:
+            with trio.fail_after(self.timeout_s):
+                return await script(
+                    keys=[self._prefix], args=[self._prefix, self.replica_id, *args]
+                )
+        except (Exception, trio.TooSlowError) as exc:
+            raise StoreUnavailable() from exc
+
+    def _due(self, payment: Payment) -> str:
+        if payment.status.is_settled:
+            return ""
+        return repr(outcomes.answers_at(payment, self._scale))
+
+
+def _value(payment: Payment) -> bytes:
+    return f"{payment.version}:".encode() + codec.encode_payment(payment)
+
+
+def _payment(value: bytes) -> Payment:
+    return codec.decode_payment(value.split(b":", 1)[1])
+
+
+def _index_member(payment: Payment) -> str:
+    ns, pid = sort_key(payment)
+    return f"{ns:020d}|{pid}"
+
+
+def _scope(user_id: str, key: str) -> str:
+    return f"{user_id}\x00{key}"
+
+
+@asynccontextmanager
+async def open_redis_store(
+    settings: StoreSettings, *, retention_s: float, time_scale: float
+) -> AsyncIterator[RedisStore]:
+    """Connect, check the server answers, and yield the store; close the pool after."""
+    assert settings.url is not None
+    client = _client(settings)
+    failure = ""
+    async with client:
+        try:
+            with trio.fail_after(settings.timeout_s):
+                await client.ping()
+        except (Exception, trio.TooSlowError) as exc:
+            failure = "no answer in time" if isinstance(exc, trio.TooSlowError) else str(exc)
+        if not failure:
+            store = RedisStore(
+                client,
+                settings,
+                replica_id=settings.replica_id or default_replica_id(),
+                retention_s=retention_s,
+                time_scale=time_scale,
+            )
+            log.info("store connected", store=settings.redacted_url, replica_id=store.replica_id)
+            yield store
+            return
+    # Raised out here: inside the client's block it would arrive wrapped in a group.
+    raise StoreStartError(f"cannot reach the store at {settings.redacted_url}: {failure[:200]}")
+
+
+def _client(settings: StoreSettings) -> Any:
+    assert settings.url is not None
+    kwargs: dict[str, Any] = {
+        "decode_responses": False,
+        "connect_timeout": settings.timeout_s,
+        "stream_timeout": settings.timeout_s,
+    }
+    if settings.password is not None:
+        kwargs["password"] = settings.password
+    if settings.url.startswith("rediss://"):
+        context = ssl.create_default_context(cafile=settings.tls_ca_file)
+        kwargs["ssl_context"] = context
+    return coredis.Redis.from_url(settings.url, **kwargs)

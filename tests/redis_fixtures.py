@@ -1,0 +1,112 @@
+"""A real ``redis-server`` for the tests, on a free port, in a temporary directory.
+
+``redis_server`` (session scope) starts one process and stops it after the
+session; each test isolates itself with its own key prefix (``redis_settings``)
+so tests never share state. ``start_redis`` starts more (with a password, or one
+a test may kill).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from paysim.config import StoreSettings
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+@dataclass
+class RedisProcess:
+    port: int
+    process: subprocess.Popen[bytes]
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_redis(
+    directory: Path,
+    *extra: str,
+    password: str | None = None,
+    tls: tuple[Path, Path] | None = None,
+) -> RedisProcess:
+    """Start ``redis-server`` on a free port; return once it accepts connections.
+
+    ``tls`` (certificate, key): the port speaks TLS only.
+    """
+    for _ in range(5):
+        port = free_port()
+        args = [REDIS_SERVER, "--bind", "127.0.0.1", "--save", ""]
+        if tls is None:
+            args += ["--port", str(port)]
+        else:
+            args += ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"]
+            args += ["--tls-cert-file", str(tls[0]), "--tls-key-file", str(tls[1])]
+        args += ["--appendonly", "no", "--dir", str(directory), *extra]
+        if password is not None:
+            args += ["--requirepass", password]
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw:
+                    conn = raw
+                    if tls is not None:
+                        context = ssl.create_default_context(cafile=str(tls[0]))
+                        conn = context.wrap_socket(raw, server_hostname="localhost")
+                    conn.sendall(b"PING\r\n")
+                    reply = conn.recv(64)
+                if reply.startswith((b"+PONG", b"-NOAUTH")):
+                    return RedisProcess(port, process, password)
+            except OSError:
+                pass
+            time.sleep(0.02)  # a real process starting: nothing to wait on but the socket
+        process.kill()
+        process.wait()
+    raise RuntimeError("redis-server did not start")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_settings(redis_server: RedisProcess) -> StoreSettings:
+    """Store settings on the session's server, under a key prefix of this test's own."""
+    return StoreSettings(
+        url=redis_server.url,
+        key_prefix=f"t{uuid.uuid4().hex[:12]}",
+        replica_id="replica-a",
+        timeout_s=5.0,
+    )
