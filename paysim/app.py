@@ -32,6 +32,7 @@ for (after the preStop sleep). A second signal cancels everything at once
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 from collections.abc import Awaitable, Callable
@@ -50,15 +51,18 @@ from paysim.adapters.fanout_notifier import FanoutNotifier
 from paysim.adapters.http1_client import Http1Client
 from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
 from paysim.adapters.memory_store import MemoryStore
+from paysim.adapters.redis_store import RedisStore, open_redis_store
 from paysim.config import Settings
 from paysim.entrypoints.grpc.health import HealthServicer
 from paysim.entrypoints.grpc.payment_api import PaymentApi
 from paysim.entrypoints.grpc.reflection import ReflectionServicer
 from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Registry
 from paysim.entrypoints.http import HttpApp, HttpLimits, serve_http
+from paysim.errors import StoreUnavailable
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
 from paysim.ports import Notifier, PaymentStore
+from paysim.replica import run_replica
 from paysim.service import PaymentService
 from paysim.simulator import Simulator
 from paysim.webhooks.dispatcher import WebhookDispatcher
@@ -134,10 +138,44 @@ async def run(
     tests that only want to record changes; ``events_client`` is the boto3
     EventBridge client to use instead of one built from the environment.
     """
-    shutdown = shutdown if shutdown is not None else trio.Event()
-    metrics = metrics if metrics is not None else Metrics()
+    async with contextlib.AsyncExitStack() as resources:
+        if store is None and settings.store.shared:
+            store = await resources.enter_async_context(
+                open_redis_store(
+                    settings.store,
+                    retention_s=settings.simulation.retention_s,
+                    time_scale=settings.simulation.time_scale,
+                )
+            )
+        await _run(
+            settings,
+            shutdown if shutdown is not None else trio.Event(),
+            handle_signals,
+            store if store is not None else MemoryStore(settings.simulation.retention_s),
+            notifier,
+            events_client,
+            metrics if metrics is not None else Metrics(),
+            rng,
+            on_serving,
+            task_status,
+        )
+
+
+async def _run(
+    settings: Settings,
+    shutdown: trio.Event,
+    handle_signals: bool,
+    store: PaymentStore,
+    notifier: Notifier | None,
+    events_client: Any,
+    metrics: Metrics,
+    rng: random.Random | None,
+    on_serving: Callable[[], None] | None,
+    task_status: trio.TaskStatus[Running],
+) -> None:
     readiness = Readiness()
     force = trio.CancelScope()
+    shared = store if isinstance(store, RedisStore) else None
     # Long-lived resources open before the root nursery and close after it, so
     # nothing that runs inside can outlive them.
     async with CookielessClient(
@@ -164,40 +202,50 @@ async def run(
             async with trio.open_nursery() as root:
                 if handle_signals:
                     root.start_soon(process.watch_signals, shutdown, force)
+                if shared is not None:
+                    await root.start(shared.run)
                 http_app = HttpApp(readiness, metrics)
                 outboxes: list[Outbox] = []
                 if notifier is None:
+                    fanout = FanoutNotifier(
+                        on_finished=shared.outbox_done if shared is not None else None
+                    )
                     dispatcher = WebhookDispatcher(
                         settings.webhook,
                         http_client,
                         metrics,
                         time_scale=settings.simulation.time_scale,
+                        on_done=fanout.channel_done,
                     )
                     await root.start(dispatcher.run)
                     http_app.add_route(
                         "/debug/deliveries", frozenset({"GET"}), dispatcher.journal.handle
                     )
-                    notifiers: list[Notifier] = [dispatcher]
+                    fanout.add(dispatcher)
                     outboxes.append(
                         Outbox("webhook", dispatcher.wait_idle, dispatcher.pending_payment_ids)
                     )
                     if settings.events.enabled:
                         publisher = EventPublisher(
-                            settings.events, settings.aws, metrics, events_client
+                            settings.events,
+                            settings.aws,
+                            metrics,
+                            events_client,
+                            on_done=fanout.channel_done,
                         )
                         await root.start(publisher.run)
-                        notifiers.append(publisher)
+                        fanout.add(publisher)
                         outboxes.append(
                             Outbox("event", publisher.flush, publisher.pending_payment_ids)
                         )
-                    notifier = FanoutNotifier(notifiers)
+                    notifier = fanout
                 await _serve(
                     settings,
                     root,
                     http_app,
                     readiness,
                     metrics,
-                    store if store is not None else MemoryStore(settings.simulation.retention_s),
+                    store,
                     notifier,
                     rng,
                     shutdown,
@@ -237,6 +285,11 @@ async def _serve(
             rng=rng,
         )
         simulator_nursery.start_soon(service.run_sweeper, settings.simulation.sweep_interval_s)
+        replica = trio.CancelScope()
+        if isinstance(store, RedisStore):
+            await simulator_nursery.start(
+                _replica_lifetime, replica, store, service, settings.store.takeover_interval_s
+            )
         grpc = GrpcServer(
             build_registry(service, readiness, settings),
             GrpcLimits(
@@ -247,9 +300,13 @@ async def _serve(
             metrics,
         )
         http = settings.http
-        grpc_port = await root.start(grpc.serve, settings.grpc.host, settings.grpc.port)
+        grpc_port = await root.start(
+            functools.partial(grpc.serve, reuse_port=settings.reuse_port),
+            settings.grpc.host,
+            settings.grpc.port,
+        )
         http_port = await root.start(
-            serve_http,
+            functools.partial(serve_http, reuse_port=settings.reuse_port),
             http.host,
             http.port,
             http_app,
@@ -273,12 +330,65 @@ async def _serve(
         task_status.started(Running(grpc_port, http_port, service, simulator, readiness, metrics))
         try:
             await shutdown.wait()
-            await _drain(settings, readiness, grpc, simulator, outboxes)
+            await _drain(
+                settings,
+                readiness,
+                grpc,
+                simulator,
+                outboxes,
+                _Handover(service, store, replica) if isinstance(store, RedisStore) else None,
+            )
         finally:
             # Also after a second signal: the report is synchronous, so it runs
             # even while everything around it is being cancelled.
             _report_left_behind(settings.pending_on_shutdown, simulator, outboxes, metrics)
             simulator_nursery.cancel_scope.cancel()
+
+
+async def _replica_lifetime(
+    scope: trio.CancelScope,
+    store: RedisStore,
+    service: PaymentService,
+    interval_s: float,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``run_replica`` under ``scope``, which the handover cancels before the replica leaves."""
+    with scope:
+        await run_replica(store, service, interval_s, task_status=task_status)
+
+
+@dataclass(frozen=True)
+class _Handover:
+    """What a replica sharing a store needs to hand its work over when it drains."""
+
+    service: PaymentService
+    store: RedisStore
+    replica: trio.CancelScope  # the lease and takeover loop
+
+    async def pending(self) -> None:
+        """Stop the local timers and give their payments to the other replicas."""
+        stopped = self.service.release_timers()
+        try:
+            moved, _ = await self.store.hand_over(leave=False)
+        except StoreUnavailable:
+            log.warning(
+                "could not hand over pending payments; others take them when the lease ends",
+                pending=len(stopped),
+            )
+            return
+        log.info("pending payments handed over", count=moved, local_timers=len(stopped))
+
+    async def leave(self) -> None:
+        """End the lease; changes still undelivered go to the other replicas."""
+        self.replica.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(self.store.timeout_s):
+            try:
+                _, changes = await self.store.hand_over(leave=True)
+            except StoreUnavailable:
+                log.warning("could not leave cleanly; others take over when the lease ends")
+                return
+            log.info("left the replica set", undelivered_handed_over=changes)
 
 
 async def _drain(
@@ -287,6 +397,7 @@ async def _drain(
     grpc: GrpcServer,
     simulator: Simulator,
     outboxes: list[Outbox],
+    handover: _Handover | None,
 ) -> None:
     """The graceful part of the shutdown; the module docstring gives the order and budget."""
     readiness.mark_draining()
@@ -310,13 +421,19 @@ async def _drain(
             on_time=simulator.pending - len(moved),
             on_time_until_s=round(cutoff - started, 3),
         )
-    with trio.move_on_at(deadline) as grace:
-        await grpc.drain()
-        if resolve:
-            await simulator.wait_idle()
-        async with trio.open_nursery() as flushing:
-            for outbox in outboxes:
-                flushing.start_soon(outbox.flush)
+    try:
+        with trio.move_on_at(deadline) as grace:
+            await grpc.drain()
+            if resolve:
+                await simulator.wait_idle()
+            elif handover is not None:
+                await handover.pending()
+            async with trio.open_nursery() as flushing:
+                for outbox in outboxes:
+                    flushing.start_soon(outbox.flush)
+    finally:
+        if handover is not None:
+            await handover.leave()
     if grace.cancelled_caught:
         log.warning("grace period over; cancelling what is left", grace_s=settings.shutdown_grace_s)
     else:

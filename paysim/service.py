@@ -430,15 +430,56 @@ class PaymentService:
             await trio.sleep(interval_s)
             await self.sweep()
 
+    # -- replicas sharing a store (see paysim.replica) ---------------------------
+    def adopt(self, payment_intent_id: str, due_at: float) -> bool:
+        """Fire a payment another replica left (or a lost local timer) at ``due_at``.
+
+        False if it cannot be scheduled now (it is already, or no slot is free).
+        """
+        if self._simulator.is_scheduled(payment_intent_id):
+            return False
+        try:
+            self._simulator.schedule(payment_intent_id, max(0.0, due_at - self._now()), self._fire)
+        except Overloaded:
+            return False
+        return True
+
+    async def renotify(self, change: StatusChange) -> None:
+        """Announce again a change another replica had not finished (same event id)."""
+        await self._notifier.notify(change)
+
+    def release_timers(self) -> list[str]:
+        """Stop every local timer (their payments were handed to other replicas)."""
+        return self._simulator.cancel_all()
+
     # -- the simulated PG answers ---------------------------------------------
-    async def _fire(self, payment_intent_id: str) -> None:
-        payment = await self._store.get(payment_intent_id)
-        if payment is None or payment.status not in (
-            PaymentStatus.PENDING,
-            PaymentStatus.PROCESSING,
-        ):
-            return
-        await self._resolve(payment)
+    async def _fire(self, payment_intent_id: str, *, rearmed: bool = False) -> None:
+        # Possibly stale (a cache): the compare-and-set checks the version, and
+        # a lost race is decided again on what won.
+        payment = await self._store.get_for_update(payment_intent_id)
+        for _ in range(_CAS_ATTEMPTS):
+            if payment is None or payment.status not in (
+                PaymentStatus.PENDING,
+                PaymentStatus.PROCESSING,
+            ):
+                return
+            if (
+                not rearmed
+                and payment.status is PaymentStatus.PROCESSING
+                and payment.outcome.status is PaymentStatus.EXPIRED
+            ):
+                # ProcessPayment on another replica may have moved the answer to
+                # the expiry after this timer was armed: keep to the payment's time.
+                due = outcomes.answers_at(payment, self._scale) - self._now()
+                if due > 0.001:
+                    self._simulator.schedule(payment_intent_id, due, self._fire_rearmed)
+                    return
+            won, payment = await self._resolve(payment)
+            if won:
+                return
+
+    async def _fire_rearmed(self, payment_intent_id: str) -> None:
+        await self._fire(payment_intent_id, rearmed=True)
 
     async def _resolve(
         self, payment: Payment, changes: dict[str, object] | None = None, event_id: str = ""
@@ -484,21 +525,20 @@ class PaymentService:
             updated = state.update(payment, now, **changes)
         else:
             updated = state.transition(payment, new, now, **changes)
-        if not await self._store.compare_and_set(payment.version, updated):
+        change = StatusChange(
+            event_id=event_id or new_id("evt"),
+            payment=updated,
+            previous=payment.status,
+            at=now,
+            refund=refund,
+        )
+        if not await self._store.compare_and_set(payment.version, updated, change):
             # Someone else moved it first; theirs is the truth.
             current = await self._store.get(payment.payment_intent_id)
             return False, current if current is not None else payment
         if new is not payment.status:
             self._metrics.payment_transition(payment.status.name, new.name)
-        await self._notifier.notify(
-            StatusChange(
-                event_id=event_id or new_id("evt"),
-                payment=updated,
-                previous=payment.status,
-                at=now,
-                refund=refund,
-            )
-        )
+        await self._notifier.notify(change)
         return True, updated
 
 

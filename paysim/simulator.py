@@ -165,6 +165,15 @@ class Simulator:
             self._idle.set()
             self._idle = None
 
+    def cancel_all(self) -> list[str]:
+        """Cancel every pending timer and scheduled extra (handover); the ids of the timers."""
+        ids = list(self._scopes)
+        for payment_id in ids:
+            self.cancel(payment_id)
+        for payment_id in list(self._extras):
+            self.forget(payment_id)
+        return ids
+
     def cancel(self, payment_id: str) -> bool:
         """Cancel the payment's timer; True if one was pending."""
         scope = self._scopes.pop(payment_id, None)

@@ -186,6 +186,7 @@ def _classify(exc: Exception) -> str:
 @dataclass(slots=True)
 class _Entry:
     payment_id: str
+    event_id: str
     entry: dict[str, Any]
     size: int
     enqueued_at: float
@@ -217,7 +218,12 @@ class EventPublisher:
         *,
         rng: random.Random | None = None,
         run_blocking: RunBlocking | None = None,
+        on_done: Callable[[str], None] = lambda event_id: None,
     ) -> None:
+        # Called once per change when this publisher is finished with it:
+        # published, or dropped (counted and logged). Not for entries still
+        # buffered when it stops: those were not given up.
+        self._on_done = on_done
         self._settings = settings
         self._source = aws.event_source
         self._bus_name = aws.event_bus_name
@@ -255,6 +261,7 @@ class EventPublisher:
         except Exception:
             self._m.dropped_error.inc()
             log.exception("event dropped", payment_id=change.payment.payment_intent_id)
+            self._on_done(change.event_id)
 
     def _enqueue(self, change: StatusChange) -> None:
         payment_id = change.payment.payment_intent_id
@@ -263,13 +270,16 @@ class EventPublisher:
         if size > MAX_BATCH_BYTES:
             self._m.dropped_too_large.inc()
             log.error("event dropped: too large for PutEvents", payment_id=payment_id, size=size)
+            self._on_done(change.event_id)
             return
         if self.backlog >= self._settings.buffer_size:
             if not self._queue:  # everything is in a call: the new one has to go
                 self._m.dropped_overflow.inc()
                 log.warning("event dropped: buffer full", payment_id=payment_id)
+                self._on_done(change.event_id)
                 return
             oldest = self._queue.popleft()
+            self._on_done(oldest.event_id)
             self._m.dropped_overflow.inc()
             self._m.backlog.dec()
             log.warning(
@@ -277,7 +287,7 @@ class EventPublisher:
                 payment_id=oldest.payment_id,
                 buffer_size=self._settings.buffer_size,
             )
-        self._queue.append(_Entry(payment_id, entry, size, trio.current_time()))
+        self._queue.append(_Entry(payment_id, change.event_id, entry, size, trio.current_time()))
         self._m.backlog.inc()
         self._changed.set()
 
@@ -437,6 +447,7 @@ class EventPublisher:
         for i, entry in enumerate(pending):
             result = results[i] if i < len(results) else {}
             if result.get("EventId") and not result.get("ErrorCode"):
+                self._on_done(entry.event_id)
                 continue
             failed.append(entry)
             codes[str(result.get("ErrorCode") or "NoEventId")] += 1

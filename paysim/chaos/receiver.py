@@ -108,6 +108,7 @@ class WebhookReceiver:
         self.gate = Gate(self._connection)
         self.receipts: list[Receipt] = []
         self.answers: Counter[str] = Counter()
+        self._arrived = trio.Event()
 
     async def serve(
         self,
@@ -120,6 +121,11 @@ class WebhookReceiver:
 
     def delivered(self) -> int:
         return self.answers["ok"]
+
+    async def wait_for_payments(self, count: int, answer: str | None = "ok") -> None:
+        """Block until webhooks answered ``answer`` (None: any) name ``count`` payments."""
+        while len({r.payment_id for r in self.receipts if answer in (None, r.answer)}) < count:
+            await self._arrived.wait()
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -164,6 +170,8 @@ class WebhookReceiver:
         if signature_ok:
             answer = self._plan.decide(reservation_id, status, refunded, attempt)
         self.answers[answer] += 1
+        self._arrived.set()
+        self._arrived = trio.Event()
         self.receipts.append(
             Receipt(
                 t=now,

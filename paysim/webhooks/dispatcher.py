@@ -203,8 +203,15 @@ class WebhookDispatcher:
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
         time_scale: float = 1.0,
+        on_done: Callable[[str], None] = lambda event_id: None,
     ) -> None:
-        """``time_scale`` multiplies every retry delay (SIMULATION_TIME_SCALE)."""
+        """``time_scale`` multiplies every retry delay (SIMULATION_TIME_SCALE).
+
+        ``on_done(event_id)`` is called once per change when this dispatcher is
+        finished with it: delivered, given up, gone, refused, or nothing to send
+        (no webhook URL). Not for what is still queued when it stops.
+        """
+        self._on_done = on_done
         self._settings = settings
         self._time_scale = time_scale
         self._client = client
@@ -234,6 +241,7 @@ class WebhookDispatcher:
     # -- the notifier port ---------------------------------------------------
     async def notify(self, change: StatusChange) -> None:
         if not change.payment.webhook_url:
+            self._on_done(change.event_id)
             return
         if self._slots.value == 0:
             self._m.enqueue_waits.inc()
@@ -289,6 +297,7 @@ class WebhookDispatcher:
             fifo.popleft()
             if not delivery.copy:
                 self._slots.release()
+                self._on_done(delivery.change.event_id)
             self._m.queued.dec()
             self._duplicate(fifo, delivery)
             if fifo:
