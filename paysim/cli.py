@@ -3,6 +3,10 @@
 Exit status: 0 after a clean shutdown, 2 for bad configuration (one line on
 stderr naming the variable), 1 when the service cannot start (e.g. a port is
 already taken: we never share a port silently).
+
+``paysim serve --workers N`` (N > 1) runs N server processes that share the
+ports through SO_REUSEPORT, under ``paysim.supervisor``; it needs the shared
+store (STORE_URL), since every process must see every payment.
 """
 
 from __future__ import annotations
@@ -20,6 +24,16 @@ from paysim.loadgen import options as bench_options
 from paysim.webhooks import verify_cli
 
 
+def _worker_count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paysim",
@@ -30,6 +44,15 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the gRPC service (configured by environment)")
     serve.add_argument("--grpc-port", type=int, help="overrides GRPC_PORT")
     serve.add_argument("--http-port", type=int, help="overrides HTTP_PORT")
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        metavar="N",
+        help="run N server processes that share the gRPC and HTTP ports (SO_REUSEPORT), "
+        "to use N cores; a worker that dies is restarted. N > 1 needs STORE_URL (Redis): "
+        "the processes must share their payments. Default 1: one process, no supervisor",
+    )
     sub.add_parser("worker", help="run the SQS reservation worker (health and metrics on :8040)")
     dev = sub.add_parser(
         "dev", help="the whole local stack: AWS emulator, API, worker, webhook receiver"
@@ -56,16 +79,35 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def serve(settings: Settings) -> int:
-    from paysim import app, runtime
+    from paysim import app, runtime, supervisor
     from paysim.observability import logging as paysim_logging
+
+    def on_serving() -> None:
+        runtime.freeze_startup_objects()
+        supervisor.report_serving()  # a worker of serve --workers tells its supervisor
 
     paysim_logging.configure(settings.log.level, settings.log.json)
     runtime.tune_gc(settings.gc_thresholds)
     return process.run_main(
-        "paysim",
-        functools.partial(app.run, settings, on_serving=runtime.freeze_startup_objects),
-        "GRPC_PORT/HTTP_PORT",
+        "paysim", functools.partial(app.run, settings, on_serving=on_serving), "GRPC_PORT/HTTP_PORT"
     )
+
+
+def serve_workers(settings: Settings, env: dict[str, str], workers: int) -> int:
+    """``serve --workers N``: N processes sharing the ports, under the supervisor."""
+    if not settings.store.shared:
+        problem = ConfigError(
+            "STORE_URL",
+            f"--workers {workers} runs processes that must share their payments: "
+            "set STORE_URL to a Redis URL",
+        )
+        print(f"paysim: configuration error: {problem}", file=sys.stderr)
+        return 2
+    from paysim import supervisor
+    from paysim.observability import logging as paysim_logging
+
+    paysim_logging.configure(settings.log.level, settings.log.json)
+    return supervisor.run(workers, settings, env)
 
 
 def dev(settings: Settings, receiver_port: int) -> int:
@@ -112,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"paysim: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command in (None, "serve"):
-        return serve(settings)
+        workers = getattr(args, "workers", 1)
+        return serve_workers(settings, env, workers) if workers > 1 else serve(settings)
     if args.command == "worker":
         from paysim.worker_app import worker_main
 

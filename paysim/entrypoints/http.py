@@ -47,6 +47,7 @@ import h11
 import structlog
 import trio
 
+from paysim.entrypoints.listeners import open_shared_listeners
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
 
@@ -314,16 +315,22 @@ async def serve_http(
     app: HttpApp,
     limits: HttpLimits,
     *,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve ``app`` on ``host:port`` forever; ``task_status.started(port)`` once listening.
 
     ``host`` None or ``""`` listens on all interfaces. With ``port`` 0 the
     reported port is the first listener's (each address family may get its
-    own; pass a host in tests). A taken port raises OSError: no SO_REUSEPORT.
+    own; pass a host in tests). A taken port raises OSError; ``reuse_port``
+    (``paysim serve --workers`` only) binds with SO_REUSEPORT, so that the
+    workers share the port (``listeners.open_shared_listeners``).
     Cancellation closes the listeners and every open connection.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    if reuse_port:
+        listeners = await open_shared_listeners(host, port)
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host or None)
     active = 0  # open connections, over every listener
 
     async def run_connection(stream: trio.SocketStream) -> None:

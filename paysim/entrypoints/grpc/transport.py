@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-``GrpcServer.serve`` binds its listeners (never with SO_REUSEPORT: a second
-process on the same port fails loudly with EADDRINUSE), then runs one
+``GrpcServer.serve`` binds its listeners (SO_REUSEPORT only when asked, for
+``paysim serve --workers``; otherwise a second process on the same port fails
+loudly with EADDRINUSE), then runs one
 ``_Connection`` task per TCP connection. A connection has a reader (bytes in,
 ``ServerConnection.receive_data``, events dispatched at once without blocking)
 and a writer (whatever h2 has queued goes out in one ``send_all``, so under load
@@ -57,6 +58,7 @@ from paysim.entrypoints.grpc.protocol import (
     StreamFailed,
     StreamReset,
 )
+from paysim.entrypoints.listeners import open_shared_listeners
 from paysim.observability.metrics import Metrics
 
 log = structlog.get_logger("paysim.grpc")
@@ -538,9 +540,18 @@ class GrpcServer:
         host: str | None,
         port: int,
         *,
+        reuse_port: bool = False,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> NoReturn:
-        self._listeners = await trio.open_tcp_listeners(port, host=host or None)
+        """Listen on ``host:port`` and serve forever; ``task_status.started(port)``.
+
+        ``reuse_port`` binds with SO_REUSEPORT, so that the workers of
+        ``paysim serve --workers`` share the port (``listeners.open_shared_listeners``).
+        """
+        if reuse_port:
+            self._listeners = await open_shared_listeners(host, port)
+        else:
+            self._listeners = await trio.open_tcp_listeners(port, host=host or None)
         bound_port = self._listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._accept_loop, nursery)
