@@ -7,10 +7,16 @@ field fails), and the rest are consistency checks against ``paysim.config``
 (ports, variable names, the shutdown budget), the HTTP app's routes, the gRPC
 health service and ``pyproject.toml``. The build stage's wheel step is run for
 real (without dependencies and without the network).
+
+The overlays are checked as kustomize renders them: ``rendered()`` applies
+their patches (strategic merge) and transformers to the base in Python, since
+the dev extra has no kustomize; test_rendering_matches_kustomize holds it to
+the real one wherever kubectl or kustomize is installed.
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import re
@@ -19,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import urllib.parse
 import zipfile
 from functools import cache
 from pathlib import Path
@@ -30,7 +37,7 @@ import yaml  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2
 
 from paysim.cli import _parser
-from paysim.config import Settings
+from paysim.config import STORE_SCHEMES, Settings
 from paysim.entrypoints.grpc.health import HealthServicer
 from paysim.entrypoints.http import HttpApp, HttpRequest
 from paysim.observability.health import Readiness
@@ -39,7 +46,12 @@ from paysim.observability.metrics import Metrics
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 BASE = K8S / "base"
-OVERLAY = K8S / "overlays" / "example"
+OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
+EXAMPLE = K8S / "overlays" / "example"  # staging, on the in-memory store
+REDIS = K8S / "overlays" / "redis"  # the API scaled out on the shared Redis store
+# What may be applied to a cluster, each checked as kustomize renders it.
+BUILDS = [BASE, *OVERLAYS]
+BUILD_IDS = [d.name for d in BUILDS]
 DOCKERFILE = ROOT / "Dockerfile"
 BIN = Path(sys.executable).parent  # hadolint and just come with the dev extra
 
@@ -50,8 +62,6 @@ UID = 1001
 API = "paysim-api"
 WORKER = "paysim-worker"
 DEFAULTS = Settings()
-# Variables a colleague's change adds to Settings.from_env; drop a name once
-# paysim/config.py reads it (test_configmap_names_are_settings then needs nothing here).
 REQUIRED_RECIPES = {"proto", "lint", "test", "run", "dev", "worker", "bench", "chaos", "ci"} | {
     "docker-build",
     "docker-run",
@@ -76,25 +86,93 @@ def manifest_docs() -> list[tuple[str, dict[str, Any]]]:
     return [(str(p.relative_to(K8S)), doc) for p in manifest_files() for doc in load_docs(p)]
 
 
+Resources = dict[tuple[str, str], dict[str, Any]]
+
+
+def kustomization(directory: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = load_docs(directory / "kustomization.yaml")[0]
+    return doc
+
+
+def is_named(items: list[Any]) -> bool:
+    return all(isinstance(item, dict) and "name" in item for item in items)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """A strategic-merge patch, as far as these manifests use one.
+
+    Maps merge key by key (null deletes a key). Lists of maps that all have a
+    ``name`` (containers, env, volumes) merge item by item, the patch's items
+    first as kustomize orders them; any other list is replaced.
+    """
+    if isinstance(target, dict) and isinstance(patch, dict):
+        merged = dict(target)
+        for key, value in patch.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = merge_patch(target[key], value) if key in target else value
+        return merged
+    if isinstance(target, list) and isinstance(patch, list) and is_named(target + patch):
+        old = {item["name"]: item for item in target}
+        new = [merge_patch(old[i["name"]], i) if i["name"] in old else i for i in patch]
+        patched = {item["name"] for item in patch}
+        return new + [item for item in target if item["name"] not in patched]
+    return patch
+
+
 @cache
-def base_resources() -> dict[tuple[str, str], dict[str, Any]]:
-    """The base's resources by (kind, name), as the base kustomization lists them."""
-    kustomization = load_docs(BASE / "kustomization.yaml")[0]
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for entry in kustomization["resources"]:
-        for doc in load_docs(BASE / entry):
+def rendered(directory: Path) -> Resources:
+    """``kustomize build directory`` by (kind, name), as far as these kustomizations go.
+
+    Resources (files and bases), then the patches, then the namespace, labels
+    and images. Generated Secrets and ConfigMaps are left out: kustomize names
+    them with a content hash.
+    """
+    spec = kustomization(directory)
+    found: Resources = {}
+    for entry in spec.get("resources", []):
+        target = directory / entry
+        if target.is_dir():  # a base: built first, and copied (rendered() is cached)
+            docs = copy.deepcopy(list(rendered(target).values()))
+        else:
+            docs = load_docs(target)
+        for doc in docs:
             key = (doc["kind"], doc["metadata"]["name"])
             assert key not in found, f"{key} defined twice"
             found[key] = doc
+    for patch in spec.get("patches", []):
+        assert set(patch) == {"path"}, f"only strategic-merge patch files: {patch}"
+        for doc in load_docs(directory / patch["path"]):
+            key = (doc["kind"], doc["metadata"]["name"])
+            assert key in found, f"{patch['path']}: {key} is no resource of {directory.name}"
+            found[key] = merge_patch(found[key], doc)
+    for (kind, _), doc in found.items():
+        metadata = doc["metadata"]
+        if "namespace" in spec and kind != "Namespace":  # every other kind here is namespaced
+            metadata["namespace"] = spec["namespace"]
+        for labels in spec.get("labels", []):
+            assert set(labels) == {"pairs"}, "metadata labels only (no selectors, no templates)"
+            metadata["labels"] = {**metadata.get("labels", {}), **labels["pairs"]}
+        for image in spec.get("images", []):
+            assert set(image) == {"name", "newName", "newTag"}, image
+            for entry in pod_spec(doc)["containers"] if kind == "Deployment" else []:
+                if entry["image"] == image["name"]:
+                    entry["image"] = f"{image['newName']}:{image['newTag']}"
     return found
 
 
-def resource(kind: str, name: str) -> dict[str, Any]:
-    return base_resources()[(kind, name)]
+def base_resources() -> Resources:
+    """The base's resources by (kind, name), as the base kustomization lists them."""
+    return rendered(BASE)
 
 
-def deployments() -> dict[str, dict[str, Any]]:
-    return {name: doc for (kind, name), doc in base_resources().items() if kind == "Deployment"}
+def resource(kind: str, name: str, directory: Path = BASE) -> dict[str, Any]:
+    return rendered(directory)[(kind, name)]
+
+
+def deployments(directory: Path = BASE) -> dict[str, dict[str, Any]]:
+    return {name: doc for (kind, name), doc in rendered(directory).items() if kind == "Deployment"}
 
 
 def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -112,18 +190,30 @@ def container_ports(deployment: dict[str, Any]) -> dict[str, int]:
     return {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
 
 
-def configmap() -> dict[str, str]:
-    data: dict[str, str] = resource("ConfigMap", "paysim-config")["data"]
+def configmap(directory: Path = BASE) -> dict[str, str]:
+    data: dict[str, str] = resource("ConfigMap", "paysim-config", directory)["data"]
     return data
 
 
-def overlay_configmap() -> dict[str, str]:
-    """The base ConfigMap with the example overlay's patch applied (a strategic merge of data)."""
-    patches = [d for d in load_docs(OVERLAY / "patch-config.yaml") if d["kind"] == "ConfigMap"]
-    merged = dict(configmap())
-    for patch in patches:
-        merged.update(patch["data"])
-    return merged
+def container_env(directory: Path, name: str) -> dict[str, str]:
+    """The environment the kubelet gives the deployment's container: the ConfigMaps
+    of envFrom, then env, which wins. A value from a Secret or a pod field is a stand-in."""
+    spec = container(deployments(directory)[name])
+    env: dict[str, str] = {}
+    for source in spec.get("envFrom", []):
+        env.update(resource("ConfigMap", source["configMapRef"]["name"], directory)["data"])
+    for var in spec.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            ((source_kind, _),) = var["valueFrom"].items()
+            env[var["name"]] = f"stand-in-from-{source_kind}"
+    return env
+
+
+def process_settings(directory: Path, name: str) -> Settings:
+    """The Settings of a deployment's process, as its pods would read them."""
+    return Settings.from_env(container_env(directory, name))
 
 
 def settings_from(data: dict[str, str]) -> Settings:
@@ -336,6 +426,52 @@ def test_manifest_is_valid_kubernetes(where: str, doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
+@pytest.mark.parametrize("directory", OVERLAYS, ids=[d.name for d in OVERLAYS])
+def test_rendered_overlay_is_valid_kubernetes(directory: Path) -> None:
+    """What a cluster gets: the base with the overlay's patches merged, not each file alone."""
+    problems = []
+    for (kind, name), doc in rendered(directory).items():
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            problems.append(f"{kind}/{name}: {error}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_overlays_are_found() -> None:
+    assert {EXAMPLE, REDIS} <= set(OVERLAYS), OVERLAYS
+
+
+def kustomize_build(directory: Path) -> str:
+    for command in (["kustomize", "build"], ["kubectl", "kustomize"]):
+        if shutil.which(command[0]):
+            result = subprocess.run(
+                [*command, str(directory)], capture_output=True, text=True, check=False
+            )
+            assert result.returncode == 0, result.stderr
+            return result.stdout
+    pytest.skip("neither kustomize nor kubectl is installed (the dev extra has neither)")
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=BUILD_IDS)
+def test_rendering_matches_kustomize(directory: Path) -> None:
+    """rendered(), which the other tests check, is what kustomize really builds."""
+    spec = kustomization(directory)
+    generators = [
+        *(("Secret", g["name"]) for g in spec.get("secretGenerator", [])),
+        *(("ConfigMap", g["name"]) for g in spec.get("configMapGenerator", [])),
+    ]
+    built = kustomize_build(directory)
+    for _, name in generators:  # the hash suffix kustomize gives a generated name
+        built = re.sub(rf"\b{re.escape(name)}-[a-z0-9]{{10}}\b", name, built)
+    docs = [doc for doc in yaml.safe_load_all(built) if doc is not None]
+    by_key = {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
+    assert len(by_key) == len(docs)
+    assert set(by_key) - set(rendered(directory)) == set(generators)
+    for key, doc in rendered(directory).items():
+        assert by_key[key] == doc, key
+
+
 def test_pinned_kubernetes_version_is_supported_and_shared_with_the_justfile() -> None:
     assert K8S_VERSION in kubernetes_validate.utils.all_versions()
     assert just("--evaluate", "k8s_version").stdout == K8S_VERSION
@@ -355,7 +491,7 @@ KUSTOMIZATION_FIELDS = {
 }
 
 
-@pytest.mark.parametrize("directory", [BASE, OVERLAY], ids=["base", "overlay"])
+@pytest.mark.parametrize("directory", BUILDS, ids=BUILD_IDS)
 def test_kustomization_lists_exactly_its_files(directory: Path) -> None:
     kustomization = load_docs(directory / "kustomization.yaml")[0]
     assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
@@ -383,14 +519,21 @@ def test_kustomization_lists_exactly_its_files(directory: Path) -> None:
     assert not files - referenced, f"not in kustomization.yaml: {files - referenced}"
 
 
-def test_overlay_patches_name_base_resources() -> None:
-    kustomization = load_docs(OVERLAY / "kustomization.yaml")[0]
-    for patch in kustomization["patches"]:
-        for doc in load_docs(OVERLAY / patch["path"]):
+@pytest.mark.parametrize("directory", OVERLAYS, ids=[d.name for d in OVERLAYS])
+def test_overlay_patches_name_base_resources(directory: Path) -> None:
+    spec = kustomization(directory)
+    for patch in spec["patches"]:
+        for doc in load_docs(directory / patch["path"]):
             assert (doc["kind"], doc["metadata"]["name"]) in base_resources(), patch
-    images = {image["name"] for image in kustomization["images"]}
+    images = {image["name"] for image in spec["images"]}
     for deployment in deployments().values():
         assert container(deployment)["image"] in images
+    for name, deployment in deployments(directory).items():
+        # The selector is immutable in a cluster; the Service and the budgets select on the labels.
+        base = deployments()[name]["spec"]
+        assert deployment["spec"]["selector"] == base["selector"], name
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert labels == base["template"]["metadata"]["labels"], name
 
 
 def test_both_processes_are_deployed_with_their_subcommand() -> None:
@@ -491,18 +634,17 @@ def test_prometheus_annotations_match_the_http_ports() -> None:
         assert http_port(name) in container_ports(deployment).values()
 
 
-@pytest.mark.parametrize("data", [configmap(), overlay_configmap()], ids=["base", "overlay"])
-def test_grace_period_outlasts_the_shutdown(data: dict[str, str]) -> None:
-    settings = settings_from(data)
-    drain_s = int(data["DRAIN_DELAY_MS"]) / 1000
-    for name, deployment in deployments().items():
+@pytest.mark.parametrize("directory", BUILDS, ids=BUILD_IDS)
+def test_grace_period_outlasts_the_shutdown(directory: Path) -> None:
+    for name, deployment in deployments(directory).items():
+        settings = process_settings(directory, name)
         spec = pod_spec(deployment)
         pre_stop = container(deployment).get("lifecycle", {}).get("preStop")
         sleep_s = pre_stop["sleep"]["seconds"] if pre_stop else 0
         if name == API:
             # The Service endpoints are removed while the preStop sleep runs.
             assert sleep_s >= 1
-        budget = sleep_s + drain_s + settings.shutdown_grace_s
+        budget = sleep_s + settings.drain_delay_s + settings.shutdown_grace_s
         assert spec["terminationGracePeriodSeconds"] > budget + 5, (name, budget)
 
 
@@ -510,26 +652,29 @@ def setting_names() -> set[str]:
     """Every variable Settings.from_env reads: ``r.<kind>("NAME", ...)`` in config.py."""
     source = (ROOT / "paysim" / "config.py").read_text()
     names = set(re.findall(r"\br\.\w+\(\s*\"([A-Z][A-Z0-9_]*)\"", source))
-    assert {"GRPC_PORT", "WEBHOOK_SECRET", "SHUTDOWN_GRACE_MS"} <= names, "the pattern broke"
+    assert {"GRPC_PORT", "WEBHOOK_SECRET", "SHUTDOWN_GRACE_MS", "STORE_URL"} <= names, (
+        "the pattern broke"
+    )
     return names
 
 
-@pytest.mark.parametrize("data", [configmap(), overlay_configmap()], ids=["base", "overlay"])
-def test_configmap_names_are_settings(data: dict[str, str]) -> None:
+@pytest.mark.parametrize("directory", BUILDS, ids=BUILD_IDS)
+def test_configmap_names_are_settings(directory: Path) -> None:
+    data = configmap(directory)
     assert set(data) - setting_names() == set()
-    for deployment in deployments().values():
+    for name, deployment in deployments(directory).items():
         for env in container(deployment).get("env", []):
-            assert env["name"] in setting_names()
-    settings = settings_from(data)  # every value parses
-    assert settings.log.json
-    assert settings.shutdown_grace_s == int(data["SHUTDOWN_GRACE_MS"]) / 1000
-    assert settings.worker.queue_url is not None, "the worker exits without its queue"
+            assert env["name"] in setting_names(), (name, env["name"])
+        settings = process_settings(directory, name)  # every value parses
+        assert settings.log.json
+        assert settings.shutdown_grace_s == int(data["SHUTDOWN_GRACE_MS"]) / 1000
+    assert settings_from(data).worker.queue_url is not None, "the worker exits without its queue"
 
 
 def test_base_runs_in_production_and_the_overlay_in_staging() -> None:
     assert configmap()["ENVIRONMENT"] == "production"
     assert configmap()["LOG_FORMAT"] == "json"
-    assert settings_from(overlay_configmap()).environment.value == "staging"
+    assert settings_from(configmap(EXAMPLE)).environment.value == "staging"
 
 
 def test_webhook_secret_is_a_reference_not_a_value() -> None:
@@ -539,8 +684,7 @@ def test_webhook_secret_is_a_reference_not_a_value() -> None:
     assert set(env) == {"name", "valueFrom"}
     ref = env["valueFrom"]["secretKeyRef"]
     assert ref.get("optional", False) is False, "no pod may start on the built-in dev secret"
-    kustomization = load_docs(OVERLAY / "kustomization.yaml")[0]
-    (generator,) = kustomization["secretGenerator"]
+    (generator,) = kustomization(EXAMPLE)["secretGenerator"]
     assert generator["name"] == ref["name"]
     (literal,) = generator["literals"]
     key, _, value = literal.partition("=")
@@ -548,8 +692,31 @@ def test_webhook_secret_is_a_reference_not_a_value() -> None:
     assert "insecure" in value, "the example's value must look like one"
 
 
-def test_pods_run_locked_down() -> None:
-    for deployment in deployments().values():
+SECRET_SETTINGS = ("WEBHOOK_SECRET", "STORE_PASSWORD")
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=BUILD_IDS)
+def test_secrets_are_references_not_values(directory: Path) -> None:
+    """A secret setting comes from a Secret (secretKeyRef), never from the manifests."""
+    assert not set(SECRET_SETTINGS) & set(configmap(directory))
+    for name, deployment in deployments(directory).items():
+        for env in container(deployment).get("env", []):
+            if env["name"] in SECRET_SETTINGS:
+                assert set(env) == {"name", "valueFrom"}, env
+                assert set(env["valueFrom"]) == {"secretKeyRef"}, env
+                assert env["valueFrom"]["secretKeyRef"].get("optional", False) is False, env
+        url = container_env(directory, name).get("STORE_URL", "memory")
+        assert urllib.parse.urlsplit(url).password is None, "the password is STORE_PASSWORD's"
+    for generator in kustomization(directory).get("secretGenerator", []):
+        for literal in generator.get("literals", []):
+            key, _, value = literal.partition("=")
+            assert key != "STORE_PASSWORD", "the Redis password comes from outside the repository"
+            assert "insecure" in value, "a value in the repository must look like a dev one"
+
+
+@pytest.mark.parametrize("directory", BUILDS, ids=BUILD_IDS)
+def test_pods_run_locked_down(directory: Path) -> None:
+    for deployment in deployments(directory).values():
         pod = pod_spec(deployment)
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] == UID
@@ -571,32 +738,74 @@ def test_pods_run_locked_down() -> None:
         assert {"cpu", "memory"} <= set(resources["limits"])
 
 
-def test_each_process_has_its_own_irsa_service_account() -> None:
-    for name, deployment in deployments().items():
-        account = resource("ServiceAccount", pod_spec(deployment)["serviceAccountName"])
+@pytest.mark.parametrize("directory", BUILDS, ids=BUILD_IDS)
+def test_each_process_has_its_own_irsa_service_account(directory: Path) -> None:
+    for name, deployment in deployments(directory).items():
+        account_name = pod_spec(deployment)["serviceAccountName"]
+        account = resource("ServiceAccount", account_name, directory)
         assert account["metadata"]["name"] == name
         assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith(
             "arn:aws:iam::"
         )
 
 
-def test_in_memory_api_never_runs_twice() -> None:
-    """One replica owns the in-memory payments: no second replica, no overlap at rollouts."""
-    in_memory = configmap().get("STORE", "memory") == "memory"
-    api = deployments()[API]["spec"]
-    hpa = resource("HorizontalPodAutoscaler", API)["spec"]
+@pytest.mark.parametrize("directory", BUILDS, ids=BUILD_IDS)
+def test_in_memory_api_never_runs_twice(directory: Path) -> None:
+    """Without STORE_URL a payment lives in the one replica that made it. So a second
+    replica, an HPA that may add one, or a rolling update's overlap needs a Redis STORE_URL."""
+    api = deployments(directory)[API]["spec"]
+    hpa = resource("HorizontalPodAutoscaler", API, directory)["spec"]
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": API}
-    if in_memory:
-        assert api["replicas"] == 1
-        assert hpa["minReplicas"] == hpa["maxReplicas"] == 1
-        assert api["strategy"] == {"type": "Recreate"}
-    pdb = resource("PodDisruptionBudget", API)["spec"]
-    assert pdb["selector"] == deployments()[API]["spec"]["selector"]
-    worker = deployments()[WORKER]["spec"]
+    assert hpa.get("minReplicas", 1) <= api["replicas"] <= hpa["maxReplicas"]
+    strategy = api.get("strategy", {}).get("type", "RollingUpdate")  # Kubernetes' default
+    if api["replicas"] > 1 or hpa["maxReplicas"] > 1 or strategy != "Recreate":
+        url = container_env(directory, API).get("STORE_URL", "memory")
+        assert urllib.parse.urlsplit(url).scheme in STORE_SCHEMES, (
+            f"{directory.name}: more than one API pod needs STORE_URL=redis:// or rediss://"
+        )
+        assert process_settings(directory, API).store.shared
+    pdb = resource("PodDisruptionBudget", API, directory)["spec"]
+    assert pdb["selector"] == api["selector"]
+    worker = deployments(directory)[WORKER]["spec"]
     assert worker["replicas"] >= 2
-    worker_pdb = resource("PodDisruptionBudget", WORKER)["spec"]
+    worker_pdb = resource("PodDisruptionBudget", WORKER, directory)["spec"]
     assert worker_pdb["selector"] == worker["selector"]
     assert worker_pdb["minAvailable"] < worker["replicas"]
+
+
+def test_redis_overlay_scales_out_on_the_shared_store() -> None:
+    api = deployments(REDIS)[API]
+    spec = api["spec"]
+    settings = process_settings(REDIS, API)
+    assert urllib.parse.urlsplit(settings.store.url or "").scheme == "rediss", "TLS to Redis"
+    # A draining replica leaves its pending payments to the others.
+    assert settings.pending_on_shutdown == "handover"
+    hpa = resource("HorizontalPodAutoscaler", API, REDIS)["spec"]
+    assert spec["replicas"] >= 2
+    assert 2 <= hpa["minReplicas"] < hpa["maxReplicas"]
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    rolling = spec["strategy"]["rollingUpdate"]
+    assert isinstance(rolling["maxSurge"], int)
+    assert isinstance(rolling["maxUnavailable"], int)
+    assert rolling["maxSurge"] >= 1
+    assert rolling["maxUnavailable"] <= 1
+    env = {e["name"]: e for e in container(api)["env"]}
+    # The password: a reference to a Secret managed outside (this overlay makes none).
+    ref = env["STORE_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref["key"] == "STORE_PASSWORD"
+    assert "secretGenerator" not in kustomization(REDIS)
+    assert not [key for key in rendered(REDIS) if key[0] == "Secret"]
+    # Replica ids are the pod names: unique, and they tell whose lease is whose.
+    assert env["REPLICA_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # A node drain may take one replica at a time, and at the fewest replicas
+    # two are left, so one can take over the leaving one's payments.
+    pdb = resource("PodDisruptionBudget", API, REDIS)["spec"]
+    fewest = hpa["minReplicas"]
+    limit = pdb.get("maxUnavailable", pdb.get("minAvailable"))
+    assert isinstance(limit, int), "a count, not a percentage"
+    allowed = limit if "maxUnavailable" in pdb else fewest - limit
+    assert allowed >= 1, "the budget blocks every node drain"
+    assert fewest - allowed >= 2, "a drain may leave too few replicas to take over"
 
 
 # -- justfile ---------------------------------------------------------------------
