@@ -445,7 +445,7 @@ async def test_a_closed_client_refuses_requests(start):
 # -- https -------------------------------------------------------------------------
 
 
-def _certificate() -> tuple[bytes, bytes]:
+def self_signed_certificate() -> tuple[bytes, bytes]:
     """A self-signed certificate for "localhost" and its key, both PEM."""
     x509 = pytest.importorskip("cryptography.x509")
     from cryptography.hazmat.primitives import hashes, serialization
@@ -476,7 +476,7 @@ def _certificate() -> tuple[bytes, bytes]:
 
 
 async def test_https_with_keep_alive(nursery, tmp_path):
-    cert_pem, key_pem = _certificate()
+    cert_pem, key_pem = self_signed_certificate()
     (tmp_path / "cert.pem").write_bytes(cert_pem)
     (tmp_path / "key.pem").write_bytes(key_pem)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

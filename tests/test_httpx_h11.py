@@ -16,7 +16,7 @@ import trio
 
 from paysim.adapters.http1_client import Http1Client
 from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
-from tests.test_http1_client import OK, Server, _certificate, start
+from tests.test_http1_client import OK, Server, self_signed_certificate, start
 
 __all__ = ["start"]  # the fixture, used by name
 
@@ -122,7 +122,7 @@ async def test_a_url_the_client_cannot_send_to_is_unsupported_protocol():
 
 async def test_sni_hostname_names_the_tls_server_of_a_pinned_address(nursery, tmp_path):
     """The URL holds the address; the certificate is checked against the name."""
-    cert_pem, key_pem = _certificate()
+    cert_pem, key_pem = self_signed_certificate()
     (tmp_path / "cert.pem").write_bytes(cert_pem)
     (tmp_path / "key.pem").write_bytes(key_pem)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

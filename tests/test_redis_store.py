@@ -6,7 +6,6 @@ cancellation rules also with a stand-in script, to hold a batch on the wire.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -16,12 +15,8 @@ import coredis
 import pytest
 import trio
 import trio.testing
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from paysim.adapters.redis_batch import OpBatcher
+from paysim.adapters.redis_batch import OpBatcher, pack
 from paysim.adapters.redis_store import RedisStore, StoreStartError, open_redis_store
 from paysim.config import StoreSettings
 from paysim.domain.models import PaymentStatus, StatusChange
@@ -32,6 +27,7 @@ from tests.redis_fixtures import (  # noqa: F401 - fixtures
     start_redis,
 )
 from tests.test_domain import make_payment
+from tests.test_http1_client import self_signed_certificate
 
 S = PaymentStatus
 T0 = 1_764_000_000.0
@@ -233,6 +229,23 @@ async def test_nothing_listening_is_a_start_error(tmp_path: Path) -> None:
 # -- the batcher, with a stand-in script ---------------------------------------------
 
 
+def unpack(packed: bytes) -> list[str]:
+    """The fields ``redis_batch.pack`` wrote, as text."""
+    fields = []
+    while packed:
+        length, _, rest = packed.partition(b":")
+        fields.append(rest[: int(length)].decode())
+        packed = rest[int(length) :]
+    return fields
+
+
+def test_pack_writes_length_prefixed_fields() -> None:
+    parts: list[bytes] = []
+    pack(("C", 7, "", "a:b", "é".encode()), parts)
+    assert b"".join(parts) == b"1:C1:70:3:a:b2:\xc3\xa9"
+    assert unpack(b"".join(parts)) == ["C", "7", "", "a:b", "é"]
+
+
 class HeldScript:
     """Records each batch's ops and answers only when the test releases it."""
 
@@ -242,10 +255,11 @@ class HeldScript:
         self.on_wire = 0
 
     async def __call__(self, *, keys: list[str], args: list[Any]) -> list[Any]:
-        self.sent.append(args[2:])
+        self.sent.append(unpack(args[2]))
         self.on_wire += 1
         await self.release.wait()
-        return [f"r:{a}" for a in args[2::2]]
+        ops = unpack(args[2])
+        return [f"r:{a}" for a in ops[::2]]
 
 
 async def test_a_caller_cancelled_before_its_op_left_withdraws_it(nursery: trio.Nursery) -> None:
@@ -310,31 +324,11 @@ async def test_a_batch_that_fails_fails_each_of_its_ops(nursery: trio.Nursery) -
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for localhost (and its key), made here: no openssl needed."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    """A certificate for localhost and its key, as files."""
+    cert_pem, key_pem = self_signed_certificate()
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path.write_bytes(cert_pem)
+    key_path.write_bytes(key_pem)
     return cert_path, key_path
 
 

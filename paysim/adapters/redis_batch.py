@@ -5,7 +5,9 @@ Theory of operation
 A store call becomes an *op* (a code and its arguments, see
 ``redis_scripts.OPS``) put on a queue; the caller then waits for its result.
 ``FLUSHERS`` tasks take every op waiting (up to ``MAX_OPS``) and send them as
-one EVALSHA of the ops script, then hand each caller its result. Under load
+one EVALSHA of the ops script, packed into a single argument (``pack``:
+coredis's cost grows with the number of arguments), then hand each caller its
+result. Under load
 the queue fills while a batch is on the wire, so the batches grow by
 themselves; at low load an op goes out at once, alone.
 
@@ -24,7 +26,8 @@ The coredis client is owned by the caller (``redis_store.open_redis_store``).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import structlog
@@ -42,12 +45,17 @@ Arg = str | bytes | int | float
 
 @dataclass(eq=False, slots=True)
 class _Op:
-    args: tuple[Arg, ...]
-    done: trio.Event = field(default_factory=trio.Event)
+    args: tuple[Arg, ...] | Callable[[], tuple[Arg, ...]]  # a callable: made when sent
+    waiter: trio.lowlevel.Task | None = None  # rescheduled with the result; None: nobody
     result: Any = None
     failed: bool = False
     withdrawn: bool = False
     taken: bool = False
+
+    def finish(self) -> None:
+        if self.waiter is not None:
+            trio.lowlevel.reschedule(self.waiter)
+            self.waiter = None
 
 
 class OpBatcher:
@@ -64,23 +72,30 @@ class OpBatcher:
 
     async def call(self, *args: Arg) -> Any:
         """Run one op; its result, or ``StoreUnavailable``."""
-        op = _Op(args)
+        op = _Op(args, trio.lowlevel.current_task())
         self._queue.append(op)
-        self._lot.unpark()
-        try:
-            await op.done.wait()
-        except BaseException:
-            if not op.taken:
-                op.withdrawn = True
-            raise
+        if self._lot:  # a sender waits for work
+            self._lot.unpark()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            # Cancelled while waiting: never woken by the sender now, and an op
+            # not taken yet is never sent.
+            op.waiter = None
+            op.withdrawn = not op.taken
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        # Woken (op.finish) by the sender with the result; lighter than an Event per op.
+        await trio.lowlevel.wait_task_rescheduled(abort)
         if op.failed:
             raise StoreUnavailable()
         return op.result
 
-    def post(self, *args: Arg) -> None:
-        """Queue an op nobody waits for (its failure is logged, not raised)."""
-        self._queue.append(_Op(args))
-        self._lot.unpark()
+    def post(self, make: Callable[[], tuple[Arg, ...]]) -> None:
+        """Queue an op nobody waits for; ``make()`` gives its arguments when it is sent
+        (so that what accumulates until then goes in one op). A failure is logged."""
+        self._queue.append(_Op(make))
+        if self._lot:
+            self._lot.unpark()
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -97,30 +112,43 @@ class OpBatcher:
         while True:
             while not queue:
                 await self._lot.park()
+            # Let the tasks that are ready now run first: under load they add
+            # their ops to this batch instead of starting the next one.
+            await trio.lowlevel.cancel_shielded_checkpoint()
             batch: list[_Op] = []
-            argv = list(self._header)
+            parts: list[bytes] = []
             while queue and len(batch) < MAX_OPS:
                 op = queue.popleft()
                 if op.withdrawn:
                     continue
                 op.taken = True
                 batch.append(op)
-                argv.extend(op.args)
+                pack(op.args() if callable(op.args) else op.args, parts)
             if not batch:
                 continue
             try:
                 with trio.fail_after(self._timeout_s):
-                    results = await self._script(keys=[self._header[0]], args=argv)
+                    results = await self._script(
+                        keys=[self._header[0]], args=[*self._header, b"".join(parts)]
+                    )
                 self.batches += 1
             except (Exception, trio.TooSlowError) as exc:
                 log.warning("store call failed", ops=len(batch), error=_describe(exc))
                 for op in batch:
                     op.failed = True
-                    op.done.set()
+                    op.finish()
                 continue
             for op, result in zip(batch, results, strict=True):
                 op.result = result
-                op.done.set()
+                op.finish()
+
+
+def pack(args: tuple[Arg, ...], parts: list[bytes]) -> None:
+    """Append ``args`` as ``<length>:<bytes>`` fields (what the ops script reads)."""
+    for arg in args:
+        if type(arg) is not bytes:
+            arg = str(arg).encode()
+        parts += (b"%d:" % len(arg), arg)
 
 
 def _describe(exc: BaseException) -> str:

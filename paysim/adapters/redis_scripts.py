@@ -34,14 +34,23 @@ agree; due and retention times are the payments' own wall-clock stamps.
 
 from __future__ import annotations
 
-# ARGV[1] = key prefix ("{paysim}"), ARGV[2] = this replica's id, then ops:
-# an op code and its fixed number of arguments. Returns one result per op.
+# ARGV[1] = key prefix ("{paysim}"), ARGV[2] = this replica's id, ARGV[3] = the
+# ops: each an op code and its fixed number of fields, every one written as a
+# netstring-like ``<length>:<bytes>`` (``redis_batch.pack``). One argument for
+# the whole batch: coredis's cost is per argument. Returns one result per op.
 OPS = r"""
 local P = ARGV[1]
 local me = ARGV[2]
+local buf = ARGV[3]
+local pos = 1
 local out = {}
-local i = 3
-local n = #ARGV
+
+local function field()
+  local colon = string.find(buf, ':', pos, true)
+  local len = tonumber(string.sub(buf, pos, colon - 1))
+  pos = colon + len + 1
+  return string.sub(buf, colon + 1, colon + len)
+end
 
 local function split_version(value)
   local sep = string.find(value, ':', 1, true)
@@ -56,77 +65,73 @@ local function unschedule(id)
   end
 end
 
-while i <= n do
-  local op = ARGV[i]
+while pos <= #buf do
+  local op = field()
   if op == 'G' then                       -- get: id
-    table.insert(out, redis.call('GET', P .. ':p:' .. ARGV[i + 1]))
-    i = i + 2
+    table.insert(out, redis.call('GET', P .. ':p:' .. field()))
   elseif op == 'I' then                   -- insert: id, value, index member, user, due
-    local id = ARGV[i + 1]
-    redis.call('SET', P .. ':p:' .. id, ARGV[i + 2])
-    redis.call('ZADD', P .. ':u:' .. ARGV[i + 4], 0, ARGV[i + 3])
-    if ARGV[i + 5] ~= '' then
-      redis.call('ZADD', P .. ':d:' .. me, ARGV[i + 5], id)
+    local id, value, member, user, due = field(), field(), field(), field(), field()
+    redis.call('SET', P .. ':p:' .. id, value)
+    redis.call('ZADD', P .. ':u:' .. user, 0, member)
+    if due ~= '' then
+      redis.call('ZADD', P .. ':d:' .. me, due, id)
       redis.call('HSET', P .. ':o', id, me)
     end
     table.insert(out, 1)
-    i = i + 6
   elseif op == 'C' then
     -- compare-and-set: id, expected version, value, due or '', drop at or '',
     -- retention member, retention ms, event id or '', change or ''
-    local key = P .. ':p:' .. ARGV[i + 1]
+    local id, expected, value, due = field(), field(), field(), field()
+    local drop_at, member, retention_ms = field(), field(), field()
+    local event_id, change = field(), field()
+    local key = P .. ':p:' .. id
     local current = redis.call('GET', key)
-    if current and split_version(current) == ARGV[i + 2] then
-      local id = ARGV[i + 1]
-      redis.call('SET', key, ARGV[i + 3])
-      if ARGV[i + 4] ~= '' then
+    if current and split_version(current) == expected then
+      redis.call('SET', key, value)
+      if due ~= '' then
         local owner = redis.call('HGET', P .. ':o', id)
-        if owner then redis.call('ZADD', P .. ':d:' .. owner, ARGV[i + 4], id) end
+        if owner then redis.call('ZADD', P .. ':d:' .. owner, due, id) end
       else
         unschedule(id)
       end
-      if ARGV[i + 5] ~= '' then
-        redis.call('ZADD', P .. ':r', ARGV[i + 5], ARGV[i + 6])
-        redis.call('PEXPIRE', key, ARGV[i + 7])
+      if drop_at ~= '' then
+        redis.call('ZADD', P .. ':r', drop_at, member)
+        redis.call('PEXPIRE', key, retention_ms)
       end
-      if ARGV[i + 8] ~= '' then
-        redis.call('HSET', P .. ':ob:' .. me, ARGV[i + 8], ARGV[i + 9])
+      if event_id ~= '' then
+        redis.call('HSET', P .. ':ob:' .. me, event_id, change)
       end
       table.insert(out, 1)
     else
       table.insert(out, 0)
     end
-    i = i + 10
   elseif op == 'K' then                   -- claim idempotency: key, now, value, ttl ms
-    local key = P .. ':i:' .. ARGV[i + 1]
+    local key, now, value, ttl = P .. ':i:' .. field(), field(), field(), field()
     local existing = redis.call('GET', key)
     local live = false
     if existing then
       local sep = string.find(existing, '|', 1, true)
-      live = tonumber(string.sub(existing, 1, sep - 1)) > tonumber(ARGV[i + 2])
+      live = tonumber(string.sub(existing, 1, sep - 1)) > tonumber(now)
     end
     if live then
       table.insert(out, existing)
     else
-      redis.call('SET', key, ARGV[i + 3], 'PX', ARGV[i + 4])
+      redis.call('SET', key, value, 'PX', ttl)
       table.insert(out, false)
     end
-    i = i + 5
   elseif op == 'R' then                   -- release idempotency: key
-    redis.call('DEL', P .. ':i:' .. ARGV[i + 1])
+    redis.call('DEL', P .. ':i:' .. field())
     table.insert(out, 1)
-    i = i + 2
   elseif op == 'P' then                   -- complete idempotency: key, record bytes
-    local key = P .. ':i:' .. ARGV[i + 1]
+    local key, record = P .. ':i:' .. field(), field()
     local existing = redis.call('GET', key)
     if existing then
       local sep = string.find(existing, '|', 1, true)
-      redis.call('SET', key, string.sub(existing, 1, sep) .. ARGV[i + 2], 'KEEPTTL')
+      redis.call('SET', key, string.sub(existing, 1, sep) .. record, 'KEEPTTL')
     end
     table.insert(out, 1)
-    i = i + 3
   elseif op == 'L' then                   -- list: user
-    local index = P .. ':u:' .. ARGV[i + 1]
+    local index = P .. ':u:' .. field()
     local members = redis.call('ZRANGE', index, 0, -1)
     local values = {}
     for _, member in ipairs(members) do
@@ -138,13 +143,15 @@ while i <= n do
       end
     end
     table.insert(out, values)
-    i = i + 2
-  elseif op == 'D' then                   -- outbox done: event id
-    redis.call('HDEL', P .. ':ob:' .. me, ARGV[i + 1])
-    table.insert(out, 1)
-    i = i + 2
+  elseif op == 'D' then                   -- outbox done: a count, then event ids
+    local count = tonumber(field())
+    for _ = 1, count do
+      redis.call('HDEL', P .. ':ob:' .. me, field())
+    end
+    table.insert(out, count)
   elseif op == 'S' then                   -- sweep: now, limit
-    local due = redis.call('ZRANGEBYSCORE', P .. ':r', '-inf', ARGV[i + 1], 'LIMIT', 0, ARGV[i + 2])
+    local now, limit = field(), field()
+    local due = redis.call('ZRANGEBYSCORE', P .. ':r', '-inf', now, 'LIMIT', 0, limit)
     local dropped = {}
     for _, member in ipairs(due) do
       redis.call('ZREM', P .. ':r', member)
@@ -156,12 +163,36 @@ while i <= n do
       table.insert(dropped, id)
     end
     table.insert(out, dropped)
-    i = i + 3
   else
     return redis.error_reply('paysim: unknown store op')
   end
 end
 return out
+"""
+
+# What a replica that left or vanished had goes to the pools (shared by the two
+# scripts below): its due outcomes, then its undelivered changes. Each returns
+# how many it moved.
+_RELEASE = r"""
+local function release_due(P, who)
+  local due_key = P .. ':d:' .. who
+  local entries = redis.call('ZRANGE', due_key, 0, -1, 'WITHSCORES')
+  for j = 1, #entries, 2 do
+    redis.call('ZADD', P .. ':d:_', entries[j + 1], entries[j])
+    redis.call('HSET', P .. ':o', entries[j], '_')
+  end
+  redis.call('DEL', due_key)
+  return #entries / 2
+end
+
+local function release_changes(P, who)
+  local changes = redis.call('HGETALL', P .. ':ob:' .. who)
+  for j = 1, #changes, 2 do
+    redis.call('RPUSH', P .. ':ob:_', changes[j] .. '|' .. changes[j + 1])
+  end
+  redis.call('DEL', P .. ':ob:' .. who)
+  return #changes / 2
+end
 """
 
 # Lease renewal and takeover, run by every replica each STORE_TAKEOVER_INTERVAL_MS.
@@ -174,7 +205,9 @@ return out
 # 4. name this replica's own due outcomes older than the cutoff (a create whose
 #    caller was cancelled after the insert ran: no local timer knows it).
 # Returns {lapsed, {id, due, id, due, ...}, {change, ...}, {own id, ...}}.
-MAINTAIN = r"""
+MAINTAIN = (
+    _RELEASE
+    + r"""
 local P = ARGV[1]
 local me = ARGV[2]
 local limit = tonumber(ARGV[4])
@@ -187,25 +220,11 @@ local lapsed = 0
 if (not had) or tonumber(had) < now_ms then lapsed = 1 end
 redis.call('ZADD', replicas, now_ms + tonumber(ARGV[3]), me)
 
-local function release(who)
-  local due_key = P .. ':d:' .. who
-  local entries = redis.call('ZRANGE', due_key, 0, -1, 'WITHSCORES')
-  for j = 1, #entries, 2 do
-    redis.call('ZADD', P .. ':d:_', entries[j + 1], entries[j])
-    redis.call('HSET', P .. ':o', entries[j], '_')
-  end
-  redis.call('DEL', due_key)
-  local changes = redis.call('HGETALL', P .. ':ob:' .. who)
-  for j = 1, #changes, 2 do
-    redis.call('RPUSH', P .. ':ob:_', changes[j] .. '|' .. changes[j + 1])
-  end
-  redis.call('DEL', P .. ':ob:' .. who)
-end
-
 local gone = redis.call('ZRANGEBYSCORE', replicas, '-inf', now_ms - 1)
 for _, who in ipairs(gone) do
   if who ~= me then
-    release(who)
+    release_due(P, who)
+    release_changes(P, who)
     redis.call('ZREM', replicas, who)
   end
 end
@@ -230,30 +249,22 @@ end
 local own = redis.call('ZRANGEBYSCORE', P .. ':d:' .. me, '-inf', ARGV[5], 'LIMIT', 0, limit)
 return {lapsed, claimed, changes, own}
 """
+)
 
 # A draining replica (SHUTDOWN_PENDING_POLICY=handover) gives its due outcomes
 # to the pool (ARGV: prefix, me); with ARGV[3] == '1' it also leaves: its
 # undelivered changes go to the pool and its lease ends.
-HAND_OVER = r"""
+HAND_OVER = (
+    _RELEASE
+    + r"""
 local P = ARGV[1]
 local me = ARGV[2]
-local due_key = P .. ':d:' .. me
-local entries = redis.call('ZRANGE', due_key, 0, -1, 'WITHSCORES')
-for j = 1, #entries, 2 do
-  redis.call('ZADD', P .. ':d:_', entries[j + 1], entries[j])
-  redis.call('HSET', P .. ':o', entries[j], '_')
-end
-redis.call('DEL', due_key)
-local moved = #entries / 2
+local moved = release_due(P, me)
 local changes = 0
 if ARGV[3] == '1' then
-  local values = redis.call('HGETALL', P .. ':ob:' .. me)
-  for j = 1, #values, 2 do
-    redis.call('RPUSH', P .. ':ob:_', values[j] .. '|' .. values[j + 1])
-  end
-  changes = #values / 2
-  redis.call('DEL', P .. ':ob:' .. me)
+  changes = release_changes(P, me)
   redis.call('ZREM', P .. ':replicas', me)
 end
 return {moved, changes}
 """
+)

@@ -45,6 +45,7 @@ from typing import Any, NoReturn
 import coredis
 import structlog
 import trio
+from coredis.retry import NoRetryPolicy
 
 from paysim.adapters import payment_codec as codec
 from paysim.adapters.redis_batch import OpBatcher
@@ -99,6 +100,7 @@ class RedisStore:
         self._maintain = client.register_script(MAINTAIN)
         self._hand_over = client.register_script(HAND_OVER)
         self.timeout_s = settings.timeout_s
+        self._finished: list[str] = []  # event ids for outbox_done's next op
         # Pending payments as this replica last wrote them (see get_for_update).
         self._pending: dict[str, Payment] = {}
 
@@ -151,17 +153,18 @@ class RedisStore:
         self, expected_version: int, new: Payment, change: StatusChange | None = None
     ) -> bool:
         settled = new.status.is_settled
+        encoded = codec.encode_payment(new)
         won = await self._ops.call(
             "C",
             new.payment_intent_id,
             str(expected_version),
-            _value(new),
+            b"%d:%b" % (new.version, encoded),
             self._due(new),
             repr(new.updated_at + self._retention_s) if settled else "",
             f"{_index_member(new)}|{new.user_id}" if settled else "",
             self._retention_ms,
             change.event_id if change is not None else "",
-            codec.encode_change(change) if change is not None else "",
+            codec.encode_change_with(change, encoded) if change is not None else "",
         )
         if won:
             self._remember(new)
@@ -196,8 +199,17 @@ class RedisStore:
 
     # -- sharing with other replicas ---------------------------------------------
     def outbox_done(self, event_id: str) -> None:
-        """The change's webhook and event are done: forget it (not awaited)."""
-        self._ops.post("D", event_id)
+        """The change's webhook and event are done: forget it (not awaited).
+
+        The ids are collected and forgotten together, in one op of the next batch.
+        """
+        if not self._finished:
+            self._ops.post(self._take_finished)
+        self._finished.append(event_id)
+
+    def _take_finished(self) -> tuple[str | int, ...]:
+        ids, self._finished = self._finished, []
+        return ("D", len(ids), *ids)
 
     async def maintain(self, now: float, limit: int = CLAIM_LIMIT) -> Maintenance:
         """Renew the lease, release vanished replicas, claim from the pools."""
@@ -238,7 +250,7 @@ class RedisStore:
 
 
 def _value(payment: Payment) -> bytes:
-    return f"{payment.version}:".encode() + codec.encode_payment(payment)
+    return b"%d:%b" % (payment.version, codec.encode_payment(payment))
 
 
 def _payment(value: bytes) -> Payment:
@@ -288,7 +300,10 @@ def _client(settings: StoreSettings) -> Any:
     kwargs: dict[str, Any] = {
         "decode_responses": False,
         "connect_timeout": settings.timeout_s,
-        "stream_timeout": settings.timeout_s,
+        # No per-command timeout or retry inside coredis: each batch has its own
+        # deadline (redis_batch), and a batch must never run twice behind our back
+        # (a retried idempotency claim would find its own claim).
+        "retry_policy": NoRetryPolicy(),
     }
     if settings.password is not None:
         kwargs["password"] = settings.password
