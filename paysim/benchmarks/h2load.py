@@ -91,10 +91,16 @@ def _handled(http_port: int) -> dict[str, float]:
 
 
 def _h2load(
-    port: int, body: Path, requests: int, connections: int, streams: int, log: Path | None
+    port: int,
+    body: Path,
+    requests: int,
+    connections: int,
+    streams: int,
+    log: Path | None,
+    cores: str = "1",
 ) -> tuple[str, list[float]]:
     cmd = [
-        "taskset", "-c", "1", "h2load",
+        "taskset", "-c", cores, "h2load",
         "-n", str(requests), "-c", str(connections), "-m", str(streams),
         "-H", "content-type: application/grpc", "-H", "te: trailers",
         "-d", str(body),
@@ -126,11 +132,13 @@ def _measure(
     args: argparse.Namespace,
     http_port: int | None,
     workdir: Path,
+    cores: str = "1",
 ) -> Result:
-    _h2load(port, body, args.warmup, args.connections, args.streams, None)
+    """Warm up, then measure; ``cores``: where h2load runs (taskset list)."""
+    _h2load(port, body, args.warmup, args.connections, args.streams, None, cores)
     before = _handled(http_port) if http_port else {}
     log = workdir / f"{name}.log"
-    out, durations = _h2load(port, body, args.requests, args.connections, args.streams, log)
+    out, durations = _h2load(port, body, args.requests, args.connections, args.streams, log, cores)
     after = _handled(http_port) if http_port else {}
     finished = re.search(r"finished in ([0-9.]+)s, ([0-9.]+) req/s", out)
     counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)

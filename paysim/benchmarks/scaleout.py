@@ -1,0 +1,184 @@
+"""CreatePaymentIntent with the Redis store, and with two processes, under h2load.
+
+    python -m paysim.benchmarks.scaleout [--requests 30000] [--repeat 5]
+
+Three runs, each with its own ``redis-server`` (started here, on a free port,
+nothing kept on disk) and the same pre-encoded request as
+``paysim.benchmarks.h2load``, default delay 2 s so the payments also resolve
+(a second store write each) while the load runs:
+
+1. ``memory x1``: one ``paysim serve`` with the in-memory store on core 0;
+2. ``redis x1``: the same with STORE_URL, on core 0; redis-server and h2load
+   share core 1;
+3. ``redis x2``: ``paysim serve --workers 2`` (two processes sharing the port
+   through SO_REUSEPORT); the workers, redis-server and h2load are left to the
+   scheduler (``--pin-workers`` pins the workers one per core instead, which
+   measured no better: h2load and redis-server then preempt a pinned worker).
+
+Targets (issue 7): redis x1 >= 0.8 x memory x1; redis x2 >= 1.5 x redis x1.
+h2load spreads its connections over the listening processes by the kernel's
+SO_REUSEPORT hash, so the two-process run uses more connections (16 by
+default) for an even split. Needs h2load (``nghttp2-client``), taskset and
+redis-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from paysim.benchmarks.h2load import Result, _body, _free_port, _measure, _stop, _wait_port
+
+
+def _redis(workdir: Path, cores: str | None) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    cmd += ["--appendonly", "no", "--dir", str(workdir)]
+    if cores is not None:
+        cmd = ["taskset", "-c", cores, *cmd]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_port(port)
+    return proc, port
+
+
+def _serve(env: dict[str, str], workers: int, cores: str | None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "paysim", "serve"]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    if cores is not None:
+        cmd = ["taskset", "-c", cores, *cmd]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _pin_children(parent: subprocess.Popen[bytes], workers: int) -> None:
+    """Pin the supervisor's worker processes one per core (0, 1, ...)."""
+    deadline = time.monotonic() + 20
+    children: list[int] = []
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["pgrep", "-P", str(parent.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        children = [int(pid) for pid in out.split()]
+        if len(children) >= workers:
+            break
+        time.sleep(0.1)
+    for core, pid in enumerate(sorted(children)):
+        subprocess.run(["taskset", "-pc", str(core % (os.cpu_count() or 1)), str(pid)],
+                       capture_output=True, check=False)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=60_000)
+    parser.add_argument("--warmup", type=int, default=5_000)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--streams", type=int, default=4, help="concurrent streams per connection")
+    parser.add_argument("--json", type=Path, help="also write the results here as JSON")
+    parser.add_argument("--only", choices=["memory", "redis1", "redis2"], action="append")
+    parser.add_argument(
+        "--pin-workers",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="pin the two workers one per core (default: the scheduler places them, "
+        "with h2load and redis-server)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the set this many times, interleaved, and report each run's median "
+        "(a shared machine drifts between runs)",
+    )
+    args = parser.parse_args(argv)
+    for tool, package in (
+        ("h2load", "nghttp2-client"),
+        ("taskset", "util-linux"),
+        ("redis-server", "redis-server"),
+    ):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found: apt-get install {package}", file=sys.stderr)
+            return 2
+    if (os.cpu_count() or 1) < 2:
+        print("needs two cores", file=sys.stderr)
+        return 2
+    runs = (args.only or ["memory", "redis1", "redis2"]) * args.repeat
+    measured: dict[str, list[Result]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        body = workdir / "request.bin"
+        body.write_bytes(_body())
+        for run in runs:
+            grpc_port, http_port = _free_port(), _free_port()
+            env = {
+                **os.environ,
+                "GRPC_HOST": "127.0.0.1",
+                "GRPC_PORT": str(grpc_port),
+                "HTTP_HOST": "127.0.0.1",
+                "HTTP_PORT": str(http_port),
+                "ENVIRONMENT": "production",
+                "EVENTS_ENABLED": "false",
+            }
+            redis = None
+            if run != "memory":
+                redis, redis_port = _redis(workdir, "1" if run == "redis1" else None)
+                env["STORE_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+            workers = 2 if run == "redis2" else 1
+            proc = _serve(env, workers, "0" if workers == 1 else None)
+            try:
+                _wait_port(grpc_port)
+                if workers > 1 and args.pin_workers:
+                    _pin_children(proc, workers)
+                name = {"memory": "memory x1", "redis1": "redis x1", "redis2": "redis x2"}[run]
+                # One process: h2load on core 1 (with redis-server); two: it floats.
+                measured.setdefault(name, []).append(
+                    _measure(
+                        name.replace(" ", ""),
+                        grpc_port,
+                        body,
+                        args,
+                        http_port if workers == 1 else None,
+                        workdir,
+                        cores="1" if workers == 1 else "0,1",
+                    )
+                )
+            finally:
+                _stop(proc)
+                if redis is not None:
+                    _stop(redis)
+
+    results = {
+        name: sorted(rs, key=lambda r: r.rps)[(len(rs) - 1) // 2] for name, rs in measured.items()
+    }
+    concurrency = args.connections * args.streams
+    print(
+        f"CreatePaymentIntent, {args.requests} requests, {concurrency} concurrent streams, "
+        f"median of {args.repeat}"
+    )
+    print(f"{'run':<12}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}  all req/s")
+    for name, r in results.items():
+        errors = r.http_failures + (r.grpc_non_ok or 0)
+        every = " ".join(f"{x.rps:.0f}" for x in measured[name])
+        print(f"{name:<12}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{errors:>8}  {every}")
+    summary: dict[str, object] = {k: [asdict(x) for x in v] for k, v in measured.items()}
+    memory, one, two = (results.get(k) for k in ("memory x1", "redis x1", "redis x2"))
+    if memory and one:
+        summary["redis_vs_memory"] = one.rps / memory.rps
+        print(f"redis x1 / memory x1 = {one.rps / memory.rps:.2f} (target >= 0.8)")
+    if one and two:
+        summary["two_vs_one"] = two.rps / one.rps
+        print(f"redis x2 / redis x1 = {two.rps / one.rps:.2f} (target >= 1.5)")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
