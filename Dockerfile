@@ -49,6 +49,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8031/health', timeout=2)"]
 
 # Exec form: paysim is PID 1 and receives SIGTERM itself (it handles SIGTERM
-# and SIGINT, and starts no child processes, so it needs no init).
+# and SIGINT; with `serve --workers N` it forwards them to its workers and
+# reaps them itself, so it needs no init either).
 ENTRYPOINT ["paysim"]
 CMD ["serve"]

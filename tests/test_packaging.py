@@ -845,3 +845,4 @@ def test_just_test_is_the_readme_test_command() -> None:
     assert command.endswith("pytest")
     assert command in just("--dry-run", "test").stderr.splitlines()
     assert "bash .ci/run" in just("--dry-run", "ci").stderr.splitlines()
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()
