@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 from typing import Any
@@ -39,6 +38,7 @@ from paysim.entrypoints.http import (
     json_response,
     serve_http,
 )
+from paysim.loadgen.spawn import free_port
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
 from paysim.webhooks import WebhookVerificationError, verify
@@ -50,13 +50,6 @@ DEV_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "paysim-dev",  # moto accepts anything; never real keys
     "AWS_SESSION_TOKEN": "paysim-dev",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _wait_port(port: int, timeout_s: float = 30.0) -> None:
@@ -115,7 +108,7 @@ Ctrl-C stops everything.
 
 
 async def run_dev(settings: Settings, receiver_port: int = 8050) -> None:
-    moto_port = _free_port()
+    moto_port = free_port()
     endpoint = f"http://127.0.0.1:{moto_port}"
     env = {
         **os.environ,

@@ -94,9 +94,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from paysim.benchmarks.h2load import _free_port, _percentile, _wait_port
+from paysim.benchmarks.h2load import _percentile, _wait_port
 from paysim.config import AwsSettings
 from paysim.domain.events import DETAIL_TYPE
+from paysim.loadgen.spawn import free_port
 from paysim.webhooks import WebhookVerificationError, verify
 
 SERVER_CORE = "0"
@@ -718,14 +719,14 @@ def bench(args: argparse.Namespace, workdir: Path) -> _Outcome:
     os.environ.pop("AWS_PROFILE", None)
     aws = AwsSettings(region=REGION, event_bus_name=BUS_NAME, event_source=EVENT_SOURCE)
     delay_s = args.delay_ms / 1000.0
-    receiver_port, grpc_port, http_port = _free_port(), _free_port(), _free_port()
+    receiver_port, grpc_port, http_port = free_port(), free_port(), free_port()
     env = {**os.environ, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
     with _processes() as procs:
         pids: dict[str, int] = {}
         sqs: Any = None
         queue_url = dlq_url = ""
         if args.events == "moto":
-            moto_port = _free_port()
+            moto_port = free_port()
             endpoint = f"http://127.0.0.1:{moto_port}"
             moto_cmd = [
                 sys.executable,

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from paysim._proto.proto.common.v1 import types_pb2
 from paysim._proto.proto.payment.v1 import payment_pb2
+from paysim.loadgen.spawn import free_port
 
 PATH = "/payment.v1.PaymentService/CreatePaymentIntent"
 
@@ -48,13 +49,6 @@ class Result:
     max_ms: float
     http_failures: int
     grpc_non_ok: int | None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _body() -> bytes:
@@ -206,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         body = workdir / "request.bin"
         body.write_bytes(_body())
 
-        grpc_port, http_port = _free_port(), _free_port()
+        grpc_port, http_port = free_port(), free_port()
         env = {
             **os.environ,
             "GRPC_HOST": "127.0.0.1",
@@ -225,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             _stop(proc)
 
         if not args.skip_baseline:
-            port = _free_port()
+            port = free_port()
             baseline = [sys.executable, "-m", "paysim.benchmarks.aio_baseline", str(port)]
             proc = _start(baseline, dict(os.environ))
             try:

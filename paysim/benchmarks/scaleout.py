@@ -35,11 +35,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from paysim.benchmarks.h2load import Result, _body, _free_port, _measure, _stop, _wait_port
+from paysim.benchmarks.h2load import Result, _body, _measure, _stop, _wait_port
+from paysim.loadgen.spawn import free_port
 
 
 def _redis(workdir: Path, cores: str | None) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     cmd += ["--appendonly", "no", "--dir", str(workdir)]
     if cores is not None:
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         body = workdir / "request.bin"
         body.write_bytes(_body())
         for run in runs:
-            grpc_port, http_port = _free_port(), _free_port()
+            grpc_port, http_port = free_port(), free_port()
             env = {
                 **os.environ,
                 "GRPC_HOST": "127.0.0.1",

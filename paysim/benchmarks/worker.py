@@ -66,10 +66,11 @@ from typing import Any
 
 import trio
 
-from paysim.benchmarks.h2load import _free_port, _wait_port
+from paysim.benchmarks.h2load import _wait_port
 from paysim.config import AwsSettings, WorkerSettings
 from paysim.domain.events import DETAIL_TYPE, EVENT_TYPE
 from paysim.entrypoints.sqs_worker import FAILURE_REASONS, ReservationWorker
+from paysim.loadgen.spawn import free_port
 from paysim.observability import logging as paysim_logging
 from paysim.observability.metrics import Metrics
 from paysim.worker_app import make_http_client
@@ -322,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     os.sched_setaffinity(0, {WORKER_CORE})
     paysim_logging.configure("info", json=True, stream=open(os.devnull, "w"))  # noqa: SIM115
-    port = _free_port()
+    port = free_port()
     stub = subprocess.Popen(
         [
             "taskset",

@@ -32,7 +32,8 @@ import trio
 from paysim.adapters.aws import Resources, ensure_resources, make_client
 from paysim.benchmarks.delivery import _scrape
 from paysim.config import AwsSettings
-from paysim.devstack import DEV_CREDENTIALS, _free_port, _wait_port
+from paysim.devstack import DEV_CREDENTIALS, _wait_port
+from paysim.loadgen.spawn import free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -81,7 +82,7 @@ def aws_env(region: str) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def moto_server(region: str) -> AsyncIterator[tuple[str, int]]:
     """moto's server on a free loopback port; yields its endpoint URL and its pid."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     async with child(cmd, aws_env(region)) as process:
         await _wait_port(port)
