@@ -602,5 +602,6 @@ def test_one_kind_is_not_read_as_another(decode: Any, data: bytes) -> None:
 
 
 @given(changes)
-def test_encode_change_with_the_payments_bytes_is_encode_change(change: StatusChange) -> None:
-    assert encode_change_with(change, encode_payment(change.payment)) == encode_change(change)
+def test_a_change_made_from_its_payments_bytes_round_trips(change: StatusChange) -> None:
+    # encode_change is built on encode_change_with; the pinned bytes above fix its layout.
+    assert_exact(decode_change(encode_change_with(change, encode_payment(change.payment))), change)

@@ -178,17 +178,7 @@ def encode_payment(p: Payment) -> bytes:
 
 
 def encode_change(c: StatusChange) -> bytes:
-    return _dump(
-        [
-            FORMAT_VERSION,
-            c.event_id,
-            _payment_body(c.payment),
-            c.previous,
-            _f(c.at),
-            None if c.refund is None else _refund(c.refund),
-            c.resend,
-        ]
-    )
+    return encode_change_with(c, encode_payment(c.payment))
 
 
 _PAYMENT_HEAD = b"[%d," % FORMAT_VERSION

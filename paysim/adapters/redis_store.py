@@ -120,7 +120,7 @@ class RedisStore:
         await self._ops.call(
             "I",
             payment.payment_intent_id,
-            _value(payment),
+            _value(payment.version, codec.encode_payment(payment)),
             index,
             payment.user_id,
             self._due(payment),
@@ -158,7 +158,7 @@ class RedisStore:
             "C",
             new.payment_intent_id,
             str(expected_version),
-            b"%d:%b" % (new.version, encoded),
+            _value(new.version, encoded),
             self._due(new),
             repr(new.updated_at + self._retention_s) if settled else "",
             f"{_index_member(new)}|{new.user_id}" if settled else "",
@@ -249,8 +249,9 @@ class RedisStore:
         return repr(outcomes.answers_at(payment, self._scale))
 
 
-def _value(payment: Payment) -> bytes:
-    return b"%d:%b" % (payment.version, codec.encode_payment(payment))
+def _value(version: int, encoded: bytes) -> bytes:
+    """The stored form: ``<version>:<payment_codec bytes>`` (the Lua reads the version)."""
+    return b"%d:%b" % (version, encoded)
 
 
 def _payment(value: bytes) -> Payment:
