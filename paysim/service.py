@@ -212,14 +212,9 @@ class PaymentService:
             outcome = forced_outcomes.outcome(forced, outcome.delay_s, self._settings.intent_ttl_s)
             changes["outcome"] = outcome
         if outcome.status is PaymentStatus.EXPIRED:
-            won, updated = await self._apply(payment, PaymentStatus.PROCESSING, changes)
-            if won and outcome is not payment.outcome:
-                # The PG now never answers: the timer fires at the intent's expiry.
-                self._simulator.cancel(payment_intent_id)
-                self._simulator.schedule(
-                    payment_intent_id, max(0.0, updated.expires_at - self._now()), self._fire
-                )
-            return updated
+            # The PG now never answers. The payment's timer, here or on another
+            # replica, finds it PROCESSING and waits on to the expiry (see _fire).
+            return (await self._apply(payment, PaymentStatus.PROCESSING, changes))[1]
         self._simulator.cancel(payment_intent_id)
         return (await self._resolve(payment, changes))[1]
 
@@ -468,8 +463,8 @@ class PaymentService:
                 and payment.status is PaymentStatus.PROCESSING
                 and payment.outcome.status is PaymentStatus.EXPIRED
             ):
-                # ProcessPayment on another replica may have moved the answer to
-                # the expiry after this timer was armed: keep to the payment's time.
+                # ProcessPayment (a forced PG timeout, here or on another replica)
+                # moved the answer to the expiry after this timer was armed.
                 due = outcomes.answers_at(payment, self._scale) - self._now()
                 if due > 0.001:
                     self._simulator.schedule(payment_intent_id, due, self._fire_rearmed)

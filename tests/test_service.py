@@ -21,7 +21,7 @@ import trio.testing
 from paysim.adapters.memory_store import MemoryStore
 from paysim.adapters.recording_notifier import RecordingNotifier
 from paysim.config import SimulationSettings
-from paysim.domain import outcomes
+from paysim.domain import forced_outcomes, outcomes
 from paysim.domain.models import (
     CreateIntent,
     Metadata,
@@ -677,3 +677,25 @@ def test_harness_settings_are_the_contract_defaults() -> None:
     s = SimulationSettings()
     assert (s.default_delay_s, s.delay_scenario_s, s.intent_ttl_s) == (2.0, 10.0, 900.0)
     assert s.max_delay_s == 600.0
+
+
+async def test_a_forced_pg_timeout_waits_for_the_expiry_not_the_decided_delay(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """ProcessPayment with a PG-timeout card on an APPROVE intent: its timer, armed
+    for the 2 s approval, finds the payment PROCESSING and waits on to the expiry."""
+    async with open_service() as h:
+        p = await create(h, intent(Scenario.APPROVE))
+        await trio.sleep(1.0)
+        processing = await h.service.process_payment(
+            p.payment_intent_id, forced=forced_outcomes.CARDS["4000000000000408"]
+        )
+        assert processing.status is S.PROCESSING
+        await trio.sleep_until(900.0 - 0.001)  # long past the 2 s the timer was armed for
+        assert (await h.service.get_payment(p.payment_intent_id)).status is S.PROCESSING
+        await h.notifier.wait_for(2)
+        assert trio.current_time() == 900.0
+        expired = await h.service.get_payment(p.payment_intent_id)
+        assert expired.status is S.EXPIRED
+        assert expired.updated_at == expired.expires_at
+        assert h.transitions("PROCESSING", "EXPIRED") == 1.0
