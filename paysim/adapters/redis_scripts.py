@@ -35,22 +35,16 @@ agree; due and retention times are the payments' own wall-clock stamps.
 from __future__ import annotations
 
 # ARGV[1] = key prefix ("{paysim}"), ARGV[2] = this replica's id, ARGV[3] = the
-# ops: each an op code and its fixed number of fields, every one written as a
-# netstring-like ``<length>:<bytes>`` (``redis_batch.pack``). One argument for
-# the whole batch: coredis's cost is per argument. Returns one result per op.
+# ops, MessagePack-encoded (``redis_batch``): an array of arrays, each an op code
+# and its fields, strings or integers (Redis's cmsgpack reads str, not bin, so
+# bytes go as str). One argument for the whole batch: coredis's cost is per
+# argument, and one C call on each side beats framing fields in Python and Lua.
+# Returns one result per op.
 OPS = r"""
 local P = ARGV[1]
 local me = ARGV[2]
-local buf = ARGV[3]
-local pos = 1
+local ops = cmsgpack.unpack(ARGV[3])
 local out = {}
-
-local function field()
-  local colon = string.find(buf, ':', pos, true)
-  local len = tonumber(string.sub(buf, pos, colon - 1))
-  pos = colon + len + 1
-  return string.sub(buf, colon + 1, colon + len)
-end
 
 local function split_version(value)
   local sep = string.find(value, ':', 1, true)
@@ -65,12 +59,13 @@ local function unschedule(id)
   end
 end
 
-while pos <= #buf do
-  local op = field()
+for i = 1, #ops do
+  local a = ops[i]
+  local op = a[1]
   if op == 'G' then                       -- get: id
-    table.insert(out, redis.call('GET', P .. ':p:' .. field()))
+    table.insert(out, redis.call('GET', P .. ':p:' .. a[2]))
   elseif op == 'I' then                   -- insert: id, value, index member, user, due
-    local id, value, member, user, due = field(), field(), field(), field(), field()
+    local id, value, member, user, due = a[2], a[3], a[4], a[5], a[6]
     redis.call('SET', P .. ':p:' .. id, value)
     redis.call('ZADD', P .. ':u:' .. user, 0, member)
     if due ~= '' then
@@ -81,9 +76,9 @@ while pos <= #buf do
   elseif op == 'C' then
     -- compare-and-set: id, expected version, value, due or '', drop at or '',
     -- retention member, retention ms, event id or '', change or ''
-    local id, expected, value, due = field(), field(), field(), field()
-    local drop_at, member, retention_ms = field(), field(), field()
-    local event_id, change = field(), field()
+    local id, expected, value, due = a[2], a[3], a[4], a[5]
+    local drop_at, member, retention_ms = a[6], a[7], a[8]
+    local event_id, change = a[9], a[10]
     local key = P .. ':p:' .. id
     local current = redis.call('GET', key)
     if current and split_version(current) == expected then
@@ -106,7 +101,7 @@ while pos <= #buf do
       table.insert(out, 0)
     end
   elseif op == 'K' then                   -- claim idempotency: key, now, value, ttl ms
-    local key, now, value, ttl = P .. ':i:' .. field(), field(), field(), field()
+    local key, now, value, ttl = P .. ':i:' .. a[2], a[3], a[4], a[5]
     local existing = redis.call('GET', key)
     local live = false
     if existing then
@@ -120,10 +115,10 @@ while pos <= #buf do
       table.insert(out, false)
     end
   elseif op == 'R' then                   -- release idempotency: key
-    redis.call('DEL', P .. ':i:' .. field())
+    redis.call('DEL', P .. ':i:' .. a[2])
     table.insert(out, 1)
   elseif op == 'P' then                   -- complete idempotency: key, record bytes
-    local key, record = P .. ':i:' .. field(), field()
+    local key, record = P .. ':i:' .. a[2], a[3]
     local existing = redis.call('GET', key)
     if existing then
       local sep = string.find(existing, '|', 1, true)
@@ -131,7 +126,7 @@ while pos <= #buf do
     end
     table.insert(out, 1)
   elseif op == 'L' then                   -- list: user
-    local index = P .. ':u:' .. field()
+    local index = P .. ':u:' .. a[2]
     local members = redis.call('ZRANGE', index, 0, -1)
     local values = {}
     for _, member in ipairs(members) do
@@ -143,14 +138,14 @@ while pos <= #buf do
       end
     end
     table.insert(out, values)
-  elseif op == 'D' then                   -- outbox done: a count, then event ids
-    local count = tonumber(field())
-    for _ = 1, count do
-      redis.call('HDEL', P .. ':ob:' .. me, field())
+  elseif op == 'D' then                   -- outbox done: an array of event ids
+    local ids = a[2]
+    for j = 1, #ids do
+      redis.call('HDEL', P .. ':ob:' .. me, ids[j])
     end
-    table.insert(out, count)
+    table.insert(out, #ids)
   elseif op == 'S' then                   -- sweep: now, limit
-    local now, limit = field(), field()
+    local now, limit = a[2], a[3]
     local due = redis.call('ZRANGEBYSCORE', P .. ':r', '-inf', now, 'LIMIT', 0, limit)
     local dropped = {}
     for _, member in ipairs(due) do

@@ -29,7 +29,7 @@ an idempotency claim that outlives its request is released or left to expire;
 
 Owned by ``open_redis_store``, which opens the connection pool, checks the
 server, loads the scripts, and closes the pool when its block ends; ``run``
-(the batch senders) must run in a nursery inside that block.
+(the batch sender) must run in a nursery inside that block.
 """
 
 from __future__ import annotations
@@ -207,9 +207,9 @@ class RedisStore:
             self._ops.post(self._take_finished)
         self._finished.append(event_id)
 
-    def _take_finished(self) -> tuple[str | int, ...]:
+    def _take_finished(self) -> tuple[str, list[str]]:
         ids, self._finished = self._finished, []
-        return ("D", len(ids), *ids)
+        return ("D", ids)
 
     async def maintain(self, now: float, limit: int = CLAIM_LIMIT) -> Maintenance:
         """Renew the lease, release vanished replicas, claim from the pools."""
