@@ -89,5 +89,12 @@ class SharedStore(PaymentStore, Protocol):
 
 
 class Notifier(Protocol):
+    def announces(self, change: StatusChange) -> bool:
+        """Whether ``notify`` would send anything for ``change``.
+
+        A shared store keeps only such changes in its outbox: one nobody will
+        hear of (no webhook URL, no event bus) needs no delivery after a crash.
+        """
+
     async def notify(self, change: StatusChange) -> None:
         """Announce one status change (webhook, event bus, ...). Must not raise."""

@@ -56,7 +56,8 @@ async def run_replica(
             adopted = sum(service.adopt(pid, due) for pid, due in found.claimed)
             overdue = sum(service.adopt(pid, wall_clock()) for pid in found.overdue_own)
             for change in found.changes:
-                await service.renotify(change)
+                if not await service.renotify(change):
+                    store.outbox_done(change.event_id)  # nothing here announces it
             if found.claimed or found.changes or overdue:
                 log.info(
                     "took over payments",

@@ -439,9 +439,15 @@ class PaymentService:
             return False
         return True
 
-    async def renotify(self, change: StatusChange) -> None:
-        """Announce again a change another replica had not finished (same event id)."""
+    async def renotify(self, change: StatusChange) -> bool:
+        """Announce again a change another replica had not finished (same event id).
+
+        False if nothing here announces it (then no channel will report it done).
+        """
+        if not self._notifier.announces(change):
+            return False
         await self._notifier.notify(change)
+        return True
 
     def release_timers(self) -> list[str]:
         """Stop every local timer (their payments were handed to other replicas)."""
@@ -527,7 +533,9 @@ class PaymentService:
             at=now,
             refund=refund,
         )
-        if not await self._store.compare_and_set(payment.version, updated, change):
+        # The store keeps the change for delivery only if something will announce it.
+        kept = change if self._notifier.announces(change) else None
+        if not await self._store.compare_and_set(payment.version, updated, kept):
             # Someone else moved it first; theirs is the truth.
             current = await self._store.get(payment.payment_intent_id)
             return False, current if current is not None else payment

@@ -182,6 +182,8 @@ async def test_delivers_the_contract_bytes_and_headers(make, autojump_clock):
 
 async def test_change_without_webhook_url_sends_nothing(make, autojump_clock):
     h = make()
+    assert not h.dispatcher.announces(change(url=""))
+    assert h.dispatcher.announces(change())
     await h.dispatcher.notify(change(url=""))
     await h.dispatcher.wait_idle()
     assert h.receiver.requests == []

@@ -254,6 +254,9 @@ class EventPublisher:
 
     # -- the notifier port ----------------------------------------------------
 
+    def announces(self, change: StatusChange) -> bool:
+        return True  # every change is an event
+
     async def notify(self, change: StatusChange) -> None:
         """Buffer one entry for ``change``. Never blocks, never raises."""
         try:

@@ -12,6 +12,9 @@ class RecordingNotifier:
         self.changes: list[StatusChange] = []
         self._changed = trio.Event()
 
+    def announces(self, change: StatusChange) -> bool:
+        return True
+
     async def notify(self, change: StatusChange) -> None:
         self.changes.append(change)
         self._changed.set()

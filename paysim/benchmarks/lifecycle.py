@@ -110,6 +110,9 @@ DEFAULT_LAYOUTS = "10000x100,100000x1000,1000000x10000,100000x100"
 class DropNotifier:
     """Takes every change and keeps nothing: the notifier's cost is not measured here."""
 
+    def announces(self, change: StatusChange) -> bool:
+        return False
+
     async def notify(self, change: StatusChange) -> None:
         return None
 

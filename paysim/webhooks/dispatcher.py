@@ -239,6 +239,9 @@ class WebhookDispatcher:
             )
 
     # -- the notifier port ---------------------------------------------------
+    def announces(self, change: StatusChange) -> bool:
+        return bool(change.payment.webhook_url)
+
     async def notify(self, change: StatusChange) -> None:
         if not change.payment.webhook_url:
             self._on_done(change.event_id)

@@ -1,0 +1,209 @@
+"""Which status changes the shared store keeps for delivery (its outbox), and when it forgets them.
+
+A change goes into the outbox only if some channel will announce it
+(``Notifier.announces``): a payment without a webhook URL on a replica without
+an event bus has nothing to deliver after a crash, so nothing is kept for it,
+and nothing has to be forgotten later. The Redis tests use a real
+``redis-server`` and the real service; no timer fires (the payments wait
+600 s), every change comes from a cancel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import coredis
+import pytest
+import trio
+
+from paysim.adapters import payment_codec
+from paysim.adapters.fanout_notifier import FanoutNotifier
+from paysim.adapters.redis_store import RedisStore, open_redis_store
+from paysim.config import SimulationSettings, StoreSettings
+from paysim.domain.models import CancelCommand, PaymentStatus, StatusChange
+from paysim.observability.metrics import Metrics
+from paysim.replica import run_replica
+from paysim.service import PaymentService
+from paysim.simulator import Simulator
+from tests.redis_fixtures import redis_server, redis_settings  # noqa: F401 - fixtures
+from tests.test_domain import make_payment
+from tests.test_service import intent
+
+
+class WebhookLike:
+    """A channel that, like the webhook dispatcher, announces only what has a URL.
+
+    It finishes URL-less changes at once (as the dispatcher does) and holds the
+    rest until ``finish``.
+    """
+
+    def __init__(self) -> None:
+        self.fanout: FanoutNotifier | None = None
+        self.held: list[str] = []
+
+    def announces(self, change: StatusChange) -> bool:
+        return bool(change.payment.webhook_url)
+
+    async def notify(self, change: StatusChange) -> None:
+        assert self.fanout is not None
+        if self.announces(change):
+            self.held.append(change.event_id)
+        else:
+            self.fanout.channel_done(change.event_id)
+
+    def finish(self) -> None:
+        assert self.fanout is not None
+        while self.held:
+            self.fanout.channel_done(self.held.pop())
+
+
+class Everything(WebhookLike):
+    """Announces every change (an event bus), finishing each only on ``finish``."""
+
+    def announces(self, change: StatusChange) -> bool:
+        return True
+
+
+def fanout_of(*channels: WebhookLike, on_finished: list[str]) -> FanoutNotifier:
+    fanout = FanoutNotifier(channels, on_finished=on_finished.append)
+    for channel in channels:
+        channel.fanout = fanout
+    return fanout
+
+
+def change(event_id: str, webhook_url: str = "") -> StatusChange:
+    payment = make_payment(status=PaymentStatus.CANCELLED, webhook_url=webhook_url)
+    return StatusChange(event_id, payment, PaymentStatus.PENDING, 100.0)
+
+
+# -- the fan-out's tracking --------------------------------------------------------
+
+
+async def test_a_change_no_channel_announces_is_not_tracked() -> None:
+    finished: list[str] = []
+    webhooks = WebhookLike()
+    fanout = fanout_of(webhooks, on_finished=finished)
+    assert not fanout.announces(change("evt_1"))
+    await fanout.notify(change("evt_1"))
+    assert finished == []  # nothing to forget: the store never kept it
+    assert fanout.unfinished == 0
+
+
+async def test_an_announced_change_finishes_when_every_channel_is_done() -> None:
+    finished: list[str] = []
+    webhooks, events = WebhookLike(), Everything()
+    fanout = fanout_of(webhooks, events, on_finished=finished)
+    # No URL: the webhook channel is done at once, the event bus still holds it.
+    await fanout.notify(change("evt_1"))
+    await fanout.notify(change("evt_2", webhook_url="https://example.com/hook"))
+    assert finished == []
+    assert fanout.unfinished == 2
+    events.finish()
+    assert finished == ["evt_1"]  # evt_2's webhook is still out
+    webhooks.finish()
+    assert sorted(finished) == ["evt_1", "evt_2"]
+    assert fanout.unfinished == 0
+
+
+# -- with the Redis store ----------------------------------------------------------
+
+
+@dataclass
+class Replica:
+    store: RedisStore
+    service: PaymentService
+    finished: list[str]
+
+
+@asynccontextmanager
+async def replica(
+    settings: StoreSettings, name: str, *channels: WebhookLike
+) -> AsyncIterator[Replica]:
+    """The real service on the Redis store, its changes announced through ``channels``."""
+    metrics = Metrics()
+    finished: list[str] = []
+    async with (
+        open_redis_store(
+            dataclasses.replace(settings, replica_id=name), retention_s=60.0, time_scale=1.0
+        ) as store,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(store.run)
+
+        def forget(event_id: str) -> None:
+            finished.append(event_id)
+            store.outbox_done(event_id)
+
+        fanout = FanoutNotifier(channels, on_finished=forget)
+        for channel in channels:
+            channel.fanout = fanout
+        service = PaymentService(
+            store=store,
+            simulator=Simulator(nursery, 100, metrics.pending_changed),
+            notifier=fanout,
+            metrics=metrics,
+            settings=SimulationSettings(default_delay_s=600.0),
+        )
+        yield Replica(store, service, finished)
+        nursery.cancel_scope.cancel()
+
+
+async def outbox(settings: StoreSettings, name: str) -> dict[str, bytes]:
+    client = coredis.Redis.from_url(settings.url or "", decode_responses=False)
+    async with client:
+        kept: dict[bytes, bytes] = await client.hgetall("{" + settings.key_prefix + "}:ob:" + name)
+    return {k.decode(): v for k, v in kept.items()}
+
+
+async def cancel(service: PaymentService, webhook_url: str) -> str:
+    created = await service.create_intent(intent(webhook_url=webhook_url))
+    pid = created.payment.payment_intent_id
+    await service.cancel_payment(CancelCommand(pid, "test", None, ""))
+    return pid
+
+
+async def test_only_changes_something_announces_are_kept_for_delivery(
+    redis_settings: StoreSettings,  # noqa: F811
+) -> None:
+    webhooks = WebhookLike()
+    async with replica(redis_settings, "a", webhooks) as a:
+        await cancel(a.service, webhook_url="")
+        await cancel(a.service, webhook_url="https://example.com/hook")
+        kept = await outbox(redis_settings, "a")
+        urls = [payment_codec.decode_change(v).payment.webhook_url for v in kept.values()]
+        assert urls == ["https://example.com/hook"]
+        assert list(kept) == webhooks.held
+        webhooks.finish()
+        await a.store.get("pay_none")  # the posted forget went out before this returned
+        assert await outbox(redis_settings, "a") == {}
+        assert a.finished == list(kept)  # and only what was kept was forgotten
+
+
+@pytest.mark.parametrize("announced", [False, True])
+async def test_a_taken_over_change_nothing_here_announces_is_forgotten(
+    redis_settings: StoreSettings,  # noqa: F811
+    announced: bool,
+) -> None:
+    async with replica(redis_settings, "doomed", Everything()) as doomed:
+        await doomed.store.maintain(0.0)
+        await cancel(doomed.service, webhook_url="")
+        (event_id,) = await outbox(redis_settings, "doomed")
+    # The doomed replica never finished it; its lease ends; "a" takes the change over.
+    client = coredis.Redis.from_url(redis_settings.url or "", decode_responses=True)
+    async with client:
+        await client.zadd("{" + redis_settings.key_prefix + "}:replicas", {"doomed": 0})
+    channel = Everything() if announced else WebhookLike()
+    async with replica(redis_settings, "a", channel) as a:
+        async with trio.open_nursery() as nursery:
+            # Started once its first round (renew, take over, announce) is done.
+            await nursery.start(run_replica, a.store, a.service, 3600.0)
+            nursery.cancel_scope.cancel()
+        await a.store.get("pay_none")  # any posted forget went out before this returned
+        kept = await outbox(redis_settings, "a")
+        if announced:
+            assert list(kept) == channel.held == [event_id]  # announced again, until done
+        else:
+            assert kept == {}  # "a" has no channel for it: forgotten at once
