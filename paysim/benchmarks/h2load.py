@@ -27,11 +27,13 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from paysim._proto.proto.common.v1 import types_pb2
 from paysim._proto.proto.payment.v1 import payment_pb2
+from paysim.loadgen.procstat import process_cpu_s
 from paysim.loadgen.spawn import free_port
 
 PATH = "/payment.v1.PaymentService/CreatePaymentIntent"
@@ -49,6 +51,10 @@ class Result:
     max_ms: float
     http_failures: int
     grpc_non_ok: int | None
+    # The server's own CPU over the measured run (all its processes), when known:
+    # CPU time per request, and cores kept busy (CPU seconds per second).
+    cpu_us_per_request: float | None = None
+    server_cores: float | None = None
 
 
 def _body() -> bytes:
@@ -127,12 +133,17 @@ def _measure(
     http_port: int | None,
     workdir: Path,
     cores: str = "1",
+    server_pids: Callable[[], list[int]] | None = None,
 ) -> Result:
-    """Warm up, then measure; ``cores``: where h2load runs (taskset list)."""
+    """Warm up, then measure; ``cores``: where h2load runs (taskset list);
+    ``server_pids``: the server's processes, whose CPU time is then reported."""
     _h2load(port, body, args.warmup, args.connections, args.streams, None, cores)
     before = _handled(http_port) if http_port else {}
+    pids = server_pids() if server_pids is not None else []
+    cpu_before = _cpu_s(pids)
     log = workdir / f"{name}.log"
     out, durations = _h2load(port, body, args.requests, args.connections, args.streams, log, cores)
+    cpu_after = _cpu_s(pids)
     after = _handled(http_port) if http_port else {}
     finished = re.search(r"finished in ([0-9.]+)s, ([0-9.]+) req/s", out)
     counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
@@ -145,10 +156,12 @@ def _measure(
             sum(after.get(c, 0) - before.get(c, 0) for c in set(after) | set(before) if c != "OK")
         )
     durations.sort()
+    seconds = float(finished.group(1))
+    cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return Result(
         name=name,
         requests=done,
-        seconds=float(finished.group(1)),
+        seconds=seconds,
         rps=float(finished.group(2)),
         p50_ms=_percentile(durations, 0.50),
         p90_ms=_percentile(durations, 0.90),
@@ -156,7 +169,22 @@ def _measure(
         max_ms=durations[-1] if durations else float("nan"),
         http_failures=done - succeeded,
         grpc_non_ok=non_ok,
+        cpu_us_per_request=None if cpu_s is None or not succeeded else 1e6 * cpu_s / succeeded,
+        server_cores=None if cpu_s is None or not seconds else cpu_s / seconds,
     )
+
+
+def _cpu_s(pids: list[int]) -> float | None:
+    """CPU seconds of all ``pids`` together; None if there are none or one is unreadable."""
+    if not pids:
+        return None
+    total = 0.0
+    for pid in pids:
+        cpu = process_cpu_s(pid)
+        if cpu is None:
+            return None
+        total += cpu
+    return total
 
 
 def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -214,7 +242,17 @@ def main(argv: list[str] | None = None) -> int:
         proc = _start([sys.executable, "-m", "paysim", "serve"], env)
         try:
             _wait_port(grpc_port)
-            results.append(_measure("paysim", grpc_port, body, args, http_port, workdir))
+            results.append(
+                _measure(
+                    "paysim",
+                    grpc_port,
+                    body,
+                    args,
+                    http_port,
+                    workdir,
+                    server_pids=lambda: [proc.pid],  # taskset execs into the server
+                )
+            )
         finally:
             _stop(proc)
 
@@ -238,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.name:<20}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p90_ms:>9.2f}"
             f"{r.p99_ms:>9.2f}{r.max_ms:>9.2f}{errors:>8}"
         )
+        if r.cpu_us_per_request is not None and r.server_cores is not None:
+            print(f"{'':<20}server CPU {r.cpu_us_per_request:.0f} us/request, "
+                  f"{r.server_cores:.2f} cores busy")  # fmt: skip
     summary: dict[str, object] = {"results": [asdict(r) for r in results]}
     if len(results) == 2:
         ratio = results[0].rps / results[1].rps

@@ -25,6 +25,7 @@ redis-server.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -74,6 +75,14 @@ def _pin_children(parent: subprocess.Popen[bytes], workers: int) -> None:
     for core, pid in enumerate(sorted(children)):
         subprocess.run(["taskset", "-pc", str(core % (os.cpu_count() or 1)), str(pid)],
                        capture_output=True, check=False)  # fmt: skip
+
+
+def _tree(parent: subprocess.Popen[bytes]) -> list[int]:
+    """The server's processes: ``parent`` (taskset execs into it) and its workers."""
+    out = subprocess.run(
+        ["pgrep", "-P", str(parent.pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return [parent.pid, *(int(pid) for pid in out.split())]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                         http_port if workers == 1 else None,
                         workdir,
                         cores="1" if workers == 1 else "0,1",
+                        server_pids=functools.partial(_tree, proc),
                     )
                 )
             finally:
@@ -163,11 +173,19 @@ def main(argv: list[str] | None = None) -> int:
         f"CreatePaymentIntent, {args.requests} requests, {concurrency} concurrent streams, "
         f"median of {args.repeat}"
     )
-    print(f"{'run':<12}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}  all req/s")
+    print(
+        f"{'run':<12}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'CPU us/req':>12}{'cores':>7}  all req/s"
+    )
     for name, r in results.items():
         errors = r.http_failures + (r.grpc_non_ok or 0)
         every = " ".join(f"{x.rps:.0f}" for x in measured[name])
-        print(f"{name:<12}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{errors:>8}  {every}")
+        cpu = _median([x.cpu_us_per_request for x in measured[name]])
+        cores = _median([x.server_cores for x in measured[name]])
+        print(
+            f"{name:<12}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{errors:>8}"
+            f"{cpu:>12.0f}{cores:>7.2f}  {every}"
+        )
     summary: dict[str, object] = {k: [asdict(x) for x in v] for k, v in measured.items()}
     memory, one, two = (results.get(k) for k in ("memory x1", "redis x1", "redis x2"))
     if memory and one:
@@ -179,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def _median(values: list[float | None]) -> float:
+    """The median of the known values (NaN if none is known)."""
+    known = sorted(v for v in values if v is not None)
+    return known[(len(known) - 1) // 2] if known else float("nan")
 
 
 if __name__ == "__main__":
