@@ -321,6 +321,18 @@ async def test_a_batch_that_fails_fails_each_of_its_ops(nursery: trio.Nursery) -
         await batcher.call("G", "x")
 
 
+async def test_a_value_that_cannot_be_encoded_fails_its_batch_not_the_sender(
+    nursery: trio.Nursery,
+) -> None:
+    script = HeldScript()
+    script.release.set()
+    batcher = OpBatcher(script, ("{p}", "me"), timeout_s=30)
+    await nursery.start(batcher.run)
+    with pytest.raises(StoreUnavailable):
+        await batcher.call("S", "now", 2**64)  # beyond MessagePack's integers
+    assert await batcher.call("G", "x") == "r:G"  # the sender still runs
+
+
 def self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for localhost and its key, as files."""
     cert_pem, key_pem = self_signed_certificate()

@@ -123,9 +123,12 @@ class OpBatcher:
             if not batch:
                 continue
             try:
+                # Encoded in here: a value MessagePack cannot take fails its batch,
+                # not the sender.
+                payload = encode_ops(ops)
                 with trio.fail_after(self._timeout_s):
                     results = await self._script(
-                        keys=[self._header[0]], args=[*self._header, encode_ops(ops)]
+                        keys=[self._header[0]], args=[*self._header, payload]
                     )
                 self.batches += 1
             except (Exception, trio.TooSlowError) as exc:
