@@ -145,7 +145,8 @@ def _measure(
     out, durations = _h2load(port, body, args.requests, args.connections, args.streams, log, cores)
     cpu_after = _cpu_s(pids)
     after = _handled(http_port) if http_port else {}
-    finished = re.search(r"finished in ([0-9.]+)s, ([0-9.]+) req/s", out)
+    # h2load writes "finished in 789.57ms" under a second, "finished in 12.3s" above.
+    finished = re.search(r"finished in ([0-9.]+)(m?s), ([0-9.]+) req/s", out)
     counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
     if not finished or not counts:
         raise SystemExit(f"could not parse h2load output:\n{out}")
@@ -156,13 +157,13 @@ def _measure(
             sum(after.get(c, 0) - before.get(c, 0) for c in set(after) | set(before) if c != "OK")
         )
     durations.sort()
-    seconds = float(finished.group(1))
+    seconds = float(finished.group(1)) / (1000 if finished.group(2) == "ms" else 1)
     cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return Result(
         name=name,
         requests=done,
         seconds=seconds,
-        rps=float(finished.group(2)),
+        rps=float(finished.group(3)),
         p50_ms=_percentile(durations, 0.50),
         p90_ms=_percentile(durations, 0.90),
         p99_ms=_percentile(durations, 0.99),
