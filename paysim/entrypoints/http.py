@@ -47,7 +47,7 @@ import h11
 import structlog
 import trio
 
-from paysim.entrypoints.listeners import open_shared_listeners
+from paysim.entrypoints.listeners import open_listeners
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
 
@@ -324,13 +324,10 @@ async def serve_http(
     reported port is the first listener's (each address family may get its
     own; pass a host in tests). A taken port raises OSError; ``reuse_port``
     (``paysim serve --workers`` only) binds with SO_REUSEPORT, so that the
-    workers share the port (``listeners.open_shared_listeners``).
+    workers share the port (``listeners.open_listeners``).
     Cancellation closes the listeners and every open connection.
     """
-    if reuse_port:
-        listeners = await open_shared_listeners(host, port)
-    else:
-        listeners = await trio.open_tcp_listeners(port, host=host or None)
+    listeners = await open_listeners(host, port, reuse_port=reuse_port)
     active = 0  # open connections, over every listener
 
     async def run_connection(stream: trio.SocketStream) -> None:

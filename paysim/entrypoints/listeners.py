@@ -97,6 +97,19 @@ def reserve_ports(
     return ports, held
 
 
+async def open_listeners(
+    host: str | None, port: int, *, reuse_port: bool
+) -> list[trio.SocketListener]:
+    """A server's listeners on ``host:port``: ``trio.open_tcp_listeners``, or with
+    ``reuse_port`` (``paysim serve --workers`` only) ``open_shared_listeners``.
+
+    Without ``reuse_port`` a taken port raises OSError(EADDRINUSE): no sharing.
+    """
+    if reuse_port:
+        return await open_shared_listeners(host, port)
+    return await trio.open_tcp_listeners(port, host=host or None)
+
+
 async def open_shared_listeners(host: str | None, port: int) -> list[trio.SocketListener]:
     """``trio.open_tcp_listeners``, plus SO_REUSEPORT: the listeners of one worker.
 

@@ -58,7 +58,7 @@ from paysim.entrypoints.grpc.protocol import (
     StreamFailed,
     StreamReset,
 )
-from paysim.entrypoints.listeners import open_shared_listeners
+from paysim.entrypoints.listeners import open_listeners
 from paysim.observability.metrics import Metrics
 
 log = structlog.get_logger("paysim.grpc")
@@ -546,12 +546,9 @@ class GrpcServer:
         """Listen on ``host:port`` and serve forever; ``task_status.started(port)``.
 
         ``reuse_port`` binds with SO_REUSEPORT, so that the workers of
-        ``paysim serve --workers`` share the port (``listeners.open_shared_listeners``).
+        ``paysim serve --workers`` share the port (``listeners.open_listeners``).
         """
-        if reuse_port:
-            self._listeners = await open_shared_listeners(host, port)
-        else:
-            self._listeners = await trio.open_tcp_listeners(port, host=host or None)
+        self._listeners = await open_listeners(host, port, reuse_port=reuse_port)
         bound_port = self._listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._accept_loop, nursery)
