@@ -81,6 +81,17 @@ class StartError(Exception):
     """A dependency the process needs cannot be used; ``str()`` is one line, no secrets."""
 
 
+def report_port_in_use(name: str, error: OSError, ports_hint: str) -> int:
+    """Say on stderr that a port is taken (``ports_hint``: the settings naming the
+    ports); the exit status for it, 1 (cannot start)."""
+    print(
+        f"{name}: cannot listen: address already in use ({error.strerror}); "
+        f"is another process using {ports_hint}?",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def run_main(name: str, main: Callable[[], Awaitable[object]], ports_hint: str) -> int:
     """``trio.run(main)`` with paysim's exit-status policy."""
     try:
@@ -91,12 +102,7 @@ def run_main(name: str, main: Callable[[], Awaitable[object]], ports_hint: str) 
             return forced.exit_status
         os_error = find_os_error(exc)
         if os_error is not None and os_error.errno == errno.EADDRINUSE:
-            print(
-                f"{name}: cannot listen: address already in use ({os_error.strerror}); "
-                f"is another process using {ports_hint}?",
-                file=sys.stderr,
-            )
-            return 1
+            return report_port_in_use(name, os_error, ports_hint)
         start_error = find_exception(exc, StartError)
         if start_error is not None:
             print(f"{name}: cannot start: {start_error}", file=sys.stderr)

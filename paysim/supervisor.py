@@ -75,6 +75,7 @@ import trio
 
 from paysim.config import Settings
 from paysim.entrypoints.listeners import reserve_ports
+from paysim.process import report_port_in_use
 
 log = structlog.get_logger("paysim.supervisor")
 
@@ -302,12 +303,7 @@ def run(
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
-        print(
-            f"paysim: cannot listen: address already in use ({exc.strerror}); "
-            "is another process using GRPC_PORT/HTTP_PORT?",
-            file=sys.stderr,
-        )
-        return 1
+        return report_port_in_use("paysim", exc, "GRPC_PORT/HTTP_PORT")
     try:
         log.info(
             "starting workers",
