@@ -66,6 +66,21 @@ def _body() -> bytes:
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
+def server_env(grpc_port: int, http_port: int) -> dict[str, str]:
+    """The environment of a benchmarked ``paysim serve``: production settings on
+    loopback, and the gRPC path alone (no event bus: the delivery benchmark
+    covers it)."""
+    return {
+        **os.environ,
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(grpc_port),
+        "HTTP_HOST": "127.0.0.1",
+        "HTTP_PORT": str(http_port),
+        "ENVIRONMENT": "production",
+        "EVENTS_ENABLED": "false",
+    }
+
+
 def _wait_port(port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -230,16 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         body.write_bytes(_body())
 
         grpc_port, http_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "GRPC_HOST": "127.0.0.1",
-            "GRPC_PORT": str(grpc_port),
-            "HTTP_HOST": "127.0.0.1",
-            "HTTP_PORT": str(http_port),
-            "ENVIRONMENT": "production",
-            # The gRPC path alone: no event bus here (the delivery benchmark covers it).
-            "EVENTS_ENABLED": "false",
-        }
+        env = server_env(grpc_port, http_port)
         proc = _start([sys.executable, "-m", "paysim", "serve"], env)
         try:
             _wait_port(grpc_port)

@@ -36,7 +36,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from paysim.benchmarks.h2load import Result, _body, _measure, _stop, _wait_port
+from paysim.benchmarks.h2load import Result, _body, _measure, _stop, _wait_port, server_env
 from paysim.loadgen.spawn import free_port
 
 
@@ -127,15 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         body.write_bytes(_body())
         for run in runs:
             grpc_port, http_port = free_port(), free_port()
-            env = {
-                **os.environ,
-                "GRPC_HOST": "127.0.0.1",
-                "GRPC_PORT": str(grpc_port),
-                "HTTP_HOST": "127.0.0.1",
-                "HTTP_PORT": str(http_port),
-                "ENVIRONMENT": "production",
-                "EVENTS_ENABLED": "false",
-            }
+            env = server_env(grpc_port, http_port)
             redis = None
             if run != "memory":
                 redis, redis_port = _redis(workdir, "1" if run == "redis1" else None)
