@@ -34,7 +34,7 @@ from pathlib import Path
 from paysim._proto.proto.common.v1 import types_pb2
 from paysim._proto.proto.payment.v1 import payment_pb2
 from paysim.loadgen.procstat import process_cpu_s
-from paysim.loadgen.spawn import free_port
+from paysim.loadgen.spawn import free_port, server_env
 
 PATH = "/payment.v1.PaymentService/CreatePaymentIntent"
 
@@ -64,21 +64,6 @@ def _body() -> bytes:
         amount=types_pb2.Money(amount=100_000, currency="KRW"),
     ).SerializeToString()
     return b"\x00" + len(message).to_bytes(4, "big") + message
-
-
-def server_env(grpc_port: int, http_port: int) -> dict[str, str]:
-    """The environment of a benchmarked ``paysim serve``: production settings on
-    loopback, and the gRPC path alone (no event bus: the delivery benchmark
-    covers it)."""
-    return {
-        **os.environ,
-        "GRPC_HOST": "127.0.0.1",
-        "GRPC_PORT": str(grpc_port),
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(http_port),
-        "ENVIRONMENT": "production",
-        "EVENTS_ENABLED": "false",
-    }
 
 
 def _wait_port(port: int, timeout: float = 20.0) -> None:
@@ -245,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         body.write_bytes(_body())
 
         grpc_port, http_port = free_port(), free_port()
-        env = server_env(grpc_port, http_port)
+        # The gRPC path alone: no event bus here (the delivery benchmark covers it).
+        env = server_env(grpc_port, http_port, events=False, extra={})
         proc = _start([sys.executable, "-m", "paysim", "serve"], env)
         try:
             _wait_port(grpc_port)

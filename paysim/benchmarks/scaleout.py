@@ -36,8 +36,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from paysim.benchmarks.h2load import Result, _body, _measure, _stop, _wait_port, server_env
-from paysim.loadgen.spawn import free_port
+from paysim.benchmarks.h2load import Result, _body, _measure, _stop, _wait_port
+from paysim.loadgen.spawn import free_port, server_env
 
 
 def _redis(workdir: Path, cores: str | None) -> tuple[subprocess.Popen[bytes], int]:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         body.write_bytes(_body())
         for run in runs:
             grpc_port, http_port = free_port(), free_port()
-            env = server_env(grpc_port, http_port)
+            env = server_env(grpc_port, http_port, events=False, extra={})
             redis = None
             if run != "memory":
                 redis, redis_port = _redis(workdir, "1" if run == "redis1" else None)
