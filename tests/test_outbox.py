@@ -30,6 +30,7 @@ from paysim.service import PaymentService
 from paysim.simulator import Simulator
 from tests.redis_fixtures import redis_server, redis_settings  # noqa: F401 - fixtures
 from tests.test_domain import make_payment
+from tests.test_redis_store import expire_lease
 from tests.test_service import intent
 
 
@@ -192,9 +193,7 @@ async def test_a_taken_over_change_nothing_here_announces_is_forgotten(
         await cancel(doomed.service, webhook_url="")
         (event_id,) = await outbox(redis_settings, "doomed")
     # The doomed replica never finished it; its lease ends; "a" takes the change over.
-    client = coredis.Redis.from_url(redis_settings.url or "", decode_responses=True)
-    async with client:
-        await client.zadd("{" + redis_settings.key_prefix + "}:replicas", {"doomed": 0})
+    await expire_lease(redis_settings, "doomed")
     channel = Everything() if announced else WebhookLike()
     async with replica(redis_settings, "a", channel) as a:
         async with trio.open_nursery() as nursery:

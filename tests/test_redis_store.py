@@ -60,7 +60,7 @@ def resolved(p: Any, status: PaymentStatus = S.COMPLETED) -> Any:
     return dataclasses.replace(p, status=status, updated_at=p.updated_at + 2, version=p.version + 1)
 
 
-async def expire_lease(store: RedisStore, settings: StoreSettings, replica: str) -> None:
+async def expire_lease(settings: StoreSettings, replica: str) -> None:
     """What a vanished replica looks like: its lease ended (no real waiting)."""
     client = coredis.Redis.from_url(settings.url or "", decode_responses=True)
     async with client:
@@ -80,7 +80,7 @@ async def test_a_vanished_replicas_due_payments_are_claimed_once(
         await doomed.insert(done)
         assert await doomed.compare_and_set(done.version, resolved(done))
         assert (await a.maintain(T0)).claimed == []  # the doomed lease still runs
-        await expire_lease(doomed, redis_settings, "doomed")
+        await expire_lease(redis_settings, "doomed")
         # Two survivors race; each payment goes to exactly one, with its due time.
         found = []
         async with trio.open_nursery() as race:
@@ -109,7 +109,7 @@ async def test_undelivered_changes_move_with_their_event_id(
             changes.append(change)
         doomed.outbox_done("evt_1")  # delivered: forgotten
         await doomed.get("pay_0000")  # the posted op went out before this one returned
-        await expire_lease(doomed, redis_settings, "doomed")
+        await expire_lease(redis_settings, "doomed")
         found = await a.maintain(T0)
         assert sorted(found.changes, key=lambda c: c.event_id) == [changes[0], changes[2]]
         assert (await a.maintain(T0)).changes == []  # claimed once
@@ -155,7 +155,7 @@ async def test_a_lapsed_lease_is_reported(
     async with open_store("me") as me:
         assert (await me.maintain(T0)).lapsed  # first time: no lease yet
         assert not (await me.maintain(T0)).lapsed
-        await expire_lease(me, redis_settings, "me")
+        await expire_lease(redis_settings, "me")
         assert (await me.maintain(T0)).lapsed
 
 
