@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from typing import Any
 
@@ -15,6 +16,7 @@ from paysim.webhooks.ssrf import (
     BlockedDestination,
     SsrfPolicy,
     blocked_reason,
+    check_host,
     check_literal,
     resolve,
 )
@@ -139,8 +141,22 @@ LITERALS: list[tuple[str, SsrfPolicy, str | None]] = [
     ("http://8.8.8.8@127.0.0.1/", PRODUCTION, "loopback"),
     ("http://8.8.8.8/", PRODUCTION, None),
     ("http://[2001:4860:4860::8888]/", PRODUCTION, None),
-    # Names are resolved at send time, not here.
-    ("http://localhost:8080/", PRODUCTION, None),
+    # Names that are loopback by definition (RFC 6761) are refused without DNS.
+    ("http://localhost:8080/", PRODUCTION, "host localhost is a loopback name"),
+    ("http://LocalHost./", PRODUCTION, "loopback name"),
+    ("http://hooks.localhost/", PRODUCTION, "loopback name"),
+    ("http://a.b.localhost:9/", PRODUCTION, "loopback name"),
+    ("http://localhost.localdomain/", PRODUCTION, "loopback name"),
+    ("http://ip6-localhost/", PRODUCTION, "loopback name"),
+    ("http://ip6-loopback/", PRODUCTION, "loopback name"),
+    ("http://localhost6/", PRODUCTION, "loopback name"),
+    ("http://localhost:8080/", DEVELOPMENT, None),
+    ("http://hooks.localhost/", DEVELOPMENT, None),
+    ("http://localhost/", SsrfPolicy(allow_loopback=False, allow_private=True), "loopback"),
+    ("http://localhost/", SsrfPolicy(True, True, frozenset({"localhost"})), None),
+    ("http://localhostx/", PRODUCTION, None),  # a name like any other
+    ("http://localhost.example.com/", PRODUCTION, None),
+    # Other names are resolved at send time, not here.
     ("https://hooks.example.com/paysim", PRODUCTION, None),
     ("http://deadbeef/", PRODUCTION, None),  # hex digits, but not a number inet_aton takes
     ("http://127.0.0.1.nip.io/", PRODUCTION, None),
@@ -163,6 +179,27 @@ def test_check_literal(url: str, policy: SsrfPolicy, words: str | None) -> None:
         check_literal(policy, url)
     assert info.value.field == "webhook_url"
     assert words in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("host", "words"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "host ::1 is a loopback"),
+        ("[::1]", "loopback"),
+        ("2130706433", "(= 127.0.0.1)"),
+        ("0x7f.1", "(= 127.0.0.1)"),
+        ("localhost", "loopback name"),
+        ("hooks.example.com", None),
+    ],
+)
+def test_check_host_judges_a_host_already_parsed(host: str, words: str | None) -> None:
+    """What CreatePaymentIntent runs on the host httpx will connect to."""
+    if words is None:
+        check_host(PRODUCTION, host)
+        return
+    with pytest.raises(InvalidArgument, match=re.escape(words)):
+        check_host(PRODUCTION, host)
 
 
 def test_a_refusal_says_what_to_do() -> None:
@@ -224,8 +261,15 @@ async def dns() -> None:
 
 
 async def test_resolve_localhost_is_refused_in_production() -> None:
-    with pytest.raises(BlockedDestination, match=r"localhost resolves to .* a loopback"):
+    with pytest.raises(BlockedDestination, match=r"localhost is a loopback name"):
         await resolve(PRODUCTION, "localhost", 80)
+
+
+@pytest.mark.parametrize("host", ["hooks.localhost", "ip6-localhost", "Localhost.Localdomain."])
+async def test_resolve_refuses_loopback_names_without_asking_dns(dns: None, host: str) -> None:
+    # The fake resolver knows none of these: the refusal comes before any lookup.
+    with pytest.raises(BlockedDestination, match="loopback name"):
+        await resolve(PRODUCTION, host, 80)
 
 
 async def test_resolve_localhost_is_allowed_in_development() -> None:

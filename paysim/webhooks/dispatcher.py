@@ -13,11 +13,22 @@ A failed attempt never holds a worker: the payment goes back on the ready
 channel after its backoff delay, from a small timer task. Policy:
 
 * 2xx: delivered. 410 Gone: stop for good. A destination the SSRF guard
-  refuses: stop for good. Anything else (non-2xx, 3xx: redirects are not
+  refuses: stop for good. A URL that can never be sent (``target.Target.parse``
+  refuses it: a stored change from an older version that did not check) is
+  dead-lettered at once, outcome ``unsendable``, with no retry: parsing is
+  deterministic, so every later attempt would fail the same way while holding
+  the payment's FIFO and a queue slot. Anything else (non-2xx, 3xx: redirects are not
   followed, timeouts, connection errors): retry, with exponential backoff and
   full jitter from the configured schedule; ``Retry-After`` on 429/503 is
   honoured (capped by the schedule's maximum); after WEBHOOK_MAX_ATTEMPTS the
   delivery is given up, logged and counted.
+* Containment: nothing a receiver or a stored URL does escapes the delivery
+  task. An unexpected exception in an attempt is that attempt's failure
+  (result ``error``, retried like any other, so bounded by
+  WEBHOOK_MAX_ATTEMPTS), logged with its type and where it was raised, never
+  with a traceback (its frames hold the signed body and headers).
+* Every delivery that finishes, whatever the outcome, is reported through
+  ``on_done`` so the outbox (and the shared store) forget it.
 * Every attempt of one event carries the same ``X-Webhook-Id`` (the event id)
   and its own ``X-Webhook-Timestamp`` and ``X-Webhook-Attempt``.
 * The queue is bounded (WEBHOOK_QUEUE_SIZE deliveries in all): when it is full
@@ -78,6 +89,7 @@ from paysim.domain.models import StatusChange
 from paysim.observability.metrics import Metrics
 from paysim.webhooks import signing, ssrf
 from paysim.webhooks.journal import Attempt, DeliveryJournal
+from paysim.webhooks.target import Target, UnsendableUrl
 
 log = structlog.get_logger("paysim.webhooks")
 
@@ -137,13 +149,15 @@ class _Instruments:
         reg = metrics.registry
         self.deliveries = Counter(
             "paysim_webhook_deliveries",
-            "Webhook deliveries finished, by outcome (delivered, gave_up, gone, blocked).",
+            "Webhook deliveries finished, by outcome"
+            " (delivered, gave_up, gone, blocked, unsendable).",
             ["outcome"],
             registry=reg,
         )
         self.attempts = Counter(
             "paysim_webhook_attempts",
-            "Webhook attempts, by result (2xx, 4xx, 5xx, 3xx, timeout, error, blocked).",
+            "Webhook attempts, by result"
+            " (2xx, 4xx, 5xx, 3xx, timeout, error, blocked, unsendable).",
             ["result"],
             registry=reg,
         )
@@ -188,7 +202,7 @@ class _Instruments:
         self.attempt_seconds.observe(seconds)
 
 
-_OUTCOMES = ("delivered", "gave_up", "gone", "blocked")
+_OUTCOMES = ("delivered", "gave_up", "gone", "blocked", "unsendable")
 _CHAOS_KINDS = ("duplicate", "hold", "reorder")
 
 
@@ -228,7 +242,7 @@ class WebhookDispatcher:
         self._idle = trio.Event()
         self._idle.set()
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
-        self._targets: dict[str, _Target] = {}
+        self._targets: dict[str, Target] = {}
         self._dice = _ChaosDice(settings.chaos_seed)
         if settings.chaos_enabled:
             log.warning(
@@ -356,12 +370,14 @@ class WebhookDispatcher:
     async def _attempt(self, payment_id: str, d: _Delivery) -> float | None:
         """Make one attempt; return the delay before the next one, or None when done."""
         change = d.change
-        target = self._target(change.payment.webhook_url)
         started = trio.current_time()
         http_status: int | None = None
         error: str | None = None
         retry_after: float | None = None
+        redacted = "(unsendable URL)"
         try:
+            target = self._target(change.payment.webhook_url)
+            redacted = target.redacted
             pinned = await self._pinned(target)
             headers = signing.build_headers(
                 secrets=self._settings.secrets,
@@ -384,12 +400,24 @@ class WebhookDispatcher:
             if http_status in (429, 503):
                 retry_after = _retry_after(response.headers.get("retry-after"), self._now())
             result = f"{http_status // 100}xx"
+        except UnsendableUrl as exc:
+            error, result = f"unsendable: {exc}", "unsendable"
         except ssrf.BlockedDestination as exc:
             error, result = f"blocked: {exc}", "blocked"
         except httpx.TimeoutException:
             error, result = "timeout", "timeout"
         except (httpx.HTTPError, OSError) as exc:
             error, result = _describe(exc), "error"
+        except Exception as exc:  # containment: see the module docstring
+            error, result = f"unexpected {type(exc).__name__}", "error"
+            # No traceback on purpose (its frames hold the signed body): TRY400 does not apply.
+            log.error(  # noqa: TRY400
+                "webhook attempt failed unexpectedly",
+                payment_id=payment_id,
+                event_id=change.event_id,
+                error=type(exc).__name__,
+                where=_where(exc),
+            )
         elapsed = trio.current_time() - started
         self._m.attempted(result, elapsed)
 
@@ -400,8 +428,8 @@ class WebhookDispatcher:
                 self._m.lag.observe(max(0.0, self._now() - change.at))
         elif http_status == 410:
             outcome, retry_in = "gone", None
-        elif result == "blocked":
-            outcome, retry_in = "blocked", None
+        elif result in ("blocked", "unsendable"):
+            outcome, retry_in = result, None
         elif d.attempt >= self._settings.max_attempts:
             outcome, retry_in = "gave_up", None
         else:
@@ -417,7 +445,7 @@ class WebhookDispatcher:
                 status=status_name(change.payment.status),
                 attempt=d.attempt,
                 at=self._now(),
-                url=target.redacted,
+                url=redacted,
                 outcome=outcome,
                 http_status=http_status,
                 error=error,
@@ -438,25 +466,28 @@ class WebhookDispatcher:
                 )
         return retry_in
 
-    def _target(self, webhook_url: str) -> _Target:
-        """What a URL means for a delivery, parsed once per URL (httpx's parsing is costly)."""
+    def _target(self, webhook_url: str) -> Target:
+        """What a URL means for a delivery, parsed once per URL (httpx's parsing is costly).
+
+        Raises ``UnsendableUrl`` for a URL nothing can send.
+        """
         target = self._targets.get(webhook_url)
         if target is None:
             if len(self._targets) >= _MAX_CACHED:
                 self._targets.clear()
-            target = self._targets[webhook_url] = _Target.of(httpx.URL(webhook_url))
+            target = self._targets[webhook_url] = Target.parse(webhook_url)
         return target
 
-    async def _pinned(self, target: _Target) -> httpx.URL:
+    async def _pinned(self, target: Target) -> httpx.URL:
         """The URL with its host replaced by an address the SSRF guard approved."""
         url = target.url
-        key = (url.host, target.port)
+        key = (target.host, target.port)
         now = trio.current_time()
         cached = self._dns.get(key)
         if cached is not None and cached[0] > now:
             addresses = cached[1]
         else:
-            addresses = await ssrf.resolve(self._policy, url.host, target.port)
+            addresses = await ssrf.resolve(self._policy, target.host, target.port)
             if len(self._dns) >= _MAX_CACHED:
                 self._dns.clear()
             self._dns[key] = (now + 30.0, addresses)
@@ -471,38 +502,6 @@ class WebhookDispatcher:
 _MAX_CACHED = 10_000
 
 
-@dataclass(frozen=True)
-class _Target:
-    url: httpx.URL
-    port: int
-    host_header: str
-    redacted: str
-    extensions: dict[str, str]
-    pinned: dict[str, httpx.URL]  # by approved address
-
-    @classmethod
-    def of(cls, url: httpx.URL) -> _Target:
-        https = url.scheme == "https"
-        return cls(
-            url=url,
-            port=url.port or (443 if https else 80),
-            host_header=_host_header(url),
-            redacted=_redacted(url),
-            extensions={"sni_hostname": url.host} if https else {},
-            pinned={},
-        )
-
-
-def _host_header(url: httpx.URL) -> str:
-    host = f"[{url.host}]" if ":" in url.host else url.host
-    return host if url.port is None else f"{host}:{url.port}"
-
-
-def _redacted(url: httpx.URL) -> str:
-    """The URL without credentials or query (they may carry tokens)."""
-    return str(url.copy_with(username=None, password=None, query=None, fragment=None))
-
-
 def _describe(exc: BaseException) -> str:
     """An error kind a person can act on, without reprs or addresses."""
     if isinstance(exc, httpx.ConnectError):
@@ -512,6 +511,16 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return "address resolution or connection failed"
     return type(exc).__name__
+
+
+def _where(exc: BaseException) -> str:
+    """``file.py:line`` where ``exc`` was raised: enough to find a bug, no frame contents."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "unknown"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
 
 
 def _retry_after(value: str | None, now: float) -> float | None:

@@ -23,7 +23,7 @@ class Attempt:
     attempt: int
     at: float
     url: str
-    outcome: str  # delivered | retry | gave_up | gone | blocked
+    outcome: str  # delivered | retry | gave_up | gone | blocked | unsendable
     http_status: int | None
     error: str | None
     latency_ms: float

@@ -3,11 +3,12 @@
 A webhook URL is chosen by the caller of CreatePaymentIntent, so without a
 guard paysim would POST wherever it is told: to the cloud metadata service, to
 an admin port on loopback, into the private network. The guard runs twice:
-``check_literal`` at CreatePaymentIntent (a URL whose host is an IP literal is
-refused at once with INVALID_ARGUMENT) and ``resolve`` at send time (after DNS,
-for every address the name resolves to). To be effective the caller must then
-connect to an address ``resolve`` returned, not resolve the name again
-(otherwise DNS could answer differently the second time).
+``check_literal``/``check_host`` at CreatePaymentIntent (a URL whose host is
+an IP literal or a loopback name is refused at once with INVALID_ARGUMENT)
+and ``resolve`` at send time (after DNS, for every address the name resolves
+to). To be effective the caller must then connect to an address ``resolve``
+returned, not resolve the name again (otherwise DNS could answer differently
+the second time).
 
 Policy, in the order it is applied to one address:
 
@@ -23,6 +24,11 @@ Policy, in the order it is applied to one address:
    deprecated site-local fec0::/10) is refused unless ``allow_private``.
 6. Multicast and reserved addresses (``ipaddress``'s ``is_reserved``: 240/4,
    the broadcast address, unallocated IPv6) are refused.
+
+Names that are loopback by definition (RFC 6761 §6.3: ``localhost`` and every
+name under ``.localhost``; and the usual /etc/hosts aliases such as
+``localhost.localdomain``, ``ip6-localhost``) are judged as loopback without
+asking DNS, both at CreatePaymentIntent and at send time.
 
 A host named in the allow-list (WEBHOOK_ALLOWED_HOSTS: compared lower-cased,
 without brackets or a trailing dot) skips steps 3-6, never step 2. The policy
@@ -69,6 +75,20 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # What inet_aton may read as an IPv4 address: 2130706433, 0x7f.1, 0177.0.0.1, 127.1.
 _NUMERIC_HOST = re.compile(r"[0-9a-fx.]+")
 
+# Loopback by definition: RFC 6761 §6.3, plus the aliases distributions put in /etc/hosts.
+_LOOPBACK_NAMES = frozenset(
+    {
+        "localhost",
+        "localhost.localdomain",
+        "localhost4",
+        "localhost4.localdomain4",
+        "localhost6",
+        "localhost6.localdomain6",
+        "ip6-localhost",
+        "ip6-loopback",
+    }
+)
+
 _ALLOWED_ONLY_IN_DEVELOPMENT = (
     "allowed only in development, or name the host in WEBHOOK_ALLOWED_HOSTS"
 )
@@ -106,8 +126,17 @@ def blocked_reason(policy: SsrfPolicy, address: IPAddress) -> str | None:
     return None if verdict is None else f"{_display(str(address), address)} is {verdict[0]}"
 
 
+def is_loopback_name(host: str) -> bool:
+    """``localhost``, a name under ``.localhost`` (RFC 6761), or a usual alias of them."""
+    name = _normalize(host)
+    return name in _LOOPBACK_NAMES or name.endswith(".localhost")
+
+
 def check_literal(policy: SsrfPolicy, url: str) -> None:
-    """Refuse ``url`` when its host is an IP literal that the policy blocks.
+    """Refuse ``url`` when its host is an IP literal or a loopback name that the policy blocks.
+
+    The host is the one ``urllib.parse`` reads; ``check_host`` judges a host
+    already extracted (the dispatcher's, from httpx).
 
     Literals are what ``ipaddress`` parses (IPv4, bracketed IPv6) and, for a
     host made only of digits, hex digits, ``x`` and dots, what
@@ -120,16 +149,30 @@ def check_literal(policy: SsrfPolicy, url: str) -> None:
         host = urlsplit(url).hostname
     except ValueError:
         return
-    if not host:
-        return
-    address = _literal(host)
+    if host:
+        check_host(policy, host)
+
+
+def check_host(policy: SsrfPolicy, host: str) -> None:
+    """Refuse ``host`` (of a webhook URL) if it is an IP literal or loopback name the policy blocks.
+
+    Raises ``InvalidArgument`` for ``webhook_url``. Other names pass: they are
+    resolved, and judged, at send time.
+    """
+    listed = _normalize(host) in policy.allowed_hosts
+    address = _literal(host.strip("[]"))
     if address is None:
+        if is_loopback_name(host) and not policy.allow_loopback and not listed:
+            raise InvalidArgument(
+                "webhook_url",
+                f"host {host} is a loopback name ({_ALLOWED_ONLY_IN_DEVELOPMENT})",
+            )
         return
     verdict = _verdict(policy, address)
     if verdict is None:
         return
     phrase, metadata = verdict
-    if not metadata and _normalize(host) in policy.allowed_hosts:
+    if not metadata and listed:
         return
     raise InvalidArgument("webhook_url", f"host {_display(host, address)} is {phrase}")
 
@@ -144,11 +187,13 @@ async def resolve(policy: SsrfPolicy, host: str, port: int) -> list[str]:
     temporary.
     """
     name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    allowed = _normalize(name) in policy.allowed_hosts
+    if is_loopback_name(name) and not policy.allow_loopback and not allowed:
+        raise BlockedDestination(f"{name} is a loopback name ({_ALLOWED_ONLY_IN_DEVELOPMENT})")
     infos = await trio.socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise OSError(f"{name} resolved to no address")
-    allowed = _normalize(name) in policy.allowed_hosts
     for text in addresses:
         try:
             address = ipaddress.ip_address(text)

@@ -31,6 +31,7 @@ from paysim.domain.models import (
 from paysim.errors import InvalidArgument
 from paysim.service import PaymentService
 from paysim.webhooks import ssrf
+from paysim.webhooks import target as webhook_target
 
 E = TypeVar("E", bound=enum.IntEnum)
 
@@ -140,8 +141,9 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
             idempotency_key=req.idempotency_key,
             metadata=_metadata(req.metadata, req.HasField("metadata")),
         )
-        if cmd.webhook_url and self._ssrf is not None:
-            ssrf.check_literal(self._ssrf, cmd.webhook_url)
+        if cmd.webhook_url:
+            # Parsed by httpx, as the dispatcher will send it; SSRF-checked if a policy is set.
+            webhook_target.check_sendable(self._ssrf, cmd.webhook_url)
         created = await self._service.create_intent(cmd)
         p = created.payment
         return payment_pb2.CreatePaymentIntentResponse(
