@@ -54,6 +54,10 @@ class FanoutNotifier:
         assert self._on_finished is not None  # only then is anything tracked
         self._on_finished(event_id)
 
+    def delivering(self, event_id: str) -> bool:
+        """Whether some channel is not finished with ``event_id`` yet."""
+        return event_id in self._remaining
+
     @property
     def unfinished(self) -> int:
         return len(self._remaining)

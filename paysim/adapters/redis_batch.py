@@ -18,9 +18,17 @@ never sent); one cancelled after that stops waiting, and the op runs anyway,
 as any Redis command does once sent. Every op is written so that running
 without its caller harms nothing (see ``redis_store``).
 
-Errors: a batch that fails (connection lost, no answer within the timeout, a
-server error) fails every op in it with ``StoreUnavailable``, logged once per
-failure with its cause but never with the data.
+Errors, translated here once (``classify``): a batch that fails fails every
+op in it with ``StoreUnavailable`` (a ``LostReply`` if the batch may have run).
+Whatever the network, coredis or Redis raises (``STORE_ERRORS``: connection
+refused or lost, no answer within the timeout, the pool, a server still
+loading its data, ...) also marks the store *unreachable*: then calls fail at
+once instead of queueing, ``available`` turns False (readiness reads it), and
+the sender probes with backoff (``store_retry``): after each wait it sends what
+waits, or an empty batch, until one succeeds. Ops nobody waits for
+(``post``) are kept through an outage and sent when the store is back. Logged
+once when the store goes and once when it comes back, with the cause but
+never the data. Any other error fails only its batch.
 
 The coredis client is owned by the caller (``redis_store.open_redis_store``).
 """
@@ -32,17 +40,57 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import anyio
+import coredis.exceptions
 import msgpack
 import structlog
 import trio
+from trio_util import AsyncBool
 
 from paysim.errors import StoreUnavailable
+from paysim.store_retry import Backoff
 
 log = structlog.get_logger("paysim.store")
 
 MAX_OPS = 256
 
 Arg = str | bytes | int | list[str]
+
+# What the network, coredis and Redis raise when the store cannot be used right
+# now (refused or lost connections, a deadline, a blocked pool, a server still
+# loading or read-only after a failover): all of them mean "unreachable".
+STORE_ERRORS: tuple[type[BaseException], ...] = (
+    coredis.exceptions.ConnectionError,
+    coredis.exceptions.BusyLoadingError,
+    coredis.exceptions.TryAgainError,
+    coredis.exceptions.ReadOnlyError,
+    coredis.exceptions.ClusterDownError,
+    coredis.exceptions.AuthenticationError,
+    coredis.exceptions.ProtocolError,
+    coredis.exceptions.InvalidResponse,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+    EOFError,
+    trio.TooSlowError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.EndOfStream,
+)
+
+
+class LostReply(StoreUnavailable):
+    """The call was sent and its answer lost: it may have run on the server."""
+
+
+def classify(exc: BaseException) -> bool:
+    """True if ``exc`` (maybe a group of them) says the store is unreachable."""
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(STORE_ERRORS)
+        return rest is None
+    return isinstance(exc, STORE_ERRORS)
 
 
 @dataclass(eq=False, slots=True)
@@ -53,6 +101,7 @@ class _Op:
     failed: bool = False
     withdrawn: bool = False
     taken: bool = False
+    posted: bool = False  # nobody waits: kept through an outage
 
     def finish(self) -> None:
         if self.waiter is not None:
@@ -63,17 +112,25 @@ class _Op:
 class OpBatcher:
     """Queues ops and sends them in batches; ``run`` must be running for calls to finish."""
 
-    def __init__(self, script: Any, header: tuple[Arg, ...], timeout_s: float) -> None:
+    def __init__(
+        self, script: Any, header: tuple[Arg, ...], timeout_s: float, backoff: Backoff | None = None
+    ) -> None:
         """``script`` is a coredis ``Script`` of ``OPS``; ``header`` its first ARGV values."""
         self._script = script
         self._header = list(header)
         self._timeout_s = timeout_s
+        self._backoff = backoff if backoff is not None else Backoff()
         self._queue: deque[_Op] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self.batches = 0  # sent so far (for tests and the benchmark)
+        self.available = AsyncBool(True)  # False from an outage until a probe succeeds
+        self._down_since = 0.0
 
     async def call(self, *args: Arg) -> Any:
-        """Run one op; its result, or ``StoreUnavailable``."""
+        """Run one op; its result, or ``StoreUnavailable`` (at once while unreachable)."""
+        if not self.available.value:
+            await trio.lowlevel.checkpoint()
+            raise StoreUnavailable()
         op = _Op(args, trio.lowlevel.current_task())
         self._queue.append(op)
         if self._lot:  # a sender waits for work
@@ -89,25 +146,42 @@ class OpBatcher:
         # Woken (op.finish) by the sender with the result; lighter than an Event per op.
         await trio.lowlevel.wait_task_rescheduled(abort)
         if op.failed:
-            raise StoreUnavailable()
+            raise LostReply() if op.taken else StoreUnavailable()
         return op.result
 
     def post(self, make: Callable[[], tuple[Arg, ...]]) -> None:
         """Queue an op nobody waits for; ``make()`` gives its arguments when it is sent
-        (so that what accumulates until then goes in one op). A failure is logged."""
-        self._queue.append(_Op(make))
+        (so that what accumulates until then goes in one op). Kept until the store
+        takes it, through outages; any other failure is logged and drops it."""
+        self._queue.append(_Op(make, posted=True))
         if self._lot:
             self._lot.unpark()
+
+    def unreachable(self, exc: BaseException) -> None:
+        """Another path to the same server (a script) found it unreachable: probe it."""
+        if classify(exc):
+            self._went_down(exc)
+
+    def reachable(self) -> None:
+        """Another path to the same server just got an answer: use it again."""
+        self._came_back()
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        """The sender: send what waits, one batch at a time, until cancelled."""
+        """The sender: send what waits, one batch at a time, until cancelled.
+
+        While the store is unreachable it waits (backoff), then sends what waits
+        or, if nothing does, an empty batch: the probe that brings it back.
+        """
         queue = self._queue
         task_status.started()
         while True:
-            while not queue:
-                await self._lot.park()
+            if self.available.value:
+                while not queue and self.available.value:
+                    await self._lot.park()
+            if not self.available.value:
+                await trio.sleep(self._backoff.failed())
             # Let the tasks that are ready now run first: under load they add
             # their ops to this batch instead of starting the next one.
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -117,10 +191,12 @@ class OpBatcher:
                 op = queue.popleft()
                 if op.withdrawn:
                     continue
+                args = op.args() if callable(op.args) else op.args
+                op.args = args  # made once: a retry sends the same op
                 op.taken = True
                 batch.append(op)
-                ops.append(op.args() if callable(op.args) else op.args)
-            if not batch:
+                ops.append(args)
+            if not batch and self.available.value:
                 continue
             try:
                 # Encoded in here: a value MessagePack cannot take fails its batch,
@@ -131,15 +207,54 @@ class OpBatcher:
                         keys=[self._header[0]], args=[*self._header, payload]
                     )
                 self.batches += 1
-            except (Exception, trio.TooSlowError) as exc:
-                log.warning("store call failed", ops=len(batch), error=_describe(exc))
-                for op in batch:
-                    op.failed = True
-                    op.finish()
+            except Exception as exc:
+                self._failed(batch, exc)
                 continue
+            self._came_back()
             for op, result in zip(batch, results, strict=True):
                 op.result = result
                 op.finish()
+
+    def _failed(self, batch: list[_Op], exc: Exception) -> None:
+        if not classify(exc):
+            log.warning("store call failed", ops=len(batch), error=describe(exc))
+            for op in batch:
+                op.failed = True
+                op.finish()
+            return
+        self._went_down(exc)
+        # Ops nobody waits for go back to the front, in order, for the next try.
+        self._queue.extendleft(reversed([op for op in batch if op.posted]))
+        for op in batch:
+            if not op.posted:
+                op.failed = True
+                op.finish()
+
+    def _went_down(self, exc: BaseException) -> None:
+        if not self.available.value:
+            return
+        self.available.value = False
+        self._down_since = trio.current_time()
+        log.warning("store unreachable; retrying with backoff", error=describe(exc))
+        # Calls waiting for a batch fail now, as every call does until a probe succeeds.
+        kept: deque[_Op] = deque()
+        for op in self._queue:
+            if op.posted:
+                kept.append(op)
+            elif not op.withdrawn:
+                op.failed = True
+                op.finish()
+        self._queue.clear()
+        self._queue.extend(kept)
+        if self._lot:
+            self._lot.unpark()
+
+    def _came_back(self) -> None:
+        self._backoff.reset()
+        if self.available.value:
+            return
+        self.available.value = True
+        log.info("store reachable again", down_s=round(trio.current_time() - self._down_since, 3))
 
 
 def encode_ops(ops: list[tuple[Arg, ...]]) -> bytes:
@@ -152,8 +267,10 @@ def encode_ops(ops: list[tuple[Arg, ...]]) -> bytes:
     return packed
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """The error's kind and message; coredis messages carry no data or credentials."""
     if isinstance(exc, trio.TooSlowError):
         return "no answer in time"
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe(e) for e in exc.exceptions[:3])[:300]
     return f"{type(exc).__name__}: {exc}"[:300]

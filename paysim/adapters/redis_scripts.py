@@ -144,6 +144,12 @@ for i = 1, #ops do
       redis.call('HDEL', P .. ':ob:' .. me, ids[j])
     end
     table.insert(out, #ids)
+  elseif op == 'X' then                   -- release idempotency if unchanged: key, value
+    local key = P .. ':i:' .. a[2]
+    if redis.call('GET', key) == a[3] then redis.call('DEL', key) end
+    table.insert(out, 1)
+  elseif op == 'A' then                   -- this replica's outbox: {event id, change, ...}
+    table.insert(out, redis.call('HGETALL', P .. ':ob:' .. me))
   elseif op == 'S' then                   -- sweep: now, limit
     local now, limit = a[2], a[3]
     local due = redis.call('ZRANGEBYSCORE', P .. ':r', '-inf', now, 'LIMIT', 0, limit)

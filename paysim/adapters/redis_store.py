@@ -27,6 +27,21 @@ compare-and-set is guarded by the version, and its change waits in the outbox;
 an idempotency claim that outlives its request is released or left to expire;
 ``sweep`` and ``outbox_done`` are idempotent.
 
+Outages (see ``redis_batch``, which maps every client error once, here at the
+store's edge, to ``StoreUnavailable``): while Redis is unreachable every call
+fails at once and ``available`` is False; the batch sender probes with backoff
+and the store is used again as soon as it answers. A call whose answer was
+lost may have run, and this is what keeps such a call harmless too:
+
+* a compare-and-set that won without hearing so has its change in this
+  replica's outbox but nobody delivering it; a lost answer to ``maintain``
+  leaves claimed changes there alike. So after one, the next successful
+  ``maintain`` reads the outbox and hands back every change that no local
+  channel is delivering (``track_deliveries``) to be announced again;
+* an idempotency claim whose answer was lost is released later if it still
+  holds exactly what this call wrote; a release that fails is kept and sent
+  when the store is back (``post``), so a key is never stuck "in progress".
+
 Owned by ``open_redis_store``, which opens the connection pool, checks the
 server, loads the scripts, and closes the pool when its block ends; ``run``
 (the batch sender) must run in a nursery inside that block.
@@ -38,7 +53,7 @@ import os
 import socket
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
 
@@ -46,9 +61,10 @@ import coredis
 import structlog
 import trio
 from coredis.retry import NoRetryPolicy
+from trio_util import AsyncBool
 
 from paysim.adapters import payment_codec as codec
-from paysim.adapters.redis_batch import OpBatcher
+from paysim.adapters.redis_batch import LostReply, OpBatcher, classify, describe
 from paysim.adapters.redis_scripts import HAND_OVER, MAINTAIN, OPS
 from paysim.config import StoreSettings
 from paysim.domain import outcomes
@@ -101,6 +117,9 @@ class RedisStore:
         self._hand_over = client.register_script(HAND_OVER)
         self.timeout_s = settings.timeout_s
         self._finished: list[str] = []  # event ids for outbox_done's next op
+        # A write to the outbox may have run unheard: read the outbox at the next maintain.
+        self._in_doubt = False
+        self._delivering: Callable[[str], bool] = lambda event_id: False
         # Pending payments as this replica last wrote them (see get_for_update).
         self._pending: dict[str, Payment] = {}
 
@@ -113,6 +132,15 @@ class RedisStore:
     @property
     def batches(self) -> int:
         return self._ops.batches
+
+    @property
+    def available(self) -> AsyncBool:
+        """False while the store is unreachable (readiness follows it)."""
+        return self._ops.available
+
+    def track_deliveries(self, delivering: Callable[[str], bool]) -> None:
+        """``delivering(event_id)``: whether a local channel still has that change."""
+        self._delivering = delivering
 
     # -- the PaymentStore port -----------------------------------------------------
     async def insert(self, payment: Payment) -> None:
@@ -154,7 +182,7 @@ class RedisStore:
     ) -> bool:
         settled = new.status.is_settled
         encoded = codec.encode_payment(new)
-        won = await self._ops.call(
+        call = self._ops.call(
             "C",
             new.payment_intent_id,
             str(expected_version),
@@ -166,6 +194,12 @@ class RedisStore:
             change.event_id if change is not None else "",
             codec.encode_change_with(change, encoded) if change is not None else "",
         )
+        try:
+            won = await call
+        except LostReply:
+            if change is not None:
+                self._in_doubt = True  # it may have won: its change waits in the outbox
+            raise
         if won:
             self._remember(new)
         else:
@@ -176,15 +210,26 @@ class RedisStore:
         self, user_id: str, key: str, record: IdempotencyRecord, ttl_s: float, now: float
     ) -> IdempotencyRecord | None:
         value = f"{now + ttl_s!r}|".encode() + codec.encode_record(record)
-        existing = await self._ops.call(
-            "K", _scope(user_id, key), repr(now), value, max(1, round(ttl_s * 1000))
-        )
+        scope = _scope(user_id, key)
+        try:
+            existing = await self._ops.call(
+                "K", scope, repr(now), value, max(1, round(ttl_s * 1000))
+            )
+        except LostReply:
+            # It may hold the key now for a request that failed: let it go, unless
+            # another request has claimed the key since.
+            self._ops.post(lambda: ("X", scope, value))
+            raise
         if existing is None:
             return None
         return codec.decode_record(existing.split(b"|", 1)[1])
 
     async def release_idempotency(self, user_id: str, key: str) -> None:
-        await self._ops.call("R", _scope(user_id, key))
+        scope = _scope(user_id, key)
+        try:
+            await self._ops.call("R", scope)
+        except StoreUnavailable:
+            self._ops.post(lambda: ("R", scope))  # sent once the store is back
 
     async def complete_idempotency(self, user_id: str, key: str, record: IdempotencyRecord) -> None:
         await self._ops.call("P", _scope(user_id, key), codec.encode_record(record))
@@ -213,18 +258,45 @@ class RedisStore:
 
     async def maintain(self, now: float, limit: int = CLAIM_LIMIT) -> Maintenance:
         """Renew the lease, release vanished replicas, claim from the pools."""
-        raw = await self._script(
-            self._maintain, self._lease_ms, limit, repr(now - self._lease_ms / 1000)
-        )
+        in_doubt = self._in_doubt
+        try:
+            raw = await self._script(
+                self._maintain, self._lease_ms, limit, repr(now - self._lease_ms / 1000)
+            )
+        except StoreUnavailable:
+            self._in_doubt = True  # it may have claimed changes into this outbox
+            raise
         lapsed, claimed, changes, own = raw
+        found = [codec.decode_change(c) for c in changes]
+        if in_doubt:
+            found += await self._unheard_changes({c.event_id for c in found})
+            self._in_doubt = False
         return Maintenance(
             lapsed=bool(lapsed),
             claimed=[
                 (claimed[j].decode(), float(claimed[j + 1])) for j in range(0, len(claimed), 2)
             ],
-            changes=[codec.decode_change(c) for c in changes],
+            changes=found,
             overdue_own=[pid.decode() for pid in own],
         )
+
+    async def _unheard_changes(self, claimed: set[str]) -> list[StatusChange]:
+        """The changes in this replica's outbox that no local channel is delivering.
+
+        Read after a write whose answer was lost: a compare-and-set that won
+        unheard, or claimed changes of a ``maintain``. A change finished just
+        before is not among them: its ``outbox_done`` op was queued earlier,
+        so it runs first.
+        """
+        entries = await self._ops.call("A")
+        unheard = []
+        for j in range(0, len(entries), 2):
+            event_id = entries[j].decode()
+            if event_id not in claimed and not self._delivering(event_id):
+                unheard.append(codec.decode_change(entries[j + 1]))
+        if unheard:
+            log.info("announcing changes whose write was not heard", changes=len(unheard))
+        return unheard
 
     async def hand_over(self, *, leave: bool) -> tuple[int, int]:
         """Give this replica's due outcomes to the pool; ``leave``: its outbox too, and go.
@@ -237,11 +309,17 @@ class RedisStore:
     async def _script(self, script: Any, *args: Any) -> Any:
         try:
             with trio.fail_after(self.timeout_s):
-                return await script(
+                result = await script(
                     keys=[self._prefix], args=[self._prefix, self.replica_id, *args]
                 )
-        except (Exception, trio.TooSlowError) as exc:
-            raise StoreUnavailable() from exc
+        except Exception as exc:
+            if classify(exc):
+                self._ops.unreachable(exc)  # the batcher probes until it answers
+            else:
+                log.warning("store script failed", error=describe(exc))
+            raise StoreUnavailable() from None
+        self._ops.reachable()
+        return result
 
     def _due(self, payment: Payment) -> str:
         if payment.status.is_settled:
