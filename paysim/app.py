@@ -24,6 +24,13 @@ Shutdown (SIGTERM/SIGINT, or ``shutdown`` set by a test), in order:
    ``paysim_shutdown_unresolved_payments_total``): never dropped silently. Then
    the root nursery is cancelled and ``run`` returns (exit status 0).
 
+A store outage (Redis unreachable) is weather, not a reason to exit: calls
+answer UNAVAILABLE (``StoreUnavailable``, mapped at the store's edge), the
+process turns not ready until the store answers again (``_follow_store``), and
+every loop that needs the store backs off and tries again (``store_retry``):
+the batch sender, the lease and takeover loop, the retention sweeper
+(``run_sweeper``) and each payment's timer. Nothing escapes to the nursery.
+
 So a shutdown takes at most DRAIN_DELAY_MS + SHUTDOWN_GRACE_MS plus the final
 cancellation: the budget that ``k8s/`` sizes terminationGracePeriodSeconds
 for (after the preStop sleep). A second signal cancels everything at once
@@ -65,6 +72,7 @@ from paysim.ports import Notifier, PaymentStore
 from paysim.replica import run_replica
 from paysim.service import PaymentService
 from paysim.simulator import Simulator
+from paysim.store_retry import Backoff
 from paysim.webhooks.dispatcher import WebhookDispatcher
 from paysim.webhooks.ssrf import SsrfPolicy
 
@@ -204,12 +212,15 @@ async def _run(
                     root.start_soon(process.watch_signals, shutdown, force)
                 if shared is not None:
                     await root.start(shared.run)
+                    root.start_soon(_follow_store, shared, readiness)
                 http_app = HttpApp(readiness, metrics)
                 outboxes: list[Outbox] = []
                 if notifier is None:
                     fanout = FanoutNotifier(
                         on_finished=shared.outbox_done if shared is not None else None
                     )
+                    if shared is not None:
+                        shared.track_deliveries(fanout.delivering)
                     dispatcher = WebhookDispatcher(
                         settings.webhook,
                         http_client,
@@ -284,7 +295,7 @@ async def _serve(
             settings=settings.simulation,
             rng=rng,
         )
-        simulator_nursery.start_soon(service.run_sweeper, settings.simulation.sweep_interval_s)
+        simulator_nursery.start_soon(run_sweeper, service, settings.simulation.sweep_interval_s)
         replica = trio.CancelScope()
         if isinstance(store, RedisStore):
             await simulator_nursery.start(
@@ -343,6 +354,38 @@ async def _serve(
             # even while everything around it is being cancelled.
             _report_left_behind(settings.pending_on_shutdown, simulator, outboxes, metrics)
             simulator_nursery.cancel_scope.cancel()
+
+
+async def run_sweeper(
+    service: PaymentService, interval_s: float, backoff: Backoff | None = None
+) -> None:
+    """Retention: ``service.sweep()`` every ``interval_s``, until cancelled.
+
+    A store that does not answer is logged once and tried again with backoff;
+    any other error is logged (its kind, never a trace) and tried again alike.
+    """
+    backoff = backoff if backoff is not None else Backoff()
+    delay = interval_s
+    while True:
+        await trio.sleep(delay)
+        try:
+            await service.sweep()
+        except StoreUnavailable:
+            if not backoff.failures:
+                log.warning("retention sweep failed: the store is unavailable; retrying")
+        except Exception as exc:
+            log.exception("retention sweep failed; retrying", error=type(exc).__name__)
+        else:
+            backoff.reset()
+            delay = interval_s
+            continue
+        delay = backoff.failed()
+
+
+async def _follow_store(store: RedisStore, readiness: Readiness) -> None:
+    """Readiness follows the store: not ready while it is unreachable."""
+    async for available in store.available.eventual_values():
+        readiness.mark_store(available)
 
 
 async def _replica_lifetime(

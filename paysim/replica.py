@@ -10,11 +10,19 @@ with SIGKILL loses nothing: within lease + interval another one holds its
 payments, and each outcome is still applied once (every write is a
 compare-and-set on the payment's version).
 
-A lease that lapsed while this replica still ran (a long pause) is logged:
-others may now fire its payments too, which the compare-and-set makes
-harmless, and may announce its changes again (at least once, same id).
+A lease that lapsed while this replica still ran (a long pause, or a store
+outage longer than the lease) is logged: others may have taken its due
+payments and undelivered changes. It then goes on as before, and that is
+correct: its local timers still fire (the compare-and-set lets exactly one
+replica apply each outcome, and takes the payment out of whichever replica's
+due set holds it), its channels still deliver what they hold (another replica
+may announce the same change too: at least once, same event id), and what the
+others have not claimed yet it may claim back like any replica.
 
-A store that does not answer is logged and retried at the next interval.
+A store that does not answer is logged once and tried again with backoff
+(``store_retry``, capped well under the lease), not at the next interval, so
+the lease is renewed soon after the store is back; one success logs the
+recovery and the loop returns to its interval.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import trio
 from paysim.errors import StoreUnavailable
 from paysim.ports import SharedStore
 from paysim.service import PaymentService
+from paysim.store_retry import Backoff
 
 log = structlog.get_logger("paysim.replica")
 
@@ -38,16 +47,26 @@ async def run_replica(
     interval_s: float,
     *,
     wall_clock: Callable[[], float] = time.time,
+    backoff: Backoff | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Hold the lease and take over from vanished replicas until cancelled."""
+    backoff = backoff if backoff is not None else Backoff()
     first = True
     while True:
+        delay = interval_s
         try:
             found = await store.maintain(wall_clock())
         except StoreUnavailable:
-            log.warning("lease renewal failed; retrying", replica_id=store.replica_id)
+            if not backoff.failures:
+                log.warning("lease renewal failed; retrying", replica_id=store.replica_id)
+            delay = backoff.failed()
         else:
+            if backoff.failures:
+                log.info(
+                    "lease renewed again", replica_id=store.replica_id, failures=backoff.failures
+                )
+                backoff.reset()
             if found.lapsed and not first:
                 log.warning(
                     "lease had lapsed; other replicas may have taken over this one's payments",
@@ -68,4 +87,4 @@ async def run_replica(
         if first:
             first = False
             task_status.started()
-        await trio.sleep(interval_s)
+        await trio.sleep(delay)

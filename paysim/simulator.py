@@ -13,6 +13,13 @@ fires at once every timer due after ``cutoff``, also those armed later (calls
 still in flight during the drain), while timers due by then keep their time;
 ``wait_idle()`` returns once no timer is pending and no ``fire`` is running,
 and ``pending_ids()`` names what is left if the grace runs out first.
+
+A ``fire`` that meets ``Unavailable`` (the store is unreachable) is tried again
+after a backoff (``store_retry``), for as long as it takes: the payment was
+acknowledged, so its outcome must still be applied once the store is back.
+While it waits it counts as scheduled (``is_scheduled``, so a takeover does not
+arm a second timer) and as firing (``pending_ids``, ``wait_idle``), and
+``cancel`` ends it like any timer. Any other error is logged and ends the timer.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 import trio
 
-from paysim.errors import Overloaded
+from paysim.errors import Overloaded, Unavailable
+from paysim.store_retry import Backoff
 
 log = structlog.get_logger("paysim.simulator")
 
@@ -36,6 +44,7 @@ class Simulator:
         nursery: trio.Nursery,
         max_pending: int,
         on_pending_change: Callable[[int], None] = lambda delta: None,
+        backoff: Callable[[], Backoff] = Backoff,
     ) -> None:
         self._nursery = nursery
         self._max_pending = max_pending
@@ -47,6 +56,9 @@ class Simulator:
         self._cutoff = float("inf")
         self._firing: set[str] = set()
         self._idle: trio.Event | None = None
+        self._backoff = backoff
+        # Fires waiting to be tried again (the store was unavailable), by payment id.
+        self._retrying: dict[str, trio.CancelScope] = {}
 
     @property
     def pending(self) -> int:
@@ -57,7 +69,13 @@ class Simulator:
             raise Overloaded(f"too many pending payments ({self._max_pending}); retry later")
 
     def is_scheduled(self, payment_id: str) -> bool:
-        return payment_id in self._scopes
+        """A timer waits, or its ``fire`` runs or waits to be tried again."""
+        return payment_id in self._scopes or payment_id in self._firing
+
+    @property
+    def retrying(self) -> int:
+        """Fires waiting to be tried again after the store was unavailable."""
+        return len(self._retrying)
 
     def reserve(self, payment_id: str) -> None:
         """Take a pending slot for ``payment_id`` now (``Overloaded`` if none is left).
@@ -166,8 +184,8 @@ class Simulator:
             self._idle = None
 
     def cancel_all(self) -> list[str]:
-        """Cancel every pending timer and scheduled extra (handover); the ids of the timers."""
-        ids = list(self._scopes)
+        """Cancel every pending timer, retry and scheduled extra (handover); their ids."""
+        ids = [*self._scopes, *self._retrying]
         for payment_id in ids:
             self.cancel(payment_id)
         for payment_id in list(self._extras):
@@ -175,7 +193,11 @@ class Simulator:
         return ids
 
     def cancel(self, payment_id: str) -> bool:
-        """Cancel the payment's timer; True if one was pending."""
+        """Cancel the payment's timer (or its fire's retry); True if one was pending."""
+        retry = self._retrying.pop(payment_id, None)
+        if retry is not None:
+            retry.cancel()
+            return True
         scope = self._scopes.pop(payment_id, None)
         if scope is None:
             return False
@@ -193,9 +215,31 @@ class Simulator:
         self._on_pending_change(-1)
         self._firing.add(payment_id)
         try:
-            await fire(payment_id)
-        except Exception:
-            log.exception("resolving a payment failed", payment_id=payment_id)
+            await self._fire_until_done(payment_id, fire)
         finally:
             self._firing.discard(payment_id)
+            self._retrying.pop(payment_id, None)
             self._check_idle()
+
+    async def _fire_until_done(self, payment_id: str, fire: Fire) -> None:
+        backoff: Backoff | None = None
+        while True:
+            try:
+                await fire(payment_id)
+                return
+            except Unavailable:
+                if backoff is None:
+                    backoff = self._backoff()
+                    log.warning(
+                        "store unavailable; will resolve the payment later", payment_id=payment_id
+                    )
+            except Exception:
+                log.exception("resolving a payment failed", payment_id=payment_id)
+                return
+            retry = trio.CancelScope(deadline=trio.current_time() + backoff.failed())
+            self._retrying[payment_id] = retry
+            with retry:
+                await trio.sleep_forever()
+            if retry.cancel_called and self._retrying.get(payment_id) is not retry:
+                return  # cancelled through cancel(): resolved elsewhere, or handed over
+            del self._retrying[payment_id]
