@@ -337,6 +337,11 @@ INVALID_CREATE = {
     "amount-negative": (create_request(amount=krw(-5)), "amount.amount"),
     "currency-lower-case": (create_request(amount=Money(amount=1, currency="krw")), "currency"),
     "currency-empty": (create_request(amount=Money(amount=1)), "currency"),
+    "currency-not-iso": (create_request(amount=Money(amount=1, currency="ABC")), "currency"),
+    "currency-xxx": (create_request(amount=Money(amount=1, currency="XXX")), "currency"),
+    "reservation-id-bidi": (create_request(reservation_id="rsv\u202e1"), "reservation_id"),
+    "user-id-zero-width": (create_request(user_id="user\u200b1"), "user_id"),
+    "idempotency-key-isolate": (create_request(idempotency_key="k\u2066"), "idempotency_key"),
     "reservation-id-empty": (create_request(reservation_id=""), "reservation_id"),
     "user-id-empty": (create_request(user_id=""), "user_id"),
     "reservation-id-oversized": (create_request(reservation_id=LONG), "reservation_id"),
@@ -463,8 +468,49 @@ async def test_process_rejects_a_method_other_than_the_intents(stub):
             pb.ProcessPaymentRequest(payment_intent_id="pay_x", idempotency_key="k" * 300),
             "idempotency_key",
         ),
+        (
+            "GetPaymentStatus",
+            pb.GetPaymentStatusRequest(payment_intent_id="pay\u202e"),
+            "payment_intent_id",
+        ),
+        (
+            "GetPaymentStatus",
+            pb.GetPaymentStatusRequest(payment_intent_id="pay_x", user_id="u\u200f"),
+            "user_id",
+        ),
+        (
+            "ProcessPayment",
+            pb.ProcessPaymentRequest(payment_intent_id="pay_x", idempotency_key="k\ufeff"),
+            "idempotency_key",
+        ),
+        (
+            "SimulateWebhook",
+            pb.SimulateWebhookRequest(payment_intent_id="p\u2069"),
+            "payment_intent_id",
+        ),
+        (
+            "ListPayments",
+            pb.ListPaymentsRequest(user_id="u", reservation_id="r\u202d"),
+            "reservation_id",
+        ),
+        (
+            "CancelPayment",
+            pb.CancelPaymentRequest(payment_intent_id="pay_x", idempotency_key="k\u0085"),
+            "idempotency_key",
+        ),
     ],
-    ids=["get-empty-id", "get-oversized-user", "process-empty-id", "process-oversized-key"],
+    ids=[
+        "get-empty-id",
+        "get-oversized-user",
+        "process-empty-id",
+        "process-oversized-key",
+        "get-bidi-id",
+        "get-rlm-user",
+        "process-bom-key",
+        "simulate-pdi-id",
+        "list-lro-reservation",
+        "cancel-c1-key",
+    ],
 )
 async def test_other_rpcs_reject_invalid_argument(stub, method, request_, field):
     err = await call_error(getattr(stub, method), request_)

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from paysim.domain import currency as currencies
+
 
 class PaymentStatus(enum.IntEnum):
     UNSPECIFIED = 0
@@ -66,8 +68,15 @@ class Scenario(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Money:
+    """``amount`` in the currency's smallest unit (won for KRW, cents for USD)."""
+
     amount: int
-    currency: str
+    currency: str  # ISO 4217, checked at the edge (``validation.check_money``)
+
+    @property
+    def minor_units(self) -> int:
+        """Decimal places of the currency's minor unit (KRW 0, USD 2); see ``domain.currency``."""
+        return currencies.minor_units(self.currency)
 
 
 EMPTY_TAGS: Mapping[str, str] = MappingProxyType({})

@@ -2,14 +2,28 @@
 
 Limits are deliberately generous for real ids and tight enough that a hostile
 caller cannot make paysim hold megabytes per payment.
+
+Characters: no text field may hold control characters (C0, DEL, C1). Ids
+(``check_id``: payment, reservation, user and session ids, idempotency keys)
+also refuse every invisible formatting character: Unicode categories Cc and
+Cf (which hold all the bidi controls, U+202A-U+202E, U+2066-U+2069, U+200E,
+U+200F, U+061C, and zero-width characters) and the line and paragraph
+separators (Zl, Zp). An id is compared, logged and shown to people: one that
+reads differently from what it is (``user\u202eevil``) is refused, not
+cleaned. Free text (reasons, names, user agents) keeps Cf: emoji sequences and
+right-to-left names need it.
+
+Currencies are ISO 4217 codes with minor units (``domain.currency``).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
+from paysim.domain import currency as currencies
 from paysim.domain import forced_outcomes, listing
 from paysim.domain.models import (
     CancelCommand,
@@ -35,7 +49,8 @@ DELAY_TAG = "delay_ms"
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _DIGITS = re.compile(r"[0-9]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NOT_IN_IDS = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def check_text(field: str, value: str, limit: int, *, required: bool = False) -> str:
@@ -45,6 +60,19 @@ def check_text(field: str, value: str, limit: int, *, required: bool = False) ->
         raise InvalidArgument(field, f"is longer than {limit} characters")
     if _CONTROL.search(value):
         raise InvalidArgument(field, "contains control characters")
+    return value
+
+
+def check_id(field: str, value: str, limit: int, *, required: bool = False) -> str:
+    """``check_text``, and no invisible formatting character (see the module docstring)."""
+    check_text(field, value, limit, required=required)
+    # ASCII has no Cf, Zl or Zp, and check_text refused its controls: the common case is free.
+    if not value.isascii() and any(unicodedata.category(c) in _NOT_IN_IDS for c in value):
+        raise InvalidArgument(
+            field,
+            "contains an invisible formatting character (bidi control, zero-width"
+            " or separator, Unicode categories Cc/Cf/Zl/Zp); send the id as plain text",
+        )
     return value
 
 
@@ -58,6 +86,11 @@ def check_money(field: str, amount: int, currency: str, *, present: bool) -> Mon
     if not _CURRENCY.fullmatch(currency):
         raise InvalidArgument(
             f"{field}.currency", "must be an ISO 4217 code of three upper-case letters"
+        )
+    if not currencies.is_currency(currency):
+        raise InvalidArgument(
+            f"{field}.currency",
+            f"{currency} is not an ISO 4217 currency of payment (e.g. KRW, USD, EUR)",
         )
     return Money(amount, currency)
 
@@ -139,13 +172,14 @@ def validate_create(
     metadata: Metadata,
 ) -> CreateIntent:
     """Check every field of a CreatePaymentIntent request; build the command."""
-    check_text("reservation_id", reservation_id, MAX_ID_LEN, required=True)
-    check_text("user_id", user_id, MAX_ID_LEN, required=True)
+    check_id("reservation_id", reservation_id, MAX_ID_LEN, required=True)
+    check_id("user_id", user_id, MAX_ID_LEN, required=True)
     money = check_money("amount", amount, currency, present=amount_present)
     check_webhook_url("webhook_url", webhook_url)
-    check_text("idempotency_key", idempotency_key, MAX_KEY_LEN)
-    for name in ("source", "user_agent", "ip_address", "session_id"):
+    check_id("idempotency_key", idempotency_key, MAX_KEY_LEN)
+    for name in ("source", "user_agent", "ip_address"):
         check_text(f"metadata.{name}", getattr(metadata, name), MAX_META_LEN)
+    check_id("metadata.session_id", metadata.session_id, MAX_META_LEN)
     check_tags("metadata.tags", metadata.tags)
     return CreateIntent(
         reservation_id=reservation_id,
@@ -204,9 +238,9 @@ def validate_cancel(
     refund_currency: str,
     idempotency_key: str,
 ) -> CancelCommand:
-    check_text("payment_intent_id", payment_intent_id, MAX_ID_LEN, required=True)
+    check_id("payment_intent_id", payment_intent_id, MAX_ID_LEN, required=True)
     check_text("reason", reason, MAX_REASON_LEN)
-    check_text("idempotency_key", idempotency_key, MAX_KEY_LEN)
+    check_id("idempotency_key", idempotency_key, MAX_KEY_LEN)
     refund = (
         check_money("refund_amount", refund_amount, refund_currency, present=True)
         if refund_present
@@ -224,8 +258,8 @@ def validate_list(
     page_size: int,
     cursor: str,
 ) -> listing.ListQuery:
-    check_text("user_id", user_id, MAX_ID_LEN, required=True)
-    check_text("reservation_id", reservation_id, MAX_ID_LEN)
+    check_id("user_id", user_id, MAX_ID_LEN, required=True)
+    check_id("reservation_id", reservation_id, MAX_ID_LEN)
     if page < 0 or page > listing.MAX_PAGE:
         raise InvalidArgument("pagination.page", f"must be between 1 and {listing.MAX_PAGE}")
     if page_size < 0 or page_size > listing.MAX_PAGE_SIZE:

@@ -156,18 +156,18 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
         )
 
     async def GetPaymentStatus(self, req: Any) -> Any:
-        validation.check_text(
+        validation.check_id(
             "payment_intent_id", req.payment_intent_id, validation.MAX_ID_LEN, required=True
         )
-        validation.check_text("user_id", req.user_id, validation.MAX_ID_LEN)
+        validation.check_id("user_id", req.user_id, validation.MAX_ID_LEN)
         payment = await self._service.get_payment(req.payment_intent_id, req.user_id)
         return payment_pb2.GetPaymentStatusResponse(payment=payment_to_proto(payment))
 
     async def ProcessPayment(self, req: Any) -> Any:
-        validation.check_text(
+        validation.check_id(
             "payment_intent_id", req.payment_intent_id, validation.MAX_ID_LEN, required=True
         )
-        validation.check_text("idempotency_key", req.idempotency_key, validation.MAX_KEY_LEN)
+        validation.check_id("idempotency_key", req.idempotency_key, validation.MAX_KEY_LEN)
         method = PaymentMethod.UNSPECIFIED
         forced: str | None = None
         if req.HasField("payment_details"):
@@ -243,7 +243,7 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
         )
 
     async def SimulateWebhook(self, req: Any) -> Any:
-        validation.check_text(
+        validation.check_id(
             "payment_intent_id", req.payment_intent_id, validation.MAX_ID_LEN, required=True
         )
         target = _enum(PaymentStatus, "target_status", req.target_status)
