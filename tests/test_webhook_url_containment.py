@@ -26,7 +26,7 @@ from paysim.errors import InvalidArgument
 from paysim.observability.metrics import Metrics
 from paysim.webhooks.dispatcher import WebhookDispatcher
 from paysim.webhooks.ssrf import SsrfPolicy
-from paysim.webhooks.target import Target, UnsendableUrl, check_sendable
+from paysim.webhooks.target import SendableCheck, Target, UnsendableUrl, check_sendable
 from tests.grpc_helpers import (
     StartApp,
     call,
@@ -100,6 +100,18 @@ def test_check_sendable_judges_the_host_httpx_reads() -> None:
     with pytest.raises(InvalidArgument, match="loopback name"):
         check_sendable(PRODUCTION, "http://hooks.localhost/")
     check_sendable(None, "https://hooks.example.com/paysim")
+
+
+def test_sendable_check_remembers_verdicts_within_a_bound() -> None:
+    check = SendableCheck(PRODUCTION, max_cached=2)
+    check("https://hooks.example.com/a")
+    for _ in range(2):  # a remembered refusal is still a refusal, with the same words
+        with pytest.raises(InvalidArgument, match="loopback name"):
+            check("http://localhost/hook")
+    check("https://hooks.example.com/b")  # the memo was full: it starts again
+    assert len(check._verdicts) == 1
+    with pytest.raises(InvalidArgument, match="cannot be sent"):
+        check("http://999.1.1.1/")
 
 
 # -- the dispatcher: a stored change with such a URL ---------------------------

@@ -126,7 +126,7 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
         self._service = service
         self._max_delay_s = max_delay_s
         self._payment_url = payment_url_template
-        self._ssrf = ssrf_policy
+        self._check_webhook_url = webhook_target.SendableCheck(ssrf_policy)
 
     async def CreatePaymentIntent(self, req: Any) -> Any:
         cmd = validation.validate_create(
@@ -143,7 +143,7 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
         )
         if cmd.webhook_url:
             # Parsed by httpx, as the dispatcher will send it; SSRF-checked if a policy is set.
-            webhook_target.check_sendable(self._ssrf, cmd.webhook_url)
+            self._check_webhook_url(cmd.webhook_url)
         created = await self._service.create_intent(cmd)
         p = created.payment
         return payment_pb2.CreatePaymentIntentResponse(
