@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import coredis
+import coredis.exceptions
 import msgpack
 import pytest
 import trio
@@ -370,3 +371,57 @@ async def test_tls_with_a_ca_file(tmp_path: Path) -> None:
                 pass
     finally:
         server.stop()
+
+
+class LosesNextReply:
+    """The ops script, except that the next batch runs and then its answer is lost."""
+
+    def __init__(self, script: Any) -> None:
+        self.script = script
+        self.armed = True
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        result = await self.script(**kwargs)
+        if self.armed:
+            self.armed = False
+            raise coredis.exceptions.ConnectionError("connection lost")
+        return result
+
+
+async def test_a_compare_and_set_that_won_unheard_is_announced_after_the_outage(
+    open_store: OpenStore,
+) -> None:
+    async with open_store("a") as store:
+        await store.maintain(T0)
+        p = pending(1)
+        await store.insert(p)
+        done = resolved(p)
+        change = StatusChange("evt_unheard", done, S.PENDING, T0 + 3)
+        lossy = LosesNextReply(store._ops._script)
+        store._ops._script = lossy
+        with pytest.raises(StoreUnavailable):
+            await store.compare_and_set(p.version, done, change)
+        with trio.fail_after(5):
+            await store.available.wait_value(True)  # the sender's probe found it back
+        assert not await store.compare_and_set(p.version, done, change)  # it did win
+        found = await store.maintain(T0 + 4)
+        assert [c.event_id for c in found.changes] == ["evt_unheard"]
+        # Only once: a change a local channel delivers is not handed back again.
+        store.track_deliveries(lambda event_id: event_id == "evt_unheard")
+        assert (await store.maintain(T0 + 5)).changes == []
+
+
+async def test_an_idempotency_claim_whose_answer_was_lost_is_released(
+    open_store: OpenStore,
+) -> None:
+    from paysim.ports import IdempotencyRecord
+
+    async with open_store("a") as store:
+        record = IdempotencyRecord("fp", "pay_1")
+        store._ops._script = LosesNextReply(store._ops._script)
+        with pytest.raises(StoreUnavailable):
+            await store.claim_idempotency("u", "k", record, 60.0, T0)
+        with trio.fail_after(5):
+            await store.available.wait_value(True)
+        # The next batch releases it first: a retry of the request claims the key anew.
+        assert await store.claim_idempotency("u", "k", record, 60.0, T0 + 1) is None
