@@ -63,13 +63,13 @@ def outage_settings(redis: RedisProcess, replica: str, prefix: str, **store: flo
 
 async def wait_until(condition: Callable[[], bool], what: str) -> None:
     with trio.fail_after(WAIT_S):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - another process changes it
             await trio.sleep(0.01)  # polling a condition another process changes
 
 
 async def wait_ready(app: AppHandle, ready: bool) -> None:
     with trio.fail_after(WAIT_S):
-        while (await http_get(app.http_port, "/readyz"))[0] != (200 if ready else 503):
+        while (await http_get(app.http_port, "/readyz"))[0] != (200 if ready else 503):  # noqa: ASYNC110
             await trio.sleep(0.01)
 
 
@@ -115,7 +115,9 @@ async def test_the_app_outlives_an_outage_and_resolves_what_it_acknowledged(
     await wait_until(lambda: resolved(app, acknowledged), "acknowledged payments resolved")
     with payment_stub(app.grpc_port) as stub:
         for pid in acknowledged:
-            got = await call(stub.GetPaymentStatus, pb.GetPaymentStatusRequest(payment_intent_id=pid))
+            got = await call(
+                stub.GetPaymentStatus, pb.GetPaymentStatusRequest(payment_intent_id=pid)
+            )
             assert got.payment.status == pb.PAYMENT_STATUS_COMPLETED
         # And it takes new work again.
         again = await create_some(app.grpc_port, 1)
@@ -143,8 +145,9 @@ async def test_after_an_outage_longer_than_the_lease_each_outcome_is_applied_onc
     await wait_ready(b, True)
     both = on_a + on_b
     await wait_until(
-        lambda: {c.payment.payment_intent_id for h in (a, b) for c in h.notifier.changes}
-        >= set(both),
+        lambda: (
+            {c.payment.payment_intent_id for h in (a, b) for c in h.notifier.changes} >= set(both)
+        ),
         "every payment resolved",
     )
     for pid in both:
@@ -152,4 +155,5 @@ async def test_after_an_outage_longer_than_the_lease_each_outcome_is_applied_onc
         # One outcome, applied once: a takeover may announce it again, under its one id.
         assert {c.event_id for c in changes} == {changes[0].event_id}
         assert changes[0].payment.status is PaymentStatus.COMPLETED
-    assert a.failure is None and b.failure is None
+    assert a.failure is None
+    assert b.failure is None
