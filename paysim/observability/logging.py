@@ -4,17 +4,38 @@ Follows structlog's performance recipe: a filtering bound logger (a disabled
 level costs one method call), loggers cached on first use, output written
 straight to stdout. Request fields are bound with ``structlog.contextvars``
 (each gRPC call runs in its own task, so bindings never leak between calls).
-A last line of defence drops values under keys that name secrets.
+
+Secrets never reach a log, by construction rather than by care at each call:
+
+* tracebacks are rendered here, by ``_exception_dicts``, for all three
+  outputs (JSON, console, and the standard library's ``logging`` that purerpc,
+  httpx and boto3 use): module, line and function of each frame, and the
+  exception's type and scrubbed message. Never frame locals (structlog's
+  ``dict_tracebacks`` and rich/better-exceptions show them by default, and a
+  gRPC reader's locals hold the raw request bytes), never source lines;
+* an exception's message (``str``), its notes, the message of a standard
+  library record and every string value of an event are scrubbed by
+  ``scrub``: a bytes literal (``b'...'``) becomes ``[bytes]``, a card number
+  (13-19 digits passing the Luhn check, spaces or dashes allowed) ``[card]``,
+  a long hex run ``[hex]``; the length is capped;
+* a bytes value becomes its length; an exception value its type and scrubbed
+  message; values under keys that name secrets (``card_number``, ``cvv``, …)
+  are dropped;
+* library loggers stay at warning and up whatever LOG_LEVEL says: at debug,
+  hpack would log every decoded request header.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Iterator, MutableMapping
+from types import TracebackType
+from typing import Any, TextIO
 
 import structlog
+from google.protobuf.message import Message
 
 _SECRET_KEYS = frozenset(
     {"card_number", "cvv", "secret", "webhook_secret", "client_secret", "password", "authorization"}
@@ -22,33 +43,217 @@ _SECRET_KEYS = frozenset(
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LEVELS["error"] = logging.ERROR
 
+_MAX_TEXT = 500  # characters of one scrubbed text (an exception message, a library message)
+_MAX_CHAIN = 16  # exceptions rendered per chain (__cause__/__context__) and per group
+_BYTES_LITERAL = re.compile(r"""(?<![\w'"])b(?:'(?:[^'\\]|\\.)*(?:'|$)|"(?:[^"\\]|\\.)*(?:"|$))""")
+_DIGIT_RUN = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)")
+_HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}")
+# One cheap search first: most texts (every "rpc" line's values) have none of the three.
+_SUSPECT = re.compile(r"""b['"]|\d(?:[ -]?\d){12}|[0-9A-Fa-f]{32}""")
 
-def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in _SECRET_KEYS.intersection(event):
-        event[key] = "[redacted]"
-    return event
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
-def configure(level: str = "info", json: bool = False, stream: Any = None) -> None:
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _mask_card(match: re.Match[str]) -> str:
+    digits = re.sub(r"[ -]", "", match.group())
+    return "[card]" if 13 <= len(digits) <= 19 and _luhn(digits) else match.group()
+
+
+def scrub(text: str) -> str:
+    """``text`` without bytes literals, card numbers or long hex runs, at most 500 chars."""
+    if len(text) > _MAX_TEXT:
+        text = text[:_MAX_TEXT] + "…"
+    if _SUSPECT.search(text) is None:
+        return text
+    text = _BYTES_LITERAL.sub("[bytes]", text)
+    text = _DIGIT_RUN.sub(_mask_card, text)
+    return _HEX_RUN.sub("[hex]", text)
+
+
+def _exception_message(exc: BaseException) -> str:
+    try:
+        return scrub(str(exc))
+    except Exception:  # a broken __str__ must not break logging
+        return "[unprintable]"
+
+
+def _one_exception(exc: BaseException) -> dict[str, Any]:
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append({"filename": code.co_filename, "lineno": tb.tb_lineno, "name": code.co_name})
+        tb = tb.tb_next
+    out: dict[str, Any] = {
+        "exc_type": type(exc).__qualname__,
+        "exc_value": _exception_message(exc),
+        "frames": frames,
+    }
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list) and notes:
+        out["exc_notes"] = [scrub(str(note)) for note in notes]
+    if isinstance(exc, BaseExceptionGroup):
+        out["exceptions"] = [_exception_dicts(sub) for sub in exc.exceptions[:_MAX_CHAIN]]
+    return out
+
+
+def _exception_dicts(exc: BaseException) -> list[dict[str, Any]]:
+    """The chain (causes first, as Python prints them), each exception as a safe dict."""
+    chain: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    is_cause = False
+    while current is not None and id(current) not in seen and len(chain) < _MAX_CHAIN:
+        seen.add(id(current))
+        entry = _one_exception(current)
+        entry["is_cause"] = is_cause
+        chain.append(entry)
+        if current.__cause__ is not None:
+            current, is_cause = current.__cause__, True
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, is_cause = current.__context__, False
+        else:
+            current = None
+    chain.reverse()
+    return chain
+
+
+def _text_lines(chain: list[dict[str, Any]], indent: str = "") -> Iterator[str]:
+    for i, entry in enumerate(chain):
+        if i:
+            yield (
+                "The above exception was the direct cause of the following exception:"
+                if chain[i - 1]["is_cause"]
+                else "During handling of the above exception, another exception occurred:"
+            )
+        yield "Traceback (most recent call last):"
+        for frame in entry["frames"]:
+            yield f'  File "{frame["filename"]}", line {frame["lineno"]}, in {frame["name"]}'
+        yield f"{entry['exc_type']}: {entry['exc_value']}"
+        yield from entry.get("exc_notes", ())
+        for n, sub in enumerate(entry.get("exceptions", ()), 1):
+            yield f"+---------------- {n} ----------------"
+            yield from ("| " + line for line in _text_lines(sub))
+
+
+def format_exception(exc: BaseException) -> str:
+    """A traceback as text, as safe as the JSON one: no locals, no source, messages scrubbed."""
+    return "\n".join(_text_lines(_exception_dicts(exc)))
+
+
+def _exc_from(exc_info: Any) -> BaseException | None:
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple):
+        return exc_info[1] if len(exc_info) == 3 else None
+    if exc_info:
+        return sys.exc_info()[1]
+    return None
+
+
+_UNSAFE_TYPES = (str, bytes, bytearray, memoryview, BaseException, Message)
+
+
+def _safe_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"[{len(value)} bytes]"
+    if isinstance(value, BaseException):
+        return f"{type(value).__qualname__}: {_exception_message(value)}"
+    if isinstance(value, Message):  # its repr is every field: card number and CVV too
+        return f"[{value.DESCRIPTOR.full_name}]"
+    return value
+
+
+def _make_safe(structured: bool) -> Any:
+    """The processor that makes an event safe: secrets, bytes and tracebacks."""
+
+    def make_safe(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        exc_info = event.pop("exc_info", None)
+        for key, value in event.items():  # values change in place, keys stay: no copy
+            if key in _SECRET_KEYS:
+                event[key] = "[redacted]"
+            elif type(value) is str:
+                if len(value) > 5 and _SUSPECT.search(value) is not None:
+                    event[key] = scrub(value)
+            elif isinstance(value, _UNSAFE_TYPES):
+                event[key] = _safe_value(value)
+        exc = _exc_from(exc_info)
+        if exc is not None:
+            chain = _exception_dicts(exc)
+            event["exception"] = chain if structured else "\n".join(_text_lines(chain))
+        return event
+
+    return make_safe
+
+
+def _refuse_exc_info(sio: TextIO, exc_info: ExcInfo) -> None:
+    # ``make_safe`` has already turned exc_info into "exception": this formatter
+    # only replaces ConsoleRenderer's default (rich or better-exceptions, when
+    # installed, print every frame's locals).
+    sio.write("\n" + format_exception(exc_info[1]))
+
+
+class _PaysimHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The standard library handler this module installs (and replaces on reconfiguring)."""
+
+
+def configure(
+    level: str = "info", json: bool = False, stream: Any = None, library_stream: Any = None
+) -> None:
+    """Configure structlog (to ``stream``, default stdout) and the standard library's
+    root logger (to ``library_stream``, default ``stream`` if given, else stderr).
+
+    Both use the same processors and renderer, so library records are JSON lines
+    too when ``json`` is set. Calling it again replaces the previous setup.
+    """
     out = stream if stream is not None else sys.stdout
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
+    lib_out = library_stream if library_stream is not None else stream or sys.stderr
+    shared: list[Any] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _redact,
     ]
-    if json:
-        processors += [
-            structlog.processors.dict_tracebacks,
-            structlog.processors.JSONRenderer(),
-        ]
-    else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=False))
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=_refuse_exc_info)
+    )
     structlog.configure(
-        processors=processors,
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            _make_safe(structured=json),  # before the stamps: they are ours, and safe
+            *shared,
+            renderer,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
     # Libraries that use the standard library (purerpc, httpx, boto3) log warnings and up.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    handler = _PaysimHandler(lib_out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _make_safe(structured=json),
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _PaysimHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(max(logging.WARNING, _LEVELS[level]))
