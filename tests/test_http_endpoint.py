@@ -316,20 +316,27 @@ async def test_malformed_request_is_400(nursery, app, metrics, garbage):
 # -- timeouts (virtual time) ---------------------------------------------------------
 
 
-async def test_partial_head_gets_408_at_the_timeout(nursery, app, autojump_clock):
+async def test_partial_head_gets_408_at_the_head_timeout(nursery, app, autojump_clock):
     start = trio.current_time()
-    client = connect(nursery, app, HttpLimits(request_timeout_s=10.0))
+    client = connect(nursery, app, HttpLimits(request_timeout_s=10.0, head_timeout_s=3.0))
     await client.send(b"GET /health HTTP/1.1\r\nHost: t\r\n")
     response = await client.response()
     assert response.status == 408
     assert response.headers["connection"] == "close"
     await client.assert_closed()
-    assert trio.current_time() == start + 10.0
+    assert trio.current_time() == start + 3.0
+
+
+async def test_silent_connection_is_closed_at_the_head_timeout(nursery, app, autojump_clock):
+    start = trio.current_time()
+    client = connect(nursery, app, HttpLimits(head_timeout_s=3.0))
+    await client.assert_closed()  # no 408: nothing of a request had arrived
+    assert trio.current_time() == start + 3.0
 
 
 async def test_dripping_client_does_not_extend_the_deadline(nursery, app, autojump_clock):
     start = trio.current_time()
-    client = connect(nursery, app, HttpLimits(request_timeout_s=10.0))
+    client = connect(nursery, app, HttpLimits(request_timeout_s=10.0, head_timeout_s=3.0))
 
     async def drip() -> None:
         for byte in b"GET /health HTTP/1.1\r\n":
@@ -338,12 +345,12 @@ async def test_dripping_client_does_not_extend_the_deadline(nursery, app, autoju
 
     nursery.start_soon(drip)
     assert (await client.response()).status == 408
-    assert trio.current_time() == start + 10.0
+    assert trio.current_time() == start + 3.0
 
 
-async def test_partial_body_gets_408_at_the_timeout(nursery, app, autojump_clock):
+async def test_partial_body_gets_408_at_the_request_timeout(nursery, app, autojump_clock):
     start = trio.current_time()
-    client = connect(nursery, app, HttpLimits(request_timeout_s=5.0))
+    client = connect(nursery, app, HttpLimits(request_timeout_s=5.0, head_timeout_s=1.0))
     await client.send(b"POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
     assert (await client.response()).status == 408
     assert trio.current_time() == start + 5.0
@@ -351,20 +358,32 @@ async def test_partial_body_gets_408_at_the_timeout(nursery, app, autojump_clock
 
 async def test_partial_pipelined_request_gets_408(nursery, app, autojump_clock):
     start = trio.current_time()
-    client = connect(nursery, app, HttpLimits(request_timeout_s=10.0))
+    client = connect(nursery, app, HttpLimits(request_timeout_s=10.0, head_timeout_s=3.0))
     await client.send(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\nGET /liv")
     assert (await client.response()).status == 200
     assert (await client.response()).status == 408
-    assert trio.current_time() == start + 10.0
+    assert trio.current_time() == start + 3.0
 
 
 async def test_idle_keep_alive_is_closed_silently(nursery, app, autojump_clock):
     start = trio.current_time()
-    client = connect(nursery, app, HttpLimits(request_timeout_s=10.0))
+    client = connect(nursery, app, HttpLimits(head_timeout_s=5.0, keepalive_timeout_s=7.0))
     await trio.sleep(4.0)
     assert (await client.request("GET", "/health")).status == 200
     await client.assert_closed()  # no 408: nothing of a next request had arrived
-    assert trio.current_time() == start + 4.0 + 10.0
+    assert trio.current_time() == start + 4.0 + 7.0
+
+
+async def test_next_request_head_has_the_head_timeout_from_its_first_byte(
+    nursery, app, autojump_clock
+):
+    client = connect(nursery, app, HttpLimits(head_timeout_s=2.0, keepalive_timeout_s=7.0))
+    assert (await client.request("GET", "/health")).status == 200
+    await trio.sleep(6.0)  # idle, within the keep-alive timeout
+    started = trio.current_time()
+    await client.send(b"GET /health HTTP/1.1\r\n")
+    assert (await client.response()).status == 408
+    assert trio.current_time() == started + 2.0
 
 
 # -- real sockets ----------------------------------------------------------------------
@@ -379,18 +398,44 @@ async def test_serves_on_a_real_socket(nursery, app):
     await client.stream.aclose()
 
 
-async def test_connections_beyond_the_cap_get_503(nursery, app, metrics):
+async def test_connections_beyond_the_cap_get_503_when_every_slot_is_answering(
+    nursery, app, metrics
+):
+    entered, release = trio.Event(), trio.Event()
+
+    async def slow(request: HttpRequest) -> HttpResponse:
+        entered.set()
+        await release.wait()
+        return json_response(200, {})
+
+    app.add_route("/slow", frozenset({"GET"}), slow)
     port = await nursery.start(serve_http, "127.0.0.1", 0, app, HttpLimits(max_connections=1))
     first = Client(await trio.open_tcp_stream("127.0.0.1", port))
-    assert (await first.request("GET", "/health")).status == 200  # accepted and held open
+    await first.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+    await entered.wait()  # the only slot is answering a request: it cannot be taken
     second = Client(await trio.open_tcp_stream("127.0.0.1", port))
     response = await second.response()
     assert response.status == 503
     assert response.headers["connection"] == "close"
     assert json.loads(response.body) == {"error": "too many connections"}
     await second.assert_closed()
-    assert (await first.request("GET", "/livez")).status == 200  # the first is unaffected
+    release.set()
+    assert (await first.response()).status == 200  # the first is unaffected
+    assert (await first.request("GET", "/livez")).status == 200
     assert http_count(metrics, "other", 503) == 1.0
+
+
+async def test_a_new_connection_takes_the_slot_of_the_longest_idle_one(nursery, app):
+    port = await nursery.start(serve_http, "127.0.0.1", 0, app, HttpLimits(max_connections=2))
+    oldest = Client(await trio.open_tcp_stream("127.0.0.1", port))
+    assert (await oldest.request("GET", "/health")).status == 200  # now idle (keep-alive)
+    slow = Client(await trio.open_tcp_stream("127.0.0.1", port))
+    await slow.send(b"GET /health HTTP/1.1\r\n")  # a head, begun
+    probe = Client(await trio.open_tcp_stream("127.0.0.1", port))
+    assert (await probe.request("GET", "/livez")).status == 200
+    await oldest.assert_closed()  # evicted
+    await slow.send(b"Host: t\r\n\r\n")  # kept: it was not the longest waiting
+    assert (await slow.response()).status == 200
 
 
 async def test_taken_port_raises(nursery, app):
@@ -404,3 +449,7 @@ def test_limits_are_validated():
         HttpLimits(max_connections=0)
     with pytest.raises(ValueError, match="positive"):
         HttpLimits(request_timeout_s=0)
+    with pytest.raises(ValueError, match="positive"):
+        HttpLimits(head_timeout_s=0)
+    with pytest.raises(ValueError, match="positive"):
+        HttpLimits(keepalive_timeout_s=-1)

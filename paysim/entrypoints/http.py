@@ -11,17 +11,29 @@ Policy decisions (limits from ``HttpLimits``):
 
 * Head over ``max_header_bytes``: 431. Body over ``max_body_bytes``: 413,
   decided from Content-Length before reading, or while reading chunks.
-* ``request_timeout_s`` bounds the reading of one request from the start of
-  its cycle, so it is also the idle keep-alive timeout and the slowloris
-  guard: a begun request gets 408, an idle connection is just closed.
-  Writing a response gets the same time.
+* Slow clients cannot hold a connection: a new connection must complete its
+  request head within ``head_timeout_s`` (default 5 s, also the bound on a
+  connection that sends nothing); between requests a connection may stay idle
+  ``keepalive_timeout_s``, and the head of the next request must be complete
+  ``head_timeout_s`` after its first byte. ``request_timeout_s`` bounds the
+  whole request, body included, from the same start. A begun request that
+  misses a deadline gets 408; an idle connection is just closed. Writing a
+  response gets ``request_timeout_s``.
 * Malformed request: 400 (or h11's hint, e.g. 501). After any error the
   connection closes (``Connection: close``) after a short bounded lingering
   close, so that the client reads the answer rather than a reset.
 * A handler that raises: 500 with a generic body, traceback to the
   ``paysim.http`` log. No exception text ever reaches a response.
-* Over ``max_connections``: the accept loop itself writes a canned 503 with
-  ``Connection: close`` and closes; no task is spawned.
+* Probes get through a full house: at ``max_connections`` a new connection
+  takes the slot of the connection that has waited longest for a request head
+  (a slowloris connection, or an idle keep-alive one), which is closed. A
+  kubelet probe sends its whole head at once, so it is served before anyone
+  can take its slot; an attacker holding every slot with slow heads only
+  evicts its own connections. Only when every slot is busy with a request
+  being answered does the accept loop itself write a canned 503 with
+  ``Connection: close`` and close; no task is spawned.
+* Any bytes are answered (400, 431, 413...) or the connection is closed:
+  nothing a client sends raises out of a connection.
 * Every response has Content-Type, Content-Length and ``Server: paysim``;
   HEAD works on every GET route (same headers, no body). Responses are
   counted by route name, ``"other"`` for unknown paths (bounded cardinality).
@@ -37,6 +49,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -68,10 +81,13 @@ class HttpLimits:
     max_body_bytes: int = 65536
     request_timeout_s: float = 10.0
     max_connections: int = 256
+    head_timeout_s: float = 5.0
+    keepalive_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         sizes = (self.max_header_bytes, self.max_body_bytes, self.max_connections)
-        if min(sizes) < 1 or not self.request_timeout_s > 0:
+        times = (self.request_timeout_s, self.head_timeout_s, self.keepalive_timeout_s)
+        if min(sizes) < 1 or not min(times) > 0:
             raise ValueError("HTTP limits must be positive")
 
 
@@ -184,20 +200,78 @@ class HttpApp:
         return HttpResponse(200, body, content_type=content_type)
 
 
+class _Slot:
+    """One connection's place among ``_Slots``; ``scope`` wraps the connection's life."""
+
+    __slots__ = ("evicted", "scope", "slots")
+
+    def __init__(self, slots: _Slots) -> None:
+        self.slots = slots
+        self.scope = trio.CancelScope()
+        self.evicted = False
+
+    def waiting(self) -> None:
+        """The connection now waits for a request head: it may be evicted (oldest first)."""
+        self.slots.waiting[self] = None
+
+    def busy(self) -> None:
+        """A request head has arrived: the connection keeps its slot until it answers."""
+        self.slots.waiting.pop(self, None)
+
+    def release(self) -> None:
+        self.busy()
+        if not self.evicted:  # an evicted slot was handed over already
+            self.slots.used -= 1
+
+
+class _Slots:
+    """At most ``limit`` connections; when full, the one that has waited longest
+    for a request head gives its slot to the newcomer."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.waiting: dict[_Slot, None] = {}  # insertion order: the longest waiting first
+
+    def take(self) -> _Slot | None:
+        if self.used < self.limit:
+            self.used += 1
+        elif self.waiting:
+            victim = next(iter(self.waiting))
+            del self.waiting[victim]
+            victim.evicted = True
+            victim.scope.cancel()
+        else:
+            return None
+        return _Slot(self)
+
+
 class _Connection:
     """The state of one connection; ``run`` drives it until it must close."""
 
-    def __init__(self, stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits) -> None:
-        self.stream, self.app, self.limits = stream, app, limits
+    def __init__(
+        self, stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits, slot: _Slot | None
+    ) -> None:
+        self.stream, self.app, self.limits, self.slot = stream, app, limits, slot
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self.path: str | None = None  # of the request being read, once its head is parsed
         self.is_head = False  # whether that request is a HEAD (its answers have no body)
+        self.head_scope = trio.CancelScope()
 
     async def run(self) -> None:
+        first = True
         while True:
+            if self.slot is not None:
+                self.slot.waiting()
+            if not first and not await self._wait_for_next_request():
+                return  # closed by the client, or idle for keepalive_timeout_s
+            first = False
             request: HttpRequest | None = None
             try:
-                with trio.move_on_after(self.limits.request_timeout_s):
+                with (
+                    trio.move_on_after(self.limits.request_timeout_s),
+                    trio.move_on_after(self.limits.head_timeout_s) as self.head_scope,
+                ):
                     request = await self._read_request()
                     if request is None:  # the client closed between requests
                         return
@@ -214,6 +288,16 @@ class _Connection:
                 return  # Connection: close, HTTP/1.0...
             self.conn.start_next_cycle()
 
+    async def _wait_for_next_request(self) -> bool:
+        """Wait (keep-alive) for the first byte of the next request; False to close."""
+        if self.conn.trailing_data[0] or self.conn.trailing_data[1]:
+            return True  # pipelined, or the client closed: _read_request sees it
+        with trio.move_on_after(self.limits.keepalive_timeout_s):
+            data = await self.stream.receive_some(_RECEIVE_CHUNK)
+            self.conn.receive_data(bytes(data))
+            return bool(data)
+        return False
+
     async def _read_request(self) -> HttpRequest | None:
         self.path, self.is_head = None, False
         max_body = self.limits.max_body_bytes
@@ -227,18 +311,10 @@ class _Connection:
                     await self.stream.send_all(self.conn.send(interim))
                 self.conn.receive_data(bytes(await self.stream.receive_some(_RECEIVE_CHUNK)))
             elif isinstance(event, h11.Request):
-                target = urlsplit(event.target.decode("latin-1"))
-                self.path, self.is_head = target.path, event.method == b"HEAD"
-                # h11 only bounds an *incomplete* head; bound the complete one too.
-                size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
-                if size > self.limits.max_header_bytes:
-                    raise h11.RemoteProtocolError("head too large", 431)
-                for name, value in event.headers:
-                    if name == b"content-length" and int(value) > max_body:
-                        raise h11.RemoteProtocolError("body too large", 413)
-                method = event.method.decode("ascii")
-                query = parse_qs(target.query)
-                request = HttpRequest(method, target.path, query, list(event.headers))
+                self.head_scope.deadline = math.inf  # the head is in: the body has the rest
+                if self.slot is not None:
+                    self.slot.busy()
+                request = self._parse_head(event)
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > max_body:
@@ -250,6 +326,25 @@ class _Connection:
                 return None
             else:  # pragma: no cover - PAUSED cannot happen: we never read ahead
                 raise h11.RemoteProtocolError("paused", 500)
+
+    def _parse_head(self, event: h11.Request) -> HttpRequest:
+        try:
+            target = urlsplit(event.target.decode("latin-1"))
+            query = parse_qs(target.query)
+        except ValueError:  # e.g. "http://[": urlsplit's invalid IPv6 host
+            raise h11.RemoteProtocolError("bad target", 400) from None
+        self.path, self.is_head = target.path, event.method == b"HEAD"
+        # h11 only bounds an *incomplete* head; bound the complete one too.
+        size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+        if size > self.limits.max_header_bytes:
+            raise h11.RemoteProtocolError("head too large", 431)
+        for name, value in event.headers:
+            # h11 checked the digits; the length check spares int() a huge number.
+            if name == b"content-length" and (
+                len(value) > 18 or int(value) > self.limits.max_body_bytes
+            ):
+                raise h11.RemoteProtocolError("body too large", 413)
+        return HttpRequest(event.method.decode("ascii"), target.path, query, list(event.headers))
 
     async def _send(self, response: HttpResponse) -> bool:
         """Send ``response``; False when the write timed out (the caller closes)."""
@@ -289,14 +384,20 @@ class _Connection:
                 received += len(data)
 
 
-async def handle_connection(stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits) -> None:
+async def handle_connection(
+    stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits, slot: _Slot | None = None
+) -> None:
     """Serve HTTP/1.1 on ``stream`` until the connection ends; always closes ``stream``.
 
-    A client that goes away (BrokenResourceError) ends the connection quietly.
+    A client that goes away (BrokenResourceError) ends the connection quietly;
+    so does eviction (``slot.scope`` cancelled, see ``_Slots``).
     """
     try:
-        with contextlib.suppress(trio.BrokenResourceError):
-            await _Connection(stream, app, limits).run()
+        with (
+            slot.scope if slot is not None else contextlib.nullcontext(),
+            contextlib.suppress(trio.BrokenResourceError),
+        ):
+            await _Connection(stream, app, limits, slot).run()
     finally:
         await trio.aclose_forcefully(stream)
 
@@ -328,16 +429,15 @@ async def serve_http(
     Cancellation closes the listeners and every open connection.
     """
     listeners = await open_listeners(host, port, reuse_port=reuse_port)
-    active = 0  # open connections, over every listener
+    slots = _Slots(limits.max_connections)  # open connections, over every listener
 
-    async def run_connection(stream: trio.SocketStream) -> None:
-        nonlocal active
+    async def run_connection(stream: trio.SocketStream, slot: _Slot) -> None:
         try:
-            await handle_connection(stream, app, limits)
+            await handle_connection(stream, app, limits, slot)
         except Exception:  # a bug in one connection must not take the endpoint down
             log.exception("http connection failed")
         finally:
-            active -= 1
+            slot.release()
 
     async def reject(stream: trio.SocketStream) -> None:
         # A fresh socket's send buffer takes this at once; the timeout is a backstop.
@@ -348,7 +448,6 @@ async def serve_http(
         await trio.aclose_forcefully(stream)
 
     async def accept_loop(listener: trio.SocketListener, nursery: trio.Nursery) -> NoReturn:
-        nonlocal active
         while True:
             try:
                 stream = await listener.accept()
@@ -358,11 +457,11 @@ async def serve_http(
                 log.warning("http accept failed, backing off", errno=exc.errno)
                 await trio.sleep(_ACCEPT_BACKOFF_S)
                 continue
-            if active >= limits.max_connections:
+            slot = slots.take()
+            if slot is None:  # every slot is answering a request
                 await reject(stream)
                 continue
-            active += 1
-            nursery.start_soon(run_connection, stream)
+            nursery.start_soon(run_connection, stream, slot)
 
     try:
         async with trio.open_nursery() as nursery:
