@@ -53,6 +53,11 @@ class HttpSettings:
     max_body_bytes: int = 64 * 1024
     request_timeout_s: float = 10.0
     max_connections: int = 256
+    # Slow clients: a request head must be complete this long after the
+    # connection opens (or the next request's first byte); an idle keep-alive
+    # connection is closed after keepalive_timeout_s.
+    head_timeout_s: float = 5.0
+    keepalive_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,8 @@ class Settings:
                 max_body_bytes=r.integer("HTTP_MAX_BODY_BYTES", 64 * 1024, 0),
                 request_timeout_s=r.millis("HTTP_REQUEST_TIMEOUT_MS", 10_000, minimum=1),
                 max_connections=r.integer("HTTP_MAX_CONNECTIONS", 256, 1),
+                head_timeout_s=r.millis("HTTP_HEAD_TIMEOUT_MS", 5_000, minimum=1),
+                keepalive_timeout_s=r.millis("HTTP_KEEPALIVE_TIMEOUT_MS", 5_000, minimum=1),
             ),
             simulation=SimulationSettings(
                 default_delay_s=r.millis("DEFAULT_DELAY_MS", 2_000),

@@ -72,6 +72,8 @@ PARSES: list[tuple[str, str, str, object]] = [
     ("HTTP_MAX_BODY_BYTES", "0", "http.max_body_bytes", 0),
     ("HTTP_REQUEST_TIMEOUT_MS", "2500", "http.request_timeout_s", 2.5),
     ("HTTP_MAX_CONNECTIONS", "3", "http.max_connections", 3),
+    ("HTTP_HEAD_TIMEOUT_MS", "1500", "http.head_timeout_s", 1.5),
+    ("HTTP_KEEPALIVE_TIMEOUT_MS", "30000", "http.keepalive_timeout_s", 30.0),
     ("DEFAULT_DELAY_MS", "1500", "simulation.default_delay_s", 1.5),
     ("DEFAULT_DELAY_MS", "0", "simulation.default_delay_s", 0.0),
     ("DELAY_SCENARIO_MS", "30000", "simulation.delay_scenario_s", 30.0),
