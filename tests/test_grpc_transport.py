@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import gzip
 import socket
+import struct
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -36,15 +37,23 @@ ECHO = "/test.Probe/Echo"
 BOOM = "/test.Probe/Boom"
 BLOCK = "/test.Probe/Block"
 
-OK, CANCELLED, UNKNOWN, DEADLINE, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL = (
-    0,
-    1,
-    2,
-    4,
-    8,
-    12,
-    13,
-)
+OK, CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE = 0, 1, 2, 3, 4
+RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL = 8, 12, 13
+
+
+def _cut_short(wbits: int) -> bytes:
+    """A compressed stream that stops (flushed, unfinished) after a complete message.
+
+    Without an end-of-stream check it decodes to a valid request, just as a
+    stream cut anywhere else decodes to one with its later fields missing.
+    """
+    compressor = zlib.compressobj(wbits=wbits)
+    body = REQ(payment_intent_id="cut").SerializeToString()
+    return compressor.compress(body) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+TRUNCATED_GZIP = _cut_short(16 + zlib.MAX_WBITS)
+TRUNCATED_DEFLATE = _cut_short(zlib.MAX_WBITS)
 
 
 class Probe(purerpc.Servicer):  # type: ignore[misc]
@@ -259,12 +268,25 @@ async def test_decompression_bomb_is_resource_exhausted(nursery):
     ("encoding", "body", "status"),
     [
         ("snappy", frame(b"abc", compressed=True), UNIMPLEMENTED),
-        ("gzip", frame(b"not gzip at all", compressed=True), INTERNAL),
+        ("gzip", frame(b"not gzip at all", compressed=True), INVALID_ARGUMENT),
         (None, frame(b"\x0a\x01x", compressed=True), INTERNAL),
+        ("gzip", frame(TRUNCATED_GZIP, compressed=True), INVALID_ARGUMENT),
+        ("deflate", frame(TRUNCATED_DEFLATE, compressed=True), INVALID_ARGUMENT),
+        ("gzip", frame(gzip.compress(b"\x0a\x01x") + b"junk", compressed=True), INVALID_ARGUMENT),
+        (None, struct.pack(">BI", 2, 3) + b"\x0a\x01x", INVALID_ARGUMENT),
     ],
-    ids=["unknown-encoding", "corrupt-gzip", "compressed-flag-without-encoding"],
+    ids=[
+        "unknown-encoding",
+        "corrupt-gzip",
+        "compressed-flag-without-encoding",
+        "truncated-gzip",
+        "truncated-deflate",
+        "gzip-with-trailing-bytes",
+        "flag-neither-0-nor-1",
+    ],
 )
 async def test_bad_compression_fails_only_that_call(nursery, encoding, body, status):
+    """A truncated body once decoded to a message with fields silently missing."""
     served = await start_paysim(nursery)
     client = await RawClient.connect(nursery, served.port)
     with trio.fail_after(5):

@@ -11,6 +11,10 @@ Encoding: paysim's constant response headers and OK trailers are pre-encoded
 with representations that never touch the dynamic table (static-table index,
 literal *without* indexing), so their bytes are valid whatever the table holds.
 A pending table-size update falls back to the real encoder, which emits it.
+
+Bound: RFC 7541 §4.2 allows at most two dynamic-table size updates, at the start
+of a block; a block with more is a COMPRESSION_ERROR before any of it is decoded
+(a block of nothing but size updates once cost about a second of CPU per MiB).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import h2.errors
+import h2.exceptions
 from hpack import Decoder, Encoder
 
 _CACHE_LIMIT = 256
@@ -66,6 +72,24 @@ def _leaves_table_alone(block: bytes) -> bool:
     return i == n
 
 
+class CompressionError(h2.exceptions.ProtocolError):  # type: ignore[misc]
+    """Ends the connection with GOAWAY(COMPRESSION_ERROR), as RFC 7541 §4.2 asks."""
+
+    error_code = h2.errors.ErrorCodes.COMPRESSION_ERROR
+
+
+def _size_updates_at_start(block: bytes) -> int:
+    """How many table-size updates (001xxxxx) open the block."""
+    i, n, count = 0, len(block), 0
+    try:
+        while i < n and block[i] & 0xE0 == 0x20:
+            _, i = _read_int(block, i, 5)
+            count += 1
+    except IndexError:
+        pass
+    return count
+
+
 class CachingDecoder(Decoder):  # type: ignore[misc]
     def __init__(self, original: Decoder) -> None:
         super().__init__(max_header_list_size=original.max_header_list_size)
@@ -81,6 +105,8 @@ class CachingDecoder(Decoder):  # type: ignore[misc]
         indexed = _leaves_table_alone(key)
         if not indexed:
             self._cache.clear()
+            if _size_updates_at_start(key) > 2:
+                raise CompressionError("more than two table size updates in one header block")
         headers: list[Any] = super().decode(data, raw)
         if raw and indexed and len(self._cache) < _CACHE_LIMIT:
             self._cache[key] = list(headers)

@@ -1,55 +1,73 @@
-"""purerpc's gRPC-over-HTTP/2 protocol layer, with its connection-killing faults fixed.
+"""gRPC over HTTP/2, server side, sans I/O: h2 events in, gRPC events out.
 
-paysim runs purerpc's ``GRPCConnection`` (the sans-I/O layer over h2) under its
-own trio listener (``transport.py``). purerpc 0.8.0 is pinned because this
-module subclasses its internals. Fixed here, per stream instead of per
-connection:
+paysim's transport (``transport.py``) owns the socket and the calls; this layer
+turns bytes into purerpc's event types (``RequestReceived`` is what handlers
+receive) and never raises for one bad stream. It replaces purerpc 0.8.0's
+``GRPCConnection``, whose faults tore down whole connections:
 
-* an oversized message (length prefix above the limit) raised out of
-  ``receive_data`` and tore down the whole connection: now that one stream
-  fails with RESOURCE_EXHAUSTED, and its remaining DATA is acknowledged and
-  dropped so the connection's flow-control window is not lost;
-* a gzip-compressed message was fed to ``zlib.decompress`` without gzip
-  framing and raised: gzip and deflate are decoded properly, bounded by the
-  same size limit (no decompression bombs); an unknown encoding fails that
-  stream with UNIMPLEMENTED;
-* malformed request headers (a bad ``grpc-timeout``, a wrong content type)
-  raised out of ``receive_data``: now they fail that stream only;
-* DATA after purerpc had reset a stream raised ``KeyError``; a reset stream's
-  buffer was never freed: both handled.
+* every request header is checked here, and a bad one fails only its stream
+  with the status grpc-go gives: a content type that is not gRPC gets HTTP 415
+  (the spec's SHOULD) with INTERNAL; a codec other than protobuf
+  (``application/grpc+json``) UNIMPLEMENTED; a ``grpc-timeout`` that is not 1
+  to 8 digits and a unit INTERNAL; an unknown ``grpc-encoding`` UNIMPLEMENTED;
+  anything else malformed INTERNAL;
+* request trailers (HEADERS after the body) just end the request;
+* messages come out of a bounded ``MessageReader``; a message that fails fails
+  its stream, and every byte the stream held goes back into the connection's
+  window, whether the stream failed, finished early or was reset;
+* flow control: a stream's window fits one largest message, the connection's
+  ``connection_window`` bytes; the transport acknowledges a message's bytes when
+  its handler has taken it, so what a connection buffers is bounded by its window.
 
 The failures come out as ``StreamFailed`` events, next to purerpc's own events.
 """
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import h2.config
 import h2.events
 import h2.settings
+import trio
 from h2.settings import SettingCodes
-from purerpc.grpclib.buffers import MessageReadBuffer
-from purerpc.grpclib.config import GRPCConfiguration
-from purerpc.grpclib.connection import GRPCConnection
-from purerpc.grpclib.events import Event, MessageReceived, RequestReceived
-from purerpc.grpclib.exceptions import ProtocolError
+from h2.windows import WindowManager
+from purerpc.grpclib.events import (
+    Event,
+    MessageReceived,
+    RequestEnded,
+    RequestReceived,
+    WindowUpdated,
+)
 from purerpc.grpclib.headers import HeaderDict
 from purerpc.grpclib.status import Status, StatusCode
 
+from paysim.entrypoints.grpc.h2_guard import FrameLimits, GuardedH2Connection
 from paysim.entrypoints.grpc.hpack_cache import CachingDecoder, CachingEncoder
+from paysim.entrypoints.grpc.messages import (
+    ACCEPT_ENCODING,
+    SUPPORTED_ENCODINGS,
+    MessageError,
+    MessageReader,
+    unsupported_encoding,
+)
 
-SUPPORTED_ENCODINGS = ("identity", "gzip", "deflate")
-ACCEPT_ENCODING = ",".join(SUPPORTED_ENCODINGS)
+__all__ = ["ACCEPT_ENCODING", "ServerConnection", "StreamFailed", "StreamReset"]
+
+_DEFAULT_WINDOW = 65_535  # RFC 9113 §6.9.2: every window starts here
+_TIMEOUT = re.compile(r"[0-9]{1,8}[HMSmun]")
+_CONTENT_TYPE = re.compile(r"application/grpc(?:\+([a-z0-9._-]+))?\s*(?:;.*)?", re.I | re.S)
 
 
 class StreamFailed(Event):  # type: ignore[misc]
     """One stream cannot go on; answer it with ``status`` and forget it."""
 
-    def __init__(self, stream_id: int, status: Status) -> None:
+    def __init__(self, stream_id: int, status: Status, http_status: int = 200) -> None:
         self.stream_id = stream_id
         self.status = status
+        self.http_status = http_status
 
 
 class StreamReset(Event):  # type: ignore[misc]
@@ -59,175 +77,167 @@ class StreamReset(Event):  # type: ignore[misc]
         self.stream_id = stream_id
 
 
-class _StreamError(Exception):
-    def __init__(self, status: Status) -> None:
-        super().__init__(status.status_message)
-        self.status = status
+def _header_problem(headers: HeaderDict) -> StreamFailed | None:
+    """The first request header a gRPC server must refuse, as a failure (stream id 0)."""
+    content_type = headers.get("content-type")
+    match = _CONTENT_TYPE.fullmatch(content_type) if isinstance(content_type, str) else None
+    if match is None:
+        return StreamFailed(
+            0,
+            Status(
+                StatusCode.INTERNAL,
+                "content-type must be application/grpc or application/grpc+proto",
+            ),
+            http_status=415,
+        )
+    subtype = match.group(1)
+    if subtype is not None and subtype.lower() != "proto":
+        return StreamFailed(
+            0,
+            Status(
+                StatusCode.UNIMPLEMENTED,
+                f"content-subtype {subtype!r} is not supported; use application/grpc+proto",
+            ),
+        )
+    timeout = headers.get("grpc-timeout")
+    if timeout is not None and not (isinstance(timeout, str) and _TIMEOUT.fullmatch(timeout)):
+        return StreamFailed(
+            0,
+            Status(
+                StatusCode.INTERNAL,
+                "malformed grpc-timeout: 1 to 8 digits and a unit (H, M, S, m, u or n)",
+            ),
+        )
+    encoding = headers.get("grpc-encoding")
+    if encoding is not None and encoding not in SUPPORTED_ENCODINGS:
+        return StreamFailed(0, unsupported_encoding(str(encoding)[:32]))
+    return None
 
 
-class BoundedMessageReadBuffer(MessageReadBuffer):  # type: ignore[misc]
-    """purerpc's read buffer with real gzip/deflate decoding and typed failures."""
-
-    def decompress(self, data: bytes) -> bytes:
-        encoding = self._message_encoding
-        if encoding == "gzip":
-            wbits = 16 + zlib.MAX_WBITS
-        elif encoding == "deflate":
-            wbits = zlib.MAX_WBITS
-        else:
-            raise _StreamError(
-                Status(
-                    StatusCode.UNIMPLEMENTED,
-                    f"message compressed with unsupported encoding; accepted: {ACCEPT_ENCODING}",
-                )
-            )
-        limit = self._max_message_length
-        decoder = zlib.decompressobj(wbits)
-        try:
-            out = decoder.decompress(data, limit + 1)
-        except zlib.error:
-            raise _StreamError(
-                Status(StatusCode.INTERNAL, f"could not decompress {encoding} message")
-            ) from None
-        if len(out) > limit or decoder.unconsumed_tail:
-            raise _StreamError(
-                Status(
-                    StatusCode.RESOURCE_EXHAUSTED,
-                    f"decompressed message larger than the limit of {limit} bytes",
-                )
-            )
-        return out
-
-    def _parse_one_message(self) -> tuple[bytes | None, int]:
-        if self._message_length is None and len(self._buffer) >= 5:
-            header = bytes(self._buffer._deque[0][0][:5]) if self._buffer._deque else b""
-            if len(header) == 5 and header[0] and self._message_encoding in (None, "identity"):
-                raise _StreamError(
-                    Status(
-                        StatusCode.INTERNAL,
-                        "compressed flag set but no grpc-encoding was given",
-                    )
-                )
-        try:
-            result: tuple[bytes | None, int] = super()._parse_one_message()
-        except ProtocolError as exc:  # MessageTooLargeError
-            raise _StreamError(
-                Status(StatusCode.RESOURCE_EXHAUSTED, f"{exc}; limit is enforced per message")
-            ) from None
-        return result
-
-
-class ServerConnection(GRPCConnection):  # type: ignore[misc]
+class ServerConnection:
     """Server side of one HTTP/2 connection; never raises for a single bad stream."""
 
     def __init__(
         self,
         max_message_length: int,
-        max_concurrent_streams: int,
         constant_headers: Sequence[Sequence[tuple[str, str]]] = (),
+        *,
+        max_concurrent_streams: int = 1_000,
+        max_header_list_size: int = 16_384,
+        connection_window: int | None = None,
+        frame_limits: FrameLimits | None = None,
+        clock: Callable[[], float] = trio.current_time,
     ) -> None:
-        self._max_concurrent_streams = max_concurrent_streams
-        super().__init__(
-            GRPCConfiguration(client_side=False, max_message_length=max_message_length)
-        )
+        self.max_message_length = max_message_length
+        limits = frame_limits or FrameLimits()
+        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         # Outbound headers are ours and well-formed: skip h2's per-header checks.
-        # Inbound headers are checked by purerpc's parser (method, scheme, path,
-        # te, content-type) and h2's framing and HPACK checks still apply.
-        cfg = self.h2_connection.config
-        cfg.validate_outbound_headers = False
-        cfg.normalize_outbound_headers = False
-        cfg.validate_inbound_headers = False
-        cfg.normalize_inbound_headers = False
-        self._failed: set[int] = set()
-        h2c = self.h2_connection
-        h2c.decoder = CachingDecoder(h2c.decoder)
-        h2c.encoder = CachingEncoder(h2c.encoder, constant_headers)
-
-    def _set_h2_connection_local_settings(self) -> None:
-        self.h2_connection.local_settings = h2.settings.Settings(
+        # Inbound headers are checked here (``_header_problem``) and by purerpc's
+        # parser; h2's framing and HPACK checks still apply.
+        config.validate_outbound_headers = False
+        config.normalize_outbound_headers = False
+        config.validate_inbound_headers = False
+        config.normalize_inbound_headers = False
+        h2c = GuardedH2Connection(config, limits, clock)
+        self.h2_connection = h2c
+        # One largest message (with its prefix and some padding) fits a stream's window.
+        self.stream_window = min(max_message_length + 5 + 1024, 2**31 - 1)
+        self.connection_window = min(connection_window or 2 * self.stream_window, 2**31 - 1)
+        h2c.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: self._max_concurrent_streams,
-                SettingCodes.INITIAL_WINDOW_SIZE: min(
-                    2 * self.config.max_message_length, 2**31 - 1
-                ),
-                SettingCodes.MAX_FRAME_SIZE: self.MAX_INBOUND_FRAME_SIZE,
-                SettingCodes.MAX_HEADER_LIST_SIZE: self.MAX_HEADER_LIST_SIZE,
+                SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+                SettingCodes.INITIAL_WINDOW_SIZE: self.stream_window,
+                SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
+                SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
             },
         )
-        self.h2_connection.max_inbound_frame_size = self.MAX_INBOUND_FRAME_SIZE
+        h2c.max_inbound_frame_size = limits.max_frame_size
+        h2c.decoder = CachingDecoder(h2c.decoder)
+        h2c.decoder.max_header_list_size = max_header_list_size
+        h2c.encoder = CachingEncoder(h2c.encoder, constant_headers)
+        self.readers: dict[int, MessageReader] = {}
+        self.settings_received = False
+        self._dispatch: dict[type, Callable[[Any], list[Any]]] = {
+            h2.events.RequestReceived: self._request_received,
+            h2.events.DataReceived: self._data_received,
+            h2.events.StreamEnded: self._stream_ended,
+            h2.events.StreamReset: self._stream_reset,
+            h2.events.WindowUpdated: self._window_updated,
+            h2.events.RemoteSettingsChanged: self._settings_changed,
+        }
+
+    def initiate_connection(self) -> None:
+        """Our SETTINGS, and the connection window opened to ``connection_window``."""
+        h2c = self.h2_connection
+        h2c.initiate_connection()
+        if self.connection_window > _DEFAULT_WINDOW:
+            h2c.increment_flow_control_window(self.connection_window - _DEFAULT_WINDOW)
+        # h2 starts its own account of this window at the stream window; keep it exact.
+        h2c._inbound_flow_control_window_manager = WindowManager(self.connection_window)
+
+    def receive_data(self, data: bytes) -> list[Any]:
+        out: list[Any] = []
+        dispatch = self._dispatch
+        for event in self.h2_connection.receive_data(data):
+            handler = dispatch.get(type(event))
+            if handler is not None:
+                out.extend(handler(event))
+        return out
+
+    def acknowledge(self, stream_id: int, flow_controlled: int) -> None:
+        if flow_controlled:
+            self.h2_connection.acknowledge_received_data(flow_controlled, stream_id)
 
     def forget(self, stream_id: int) -> None:
-        """Drop all per-stream state once the stream is done."""
-        self.message_read_buffers.pop(stream_id, None)
-        self._failed.discard(stream_id)
+        """Drop all per-stream state once the stream is done; give back what it held."""
+        reader = self.readers.pop(stream_id, None)
+        if reader is not None:
+            self.acknowledge(stream_id, reader.unacknowledged)
 
-    def _fail(self, stream_id: int, status: Status) -> list[Any]:
-        self.message_read_buffers.pop(stream_id, None)
-        self._failed.add(stream_id)
-        return [StreamFailed(stream_id, status)]
+    def _fail(self, stream_id: int, status: Status, http_status: int = 200) -> list[Any]:
+        self.forget(stream_id)
+        return [StreamFailed(stream_id, status, http_status)]
 
     def _request_received(self, event: h2.events.RequestReceived) -> list[Any]:
+        sid = event.stream_id
+        headers = HeaderDict(event.headers)
+        problem = _header_problem(headers)
+        if problem is not None:
+            return self._fail(sid, problem.status, problem.http_status)
         try:
-            request = RequestReceived.parse_from_stream_id_and_headers_destructive(
-                event.stream_id, HeaderDict(event.headers)
-            )
-        except (ProtocolError, ValueError, KeyError):
-            return self._fail(
-                event.stream_id, Status(StatusCode.INTERNAL, "malformed gRPC request headers")
-            )
+            request = RequestReceived.parse_from_stream_id_and_headers_destructive(sid, headers)
+        except Exception:  # purerpc's parser raises what it meets; each is the peer's fault
+            return self._fail(sid, Status(StatusCode.INTERNAL, "malformed gRPC request headers"))
         if event.stream_ended:
-            return [
-                request,
-                *self._fail(event.stream_id, Status(StatusCode.INTERNAL, "request has no body")),
-            ]
-        encoding = request.message_encoding
-        if encoding is not None and encoding not in SUPPORTED_ENCODINGS:
-            return [
-                request,
-                *self._fail(
-                    event.stream_id,
-                    Status(
-                        StatusCode.UNIMPLEMENTED,
-                        f"grpc-encoding {encoding!r} is not supported; accepted: {ACCEPT_ENCODING}",
-                    ),
-                ),
-            ]
-        self.message_read_buffers[event.stream_id] = BoundedMessageReadBuffer(
-            encoding, self.config.max_message_length
-        )
+            return [request, *self._fail(sid, Status(StatusCode.INTERNAL, "request has no body"))]
+        self.readers[sid] = MessageReader(request.message_encoding, self.max_message_length)
         return [request]
 
     def _data_received(self, event: h2.events.DataReceived) -> list[Any]:
-        stream_id = event.stream_id
-        buffer = self.message_read_buffers.get(stream_id)
-        if buffer is None:
+        sid = event.stream_id
+        length = event.flow_controlled_length
+        reader = self.readers.get(sid)
+        if reader is None:
             # A failed, finished or unknown stream: give the window back, drop the bytes.
-            if event.flow_controlled_length:
-                self.h2_connection.acknowledge_received_data(
-                    event.flow_controlled_length, stream_id
-                )
+            self.acknowledge(sid, length)
             return []
         try:
-            buffer.data_received(event.data, event.flow_controlled_length)
-        except _StreamError as exc:
-            # Everything this stream sent so far goes back into the window.
-            if event.flow_controlled_length:
-                self.h2_connection.acknowledge_received_data(
-                    event.flow_controlled_length, stream_id
-                )
-            return self._fail(stream_id, exc.status)
-        return [
-            MessageReceived(stream_id, message, length)
-            for message, length in buffer.read_all_complete_messages_flowcontrol()
-        ]
+            messages = reader.feed(event.data, length)
+        except MessageError as exc:
+            return self._fail(sid, exc.status)
+        return [MessageReceived(sid, message, size) for message, size in messages]
 
     def _stream_ended(self, event: h2.events.StreamEnded) -> list[Any]:
-        if event.stream_id in self._failed:
-            return []
-        result: list[Any] = super()._stream_ended(event)
-        return result
+        return [RequestEnded(event.stream_id)]
 
     def _stream_reset(self, event: h2.events.StreamReset) -> list[Any]:
         self.forget(event.stream_id)
         return [StreamReset(event.stream_id)]
+
+    def _window_updated(self, event: h2.events.WindowUpdated) -> list[Any]:
+        return [WindowUpdated(event.stream_id, event.delta)]
+
+    def _settings_changed(self, event: h2.events.RemoteSettingsChanged) -> list[Any]:
+        self.settings_received = True  # the peer's preface is complete
+        return []

@@ -1,0 +1,648 @@
+"""One HTTP/2 connection of the gRPC server: its reader, its writer, its calls.
+
+Theory of operation
+-------------------
+``Connection.run`` owns the socket. The reader takes bytes in
+(``ServerConnection.receive_data``) and dispatches the events at once, without
+blocking; the writer sends whatever h2 has queued in one ``send_all``, so under
+load many responses share a syscall. Every call gets one task in the
+connection's nursery, inside its own ``CancelScope`` whose deadline is the
+caller's ``grpc-timeout``. When ``run`` returns every call task has ended and
+the socket is closed.
+
+What a peer can make this connection hold or do is bounded (``GrpcLimits``);
+the frame-level bounds live in ``h2_guard.py``, these here:
+
+* calls: at most ``max_concurrent_streams`` call *tasks* (not h2 streams: a
+  reset stream's handler still counts until it has ended) and at most
+  ``max_stalled_calls`` calls waiting for the peer's flow-control window; a
+  stream over either gets REFUSED_STREAM (clients retry those) and the
+  connection goes on;
+* request bytes: a message's bytes go back into the peer's window only when its
+  handler takes it, so a connection buffers at most its window; a unary call
+  fails with INVALID_ARGUMENT the moment a second message arrives, and with
+  DEADLINE_EXCEEDED if its request has not ended ``request_timeout_s`` after
+  its headers;
+* response bytes: a message that cannot be written within ``write_timeout_s``
+  (the peer keeps its window shut) resets its stream; a socket that accepts
+  nothing for ``write_timeout_s`` ends the connection; while more than
+  ``max_outbound_bytes`` wait to be sent (PING and SETTINGS ACKs included) the
+  reader stops reading, so a peer that does not read cannot make us queue;
+* time: the preface must arrive within ``handshake_timeout_s``; a connection
+  with no call for ``idle_timeout_s`` gets GOAWAY and is closed, as is the
+  longest idle one when the server is at ``max_connections`` and a new one
+  arrives;
+* CPU: one read is at most ``read_size`` bytes, and the reader yields to the
+  other connections after each.
+
+Policy decisions, each a fix over purerpc 0.8.0's own server:
+
+* an unexpected handler exception ends the call with INTERNAL and a generic
+  message; the traceback goes to the log, never to the client;
+* the caller's deadline is enforced: at ``grpc-timeout`` the handler is
+  cancelled and the call ends with DEADLINE_EXCEEDED;
+* RST_STREAM from the client cancels that call; EOF or a broken socket cancels
+  every call of the connection and closes the socket;
+* a bad message (too large, badly compressed) fails only its own stream;
+* a call whose answer is sent before the client finished sending gets
+  RST_STREAM(NO_ERROR), so late DATA frames cannot become connection errors.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import h2.errors
+import h2.exceptions
+import structlog
+import trio
+from hyperframe.frame import GoAwayFrame
+from purerpc.grpclib.events import MessageReceived, RequestEnded, RequestReceived, WindowUpdated
+from purerpc.grpclib.status import Status, StatusCode
+
+from paysim.entrypoints.grpc.errors import INTERNAL_MESSAGE, status_for
+from paysim.entrypoints.grpc.protocol import (
+    ACCEPT_ENCODING,
+    ServerConnection,
+    StreamFailed,
+    StreamReset,
+)
+
+if TYPE_CHECKING:
+    from paysim.entrypoints.grpc.transport import GrpcServer, Method
+
+log = structlog.get_logger("paysim.grpc")
+
+RESPONSE_HEADERS = [
+    (":status", "200"),
+    ("content-type", "application/grpc"),
+    ("grpc-accept-encoding", ACCEPT_ENCODING),
+]
+OK_TRAILERS = [("grpc-status", "0")]
+
+
+class _CallFailed(Exception):
+    def __init__(self, status: Status) -> None:
+        super().__init__(status.status_message)
+        self.status = status
+
+
+class Call:
+    """One in-flight RPC: its inbound messages, its cancel scope, its fate."""
+
+    __slots__ = (
+        "arrived",
+        "ended",
+        "event",
+        "failure",
+        "messages",
+        "method",
+        "peer_gone",
+        "response_started",
+        "scope",
+        "stream_id",
+        "taken",
+    )
+
+    def __init__(self, stream_id: int, method: Method, event: RequestReceived) -> None:
+        self.stream_id = stream_id
+        self.method = method
+        self.event = event
+        self.messages: collections.deque[tuple[bytes, int]] = collections.deque()
+        self.arrived = trio.Event()
+        self.ended = False
+        self.taken = 0  # messages the handler has taken
+        self.failure: Status | None = None
+        self.peer_gone = False
+        self.response_started = False
+        deadline = (
+            trio.current_time() + event.timeout.total_seconds()
+            if event.timeout is not None
+            else math.inf
+        )
+        self.scope = trio.CancelScope(deadline=deadline)
+
+    def wake(self) -> None:
+        self.arrived.set()
+
+    def fail(self, status: Status) -> None:
+        if self.failure is None:
+            self.failure = status
+        self.wake()
+
+
+class Connection:
+    def __init__(self, server: GrpcServer, stream: trio.SocketStream) -> None:
+        self.server = server
+        self.stream = stream
+        limits = server.limits
+        self.limits = limits
+        self.conn = ServerConnection(
+            limits.max_message_bytes,
+            (RESPONSE_HEADERS, OK_TRAILERS),
+            max_concurrent_streams=limits.max_concurrent_streams,
+            max_header_list_size=limits.max_header_list_size,
+            connection_window=limits.connection_window,
+            frame_limits=limits.frames,
+        )
+        self.h2 = self.conn.h2_connection
+        self.calls: dict[int, Call] = {}
+        self._starting: list[Call] = []  # opened by the current read, not yet started
+        self.stalled = 0  # calls waiting for the peer's flow-control window
+        self._wake_writer = trio.Event()
+        # Only the writer sends. ``_final_flush`` waits for it: ``_writing`` says
+        # it is inside ``send_all``, ``_wrote`` (made on demand) is set after each
+        # round, ``_writer_done`` once it has ended.
+        self._writing = False
+        self._wrote: trio.Event | None = None
+        self._writer_done = False
+        self._window = trio.Event()
+        self._idle = trio.Event()
+        now = trio.current_time()
+        self.accepted_at = now
+        self.idle_since = now
+        self._read_scope: trio.CancelScope | None = None
+        self.evicted = False
+        self.draining = False
+        self.closed = False
+
+    # -- writer ------------------------------------------------------------
+    def flush(self) -> None:
+        self._wake_writer.set()
+
+    def _pending_bytes(self) -> int:
+        return len(self.h2._data_to_send)
+
+    async def _writer(self, scope: trio.CancelScope) -> None:
+        timeout = self.limits.write_timeout_s
+        try:
+            while True:
+                await self._wake_writer.wait()
+                self._wake_writer = trio.Event()
+                data = self.h2.data_to_send()
+                if data:
+                    self._writing = True
+                    with trio.move_on_after(timeout) as stuck:
+                        await self.stream.send_all(data)
+                    if stuck.cancelled_caught:
+                        log.info("grpc peer stopped reading; closing", seconds=timeout)
+                        self._peer_gone()
+                        scope.cancel()
+                        return
+                    self._writing = False
+                self._signal_wrote()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The peer is gone: nothing can be answered any more.
+            self._peer_gone()
+            scope.cancel()
+        finally:
+            self._writer_done = True
+            self._signal_wrote()
+
+    def _signal_wrote(self) -> None:
+        if self._wrote is not None:
+            self._wrote.set()
+            self._wrote = None
+
+    async def _wait_wrote(self) -> None:
+        if self._wrote is None:
+            self._wrote = trio.Event()
+        await self._wrote.wait()
+
+    def _peer_gone(self) -> None:
+        for call in self.calls.values():
+            call.peer_gone = True
+
+    # -- lifetime ----------------------------------------------------------
+    async def run(self) -> None:
+        self.conn.initiate_connection()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, nursery.cancel_scope)
+                self.flush()
+                try:
+                    await self._reader(nursery)
+                finally:
+                    # EOF, a broken socket, a protocol error or a timeout: nothing
+                    # more can be answered, so every call of this connection ends now.
+                    self._peer_gone()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.closed = True
+            self._idle.set()  # nothing left to wait for
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self.stream.aclose()
+
+    def _read_deadline(self) -> float:
+        limits = self.limits
+        if self.evicted:
+            return -math.inf
+        if not self.conn.settings_received:
+            return self.accepted_at + limits.handshake_timeout_s
+        if not self.calls:
+            return self.idle_since + limits.idle_timeout_s
+        return math.inf
+
+    async def _reader(self, nursery: trio.Nursery) -> None:
+        limits = self.limits
+        while True:
+            while self._pending_bytes() > limits.max_outbound_bytes and not self._writer_done:
+                # The peer is not reading what we send: read nothing more until it does.
+                self.flush()
+                await self._wait_wrote()
+            with trio.CancelScope(deadline=self._read_deadline()) as scope:
+                self._read_scope = scope
+                try:
+                    data = await self.stream.receive_some(limits.read_size)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+            self._read_scope = None
+            if scope.cancelled_caught:
+                if trio.current_time() < self._read_deadline():
+                    continue  # a call started meanwhile
+                await self._close_quietly()
+                return
+            if not data:
+                return
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                # h2 has queued a GOAWAY; send it, then close.
+                log.info("grpc connection error", error=type(exc).__name__, reason=str(exc)[:200])
+                await self._final_flush()
+                return
+            starting = self._starting
+            for ev in events:
+                self._dispatch(ev)
+            if starting:
+                self._start_calls(nursery)
+            self.flush()
+            if self.draining and not self.calls:
+                await self._final_flush()
+                return
+
+    async def _close_quietly(self) -> None:
+        """Handshake or idle timeout, or eviction: GOAWAY(NO_ERROR) if we can, then close."""
+        if self.conn.settings_received:
+            self._goaway(h2.errors.ErrorCodes.NO_ERROR)
+            await self._final_flush()
+
+    def evict(self) -> None:
+        """Close this idle connection to make room for a new one."""
+        self.evicted = True
+        if self._read_scope is not None:
+            self._read_scope.deadline = -math.inf
+
+    async def _final_flush(self) -> None:
+        """Wait (at most 1 s) until the writer has sent everything h2 has queued.
+
+        The writer stays the only sender: sending from here as well raised
+        BusyResourceError whenever the writer was waiting on a slow reader, and
+        in ``GrpcServer.drain`` that crashed the whole shutdown.
+        """
+        with trio.move_on_after(1):
+            while not self._writer_done and (self._writing or self.h2._data_to_send):
+                self.flush()
+                await self._wait_wrote()
+
+    def _dispatch(self, ev: Any) -> None:
+        kind = type(ev)
+        if kind is MessageReceived:
+            self._message(ev)
+        elif kind is RequestReceived:
+            self._new_call(ev)
+        elif kind is RequestEnded:
+            call = self.calls.get(ev.stream_id)
+            if call is not None:
+                call.ended = True
+                call.wake()
+        elif kind is StreamFailed:
+            call = self.calls.get(ev.stream_id)
+            if call is not None:
+                call.fail(ev.status)
+            else:
+                self._finish_stream(
+                    ev.stream_id,
+                    ev.status,
+                    headers_sent=False,
+                    ended=False,
+                    http_status=ev.http_status,
+                )
+                self.conn.forget(ev.stream_id)
+        elif kind is StreamReset:
+            call = self.calls.get(ev.stream_id)
+            if call is not None:
+                call.peer_gone = True
+                call.scope.cancel()
+        elif kind is WindowUpdated:
+            self._window.set()
+            self._window = trio.Event()
+
+    def _message(self, ev: MessageReceived) -> None:
+        sid = ev.stream_id
+        call = self.calls.get(sid)
+        if call is None:
+            self.conn.acknowledge(sid, ev.flow_controlled_length)
+            return
+        if not call.method.request_stream and (call.messages or call.taken):
+            # A unary call takes one message: a second one is an error now, not
+            # after the peer has sent (and we have buffered) all it likes.
+            self.conn.acknowledge(sid, ev.flow_controlled_length)
+            self.conn.forget(sid)
+            call.fail(
+                Status(
+                    StatusCode.INVALID_ARGUMENT,
+                    f"{call.method.name} takes exactly one request message; a second one arrived",
+                )
+            )
+            return
+        call.messages.append((ev.data, ev.flow_controlled_length))
+        call.wake()
+
+    def _new_call(self, ev: RequestReceived) -> None:
+        sid = ev.stream_id
+        limits = self.limits
+        if (
+            self.draining
+            or len(self.calls) >= limits.max_concurrent_streams
+            or self.stalled >= limits.max_stalled_calls
+        ):
+            self.conn.forget(sid)
+            self._reset(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        method = self.server.registry.get(ev.service_name, ev.method_name)
+        if method is None:
+            status = Status(
+                StatusCode.UNIMPLEMENTED,
+                f"method {ev.service_name[:100]}/{ev.method_name[:100]} is not implemented",
+            )
+            self._finish_stream(sid, status, headers_sent=False, ended=False)
+            self.conn.forget(sid)
+            return
+        call = Call(sid, method, ev)
+        self.calls[sid] = call
+        self._starting.append(call)
+
+    def _start_calls(self, nursery: trio.Nursery) -> None:
+        """Start the calls this read opened, except those it also reset.
+
+        A stream reset in the same read as its HEADERS (Rapid Reset's signature)
+        costs no task and no log line: it is counted, answered, and forgotten.
+        """
+        metrics = self.server.metrics
+        for call in self._starting:
+            if not call.peer_gone:
+                nursery.start_soon(self._run_call, call)
+                continue
+            method = call.method
+            metrics.rpc_started(method.grpc_type, method.service, method.name)
+            metrics.rpc_handled(method.grpc_type, method.service, method.name, "CANCELLED", 0.0)
+            del self.calls[call.stream_id]
+            self.conn.forget(call.stream_id)
+        self._starting.clear()
+        self._call_ended()
+
+    # -- one call ----------------------------------------------------------
+    async def _run_call(self, call: Call) -> None:
+        method = call.method
+        metrics = self.server.metrics
+        metrics.rpc_started(method.grpc_type, method.service, method.name)
+        started = time.perf_counter()
+        status: Status | None = None
+        try:
+            status = await self._invoke(call)
+        finally:
+            # Runs on every exit, also when the connection's nursery is cancelled
+            # (client gone, shutdown): only synchronous bookkeeping here.
+            if status is None:
+                status = (
+                    Status(StatusCode.CANCELLED, "cancelled by the client")
+                    if call.peer_gone or not call.scope.cancelled_caught
+                    else Status(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+                )
+            if not call.peer_gone:
+                self._finish_stream(
+                    call.stream_id, status, headers_sent=call.response_started, ended=call.ended
+                )
+            del self.calls[call.stream_id]
+            for _, length in call.messages:
+                self.conn.acknowledge(call.stream_id, length)
+            self.conn.forget(call.stream_id)
+            elapsed = time.perf_counter() - started
+            code = status.status_code.name
+            metrics.rpc_handled(method.grpc_type, method.service, method.name, code, elapsed)
+            log.info(
+                "rpc",
+                grpc_method=f"{method.service}/{method.name}",
+                grpc_code=code,
+                ms=round(elapsed * 1000, 3),
+            )
+            self._call_ended()
+
+    def _call_ended(self) -> None:
+        if not self.calls:
+            self.idle_since = trio.current_time()
+            if self._read_scope is not None:
+                self._read_scope.deadline = self._read_deadline()
+            if self.draining:
+                self._idle.set()
+
+    async def _invoke(self, call: Call) -> Status | None:
+        """Run the handler; None when the call's own scope cancelled it."""
+        method = call.method
+        try:
+            with call.scope:
+                if method.response_stream:
+                    return await self._stream_response(call)
+                request: Any = (
+                    self._message_iter(call)
+                    if method.request_stream
+                    else await self._single_message(call)
+                )
+                response = await method.fn(request, request=call.event)
+                payload = response.SerializeToString()
+                if not call.peer_gone:
+                    await self._send_message(call, payload)
+                return Status(StatusCode.OK)
+        except _CallFailed as exc:
+            return exc.status
+        except Exception as exc:
+            status = status_for(exc)
+            if status is None:
+                log.exception(
+                    "rpc handler failed",
+                    grpc_method=f"{method.service}/{method.name}",
+                )
+                status = Status(StatusCode.INTERNAL, INTERNAL_MESSAGE)
+            return status
+        return None  # the call's scope was cancelled: deadline or RST_STREAM
+
+    async def _single_message(self, call: Call) -> Any:
+        timeout = self.limits.request_timeout_s
+        with trio.move_on_after(timeout):
+            while not call.ended and call.failure is None:
+                await call.arrived.wait()
+                call.arrived = trio.Event()
+        if call.failure is not None:
+            raise _CallFailed(call.failure)
+        if not call.ended:
+            raise _CallFailed(
+                Status(
+                    StatusCode.DEADLINE_EXCEEDED,
+                    f"the request did not end within {timeout:g} s of its headers",
+                )
+            )
+        if len(call.messages) != 1:
+            raise _CallFailed(
+                Status(
+                    StatusCode.INVALID_ARGUMENT,
+                    f"expected exactly one request message, got {len(call.messages)}",
+                )
+            )
+        return self._take(call)
+
+    def _take(self, call: Call) -> Any:
+        data, length = call.messages.popleft()
+        call.taken += 1
+        self.conn.acknowledge(call.stream_id, length)
+        self.flush()
+        request_type = call.method.request_type
+        try:
+            return request_type.FromString(data)
+        except Exception:
+            raise _CallFailed(
+                Status(
+                    StatusCode.INVALID_ARGUMENT,
+                    f"request is not a valid {request_type.DESCRIPTOR.full_name} message",
+                )
+            ) from None
+
+    async def _message_iter(self, call: Call) -> AsyncIterator[Any]:
+        while True:
+            while call.messages:
+                yield self._take(call)
+            if call.failure is not None:
+                raise _CallFailed(call.failure)
+            if call.ended:
+                return
+            await call.arrived.wait()
+            call.arrived = trio.Event()
+
+    async def _stream_response(self, call: Call) -> Status:
+        method = call.method
+        request = (
+            self._message_iter(call) if method.request_stream else await self._single_message(call)
+        )
+        responses = method.fn(request, request=call.event)
+        try:
+            async for response in responses:
+                await self._send_message(call, response.SerializeToString())
+        finally:
+            await responses.aclose()
+        return Status(StatusCode.OK)
+
+    async def _send_message(self, call: Call, payload: bytes) -> None:
+        sid = call.stream_id
+        if len(payload) > self.limits.max_message_bytes:
+            raise _CallFailed(
+                Status(StatusCode.RESOURCE_EXHAUSTED, "response larger than the message limit")
+            )
+        h2c = self.h2
+        data = b"\x00" + len(payload).to_bytes(4, "big") + payload
+        give_up = trio.current_time() + self.limits.write_timeout_s
+        try:
+            if not call.response_started:
+                h2c.send_headers(sid, RESPONSE_HEADERS)
+                call.response_started = True
+            while data:
+                window = min(h2c.local_flow_control_window(sid), h2c.max_outbound_frame_size)
+                if window <= 0:
+                    self.flush()
+                    await self._wait_window(call, give_up)
+                    continue
+                h2c.send_data(sid, data[:window])
+                data = data[window:]
+        except h2.exceptions.H2Error:
+            call.peer_gone = True
+            raise _CallFailed(Status(StatusCode.CANCELLED, "stream closed")) from None
+        self.flush()
+
+    async def _wait_window(self, call: Call, give_up: float) -> None:
+        self.stalled += 1
+        try:
+            with trio.move_on_at(give_up):
+                await self._window.wait()
+                return
+        finally:
+            self.stalled -= 1
+        # The peer kept its window shut: stop holding this answer for it.
+        self._reset(call.stream_id, h2.errors.ErrorCodes.CANCEL)
+        call.peer_gone = True
+        raise _CallFailed(Status(StatusCode.CANCELLED, "the client did not read the response"))
+
+    def _finish_stream(
+        self,
+        sid: int,
+        status: Status,
+        *,
+        headers_sent: bool,
+        ended: bool,
+        http_status: int = 200,
+    ) -> None:
+        trailers = OK_TRAILERS if status.status_code is StatusCode.OK else trailers_for(status)
+        if not headers_sent:
+            head = RESPONSE_HEADERS if http_status == 200 else _headers_with(http_status)
+            trailers = [*head, *trailers]
+        try:
+            self.h2.send_headers(sid, trailers, end_stream=True)
+            if not ended:
+                # The client is still sending: tell it to stop, cleanly.
+                self.h2.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
+        except h2.exceptions.H2Error:
+            pass
+        self.flush()
+
+    def _reset(self, sid: int, code: h2.errors.ErrorCodes) -> None:
+        try:
+            self.h2.reset_stream(sid, code)
+        except h2.exceptions.H2Error:
+            pass
+        self.flush()
+
+    # -- draining ----------------------------------------------------------
+    def _goaway(self, code: h2.errors.ErrorCodes) -> None:
+        """Queue a GOAWAY by hand: h2 cannot send more after its own close."""
+        frame = GoAwayFrame(stream_id=0)
+        frame.last_stream_id = self.h2.highest_inbound_stream_id
+        frame.error_code = code
+        self.h2._data_to_send += frame.serialize()
+        self.flush()
+
+    def start_draining(self) -> None:
+        """GOAWAY naming the last stream we serve; new streams get REFUSED_STREAM."""
+        if self.draining:
+            return
+        self.draining = True
+        self._goaway(h2.errors.ErrorCodes.NO_ERROR)
+        if not self.calls:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+        await self._final_flush()
+
+
+def trailers_for(status: Status) -> list[tuple[str, str]]:
+    out = [("grpc-status", str(status.int_value))]
+    if status.status_message:
+        out.append(("grpc-message", urllib.parse.quote(status.status_message, safe=" ")))
+    return out
+
+
+def _headers_with(http_status: int) -> list[tuple[str, str]]:
+    return [(":status", str(http_status)), *RESPONSE_HEADERS[1:]]

@@ -1,0 +1,242 @@
+"""h2's server connection with the bounds a hostile peer needs.
+
+h2 3.2 (the last release purerpc 0.8.0 accepts) parses frames faithfully but
+trusts its peer: it buffers a frame of any announced length before checking it,
+accepts 64 CONTINUATION frames of any size, treats a WINDOW_UPDATE or RST_STREAM
+for a stream it has closed as a connection error, answers every PING and
+SETTINGS without limit, and copies its receive buffer once per frame. The two
+classes here close those holes; everything else stays h2's.
+
+Policy decisions (each a bound a peer cannot argue with):
+
+* a frame longer than our advertised SETTINGS_MAX_FRAME_SIZE is refused as soon
+  as its 9-byte header arrives (FRAME_SIZE_ERROR), before its body is buffered;
+* a header block (HEADERS plus CONTINUATION) is at most ``max_header_block``
+  bytes and ``max_continuations`` CONTINUATION frames, checked before any of it
+  is decoded; past either bound the connection ends with ENHANCE_YOUR_CALM;
+* WINDOW_UPDATE, RST_STREAM and PRIORITY for a stream that is already closed
+  are ignored (RFC 9113 §5.1: they may legitimately cross our END_STREAM);
+* PINGs, SETTINGS, RST_STREAMs and "empty" frames (zero-length DATA without
+  END_STREAM, unknown extension frames, PRIORITY) each spend from a token bucket
+  of the connection; an empty bucket ends the connection with ENHANCE_YOUR_CALM
+  (the answer nginx, nghttp2 and Go gave to Rapid Reset, CVE-2023-44487, and to
+  the 2019 PING/SETTINGS/empty-frame floods);
+* h2's own concurrency check (a connection error) is replaced by the
+  transport's, which refuses one stream with REFUSED_STREAM instead;
+* h2 remembers at most ``MAX_CLOSED_STREAMS`` closed streams (not 65,536) per
+  connection: a late frame for an older one is answered as for any closed stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.exceptions
+from h2.frame_buffer import FrameBuffer
+from hyperframe.exceptions import InvalidFrameError
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    ExtensionFrame,
+    Frame,
+    HeadersFrame,
+    PingFrame,
+    PriorityFrame,
+    PushPromiseFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_LATE_FRAMES = (WindowUpdateFrame, RstStreamFrame, PriorityFrame)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A token bucket: ``burst`` at once, refilled at ``per_second``."""
+
+    burst: float
+    per_second: float
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    max_frame_size: int = 16_384
+    max_header_block: int = 16_384
+    max_continuations: int = 8
+    pings: Rate = Rate(1_000, 100)
+    settings: Rate = Rate(100, 10)
+    resets: Rate = Rate(1_000, 100)
+    empty_frames: Rate = Rate(1_000, 100)
+
+
+class Calm(h2.exceptions.DenialOfServiceError):  # type: ignore[misc]
+    """The peer went over a bound: GOAWAY(ENHANCE_YOUR_CALM), then close."""
+
+
+class _Bucket:
+    __slots__ = ("_per_second", "_size", "_stamp", "_tokens")
+
+    def __init__(self, rate: Rate, now: float) -> None:
+        self._size = rate.burst
+        self._per_second = rate.per_second
+        self._tokens = rate.burst
+        self._stamp = now
+
+    def spend(self, now: float) -> bool:
+        tokens = min(self._size, self._tokens + (now - self._stamp) * self._per_second)
+        self._stamp = now
+        if tokens < 1:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1
+        return True
+
+
+class GuardedFrameBuffer(FrameBuffer):  # type: ignore[misc]
+    """h2's frame iterator, bounded, with one read offset instead of a copy per frame."""
+
+    def __init__(self, limits: FrameLimits) -> None:
+        super().__init__(server=True)
+        self.data: bytes = b""
+        self._headers_buffer: list[Frame] = []
+        self._limits = limits
+        self._pos = 0
+        self._block_bytes = 0
+
+    def add_data(self, data: bytes) -> None:
+        if self._preamble_len:
+            n = min(self._preamble_len, len(data))
+            expected = _PREFACE[len(_PREFACE) - self._preamble_len :][:n]
+            if data[:n] != expected:
+                raise h2.exceptions.ProtocolError("Invalid HTTP/2 preamble.")
+            self._preamble_len -= n
+            data = data[n:]
+        if self._pos:
+            self.data = self.data[self._pos :]
+            self._pos = 0
+        self.data += data
+
+    def next(self) -> Frame:
+        limit = self._limits.max_frame_size
+        while True:
+            data, pos = self.data, self._pos
+            if len(data) - pos < 9:
+                raise StopIteration
+            try:
+                frame, length = Frame.parse_frame_header(memoryview(data)[pos : pos + 9])
+            except (InvalidFrameError, ValueError):
+                raise h2.exceptions.ProtocolError("Invalid frame header received.") from None
+            if length > limit:
+                raise h2.exceptions.FrameTooLargeError(
+                    f"frame of {length} bytes; SETTINGS_MAX_FRAME_SIZE is {limit}"
+                )
+            end = pos + 9 + length
+            if len(data) < end:
+                raise StopIteration
+            try:
+                frame.parse_body(memoryview(data)[pos + 9 : end])
+            except InvalidFrameError:
+                raise h2.exceptions.FrameDataMissingError("Frame data missing or invalid") from None
+            self._pos = end
+            complete = self._header_block(frame)
+            if complete is not None:
+                return complete
+
+    __next__ = next
+
+    def _header_block(self, frame: Frame) -> Frame | None:
+        """Gather HEADERS + CONTINUATION into one frame, within the bounds."""
+        pending = self._headers_buffer
+        if pending:
+            if not isinstance(frame, ContinuationFrame) or frame.stream_id != pending[0].stream_id:
+                raise h2.exceptions.ProtocolError("Invalid frame during header block.")
+            pending.append(frame)
+            self._check_block(len(frame.data), len(pending) - 1)
+            if "END_HEADERS" not in frame.flags:
+                return None
+            first = pending[0]
+            first.flags.add("END_HEADERS")
+            first.data = b"".join(bytes(f.data) for f in pending)
+            self._headers_buffer = []
+            return first
+        if isinstance(frame, (HeadersFrame, PushPromiseFrame)):
+            self._block_bytes = 0
+            self._check_block(len(frame.data), 0)
+            if "END_HEADERS" not in frame.flags:
+                pending.append(frame)
+                return None
+        return frame
+
+    def _check_block(self, size: int, continuations: int) -> None:
+        self._block_bytes += size
+        limits = self._limits
+        if self._block_bytes > limits.max_header_block:
+            raise Calm(f"header block larger than {limits.max_header_block} bytes")
+        if continuations > limits.max_continuations:
+            raise Calm(f"more than {limits.max_continuations} CONTINUATION frames")
+
+
+class GuardedH2Connection(h2.connection.H2Connection):  # type: ignore[misc]
+    MAX_CLOSED_STREAMS = 1_024
+
+    def __init__(
+        self,
+        config: h2.config.H2Configuration,
+        limits: FrameLimits,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(config=config)
+        self.incoming_buffer = GuardedFrameBuffer(limits)
+        self._clock = clock
+        now = clock()
+        self._pings = _Bucket(limits.pings, now)
+        self._settings_frames = _Bucket(limits.settings, now)
+        self._resets = _Bucket(limits.resets, now)
+        self._empty = _Bucket(limits.empty_frames, now)
+        self._tidy_at = 64
+
+    @property
+    def open_inbound_streams(self) -> int:
+        # h2 calls this before every new stream to refuse one over the limit with a
+        # connection error; the transport refuses it with REFUSED_STREAM instead. The
+        # parent's walk also forgets closed streams: do it when the dict has doubled.
+        if len(self.streams) >= self._tidy_at:
+            super().open_inbound_streams  # noqa: B018 (the walk is the point)
+            self._tidy_at = max(64, 2 * len(self.streams))
+        return 0
+
+    def _receive_frame(self, frame: Frame) -> list[Any]:
+        kind = type(frame)
+        sid = frame.stream_id
+        if (
+            kind in _LATE_FRAMES
+            and sid
+            and sid not in self.streams
+            and sid <= self.highest_inbound_stream_id
+        ):
+            return []  # §5.1: crossed our END_STREAM or RST_STREAM; ignore it
+        if kind is PingFrame:
+            if "ACK" not in frame.flags:
+                self._spend(self._pings, "PING")
+        elif kind is SettingsFrame:
+            if "ACK" not in frame.flags:
+                self._spend(self._settings_frames, "SETTINGS")
+        elif kind is RstStreamFrame:
+            self._spend(self._resets, "RST_STREAM")
+        elif kind is DataFrame:
+            if not frame.data and "END_STREAM" not in frame.flags:
+                self._spend(self._empty, "empty DATA")
+        elif kind is PriorityFrame or kind is ExtensionFrame:
+            self._spend(self._empty, "PRIORITY or unknown")
+        events: list[Any] = super()._receive_frame(frame)
+        return events
+
+    def _spend(self, bucket: _Bucket, what: str) -> None:
+        if not bucket.spend(self._clock()):
+            raise Calm(f"too many {what} frames")
