@@ -20,7 +20,7 @@ may announce the same change too: at least once, same event id), and what the
 others have not claimed yet it may claim back like any replica.
 
 A store that does not answer is logged once and tried again with backoff
-(``store_retry``, capped well under the lease), not at the next interval, so
+(``backoff``, capped well under the lease), not at the next interval, so
 the lease is renewed soon after the store is back; one success logs the
 recovery and the loop returns to its interval.
 """
@@ -33,10 +33,10 @@ from collections.abc import Callable
 import structlog
 import trio
 
+from paysim.backoff import Backoff
 from paysim.errors import StoreUnavailable
 from paysim.ports import SharedStore
 from paysim.service import PaymentService
-from paysim.store_retry import Backoff
 
 log = structlog.get_logger("paysim.replica")
 

@@ -15,7 +15,7 @@ still in flight during the drain), while timers due by then keep their time;
 and ``pending_ids()`` names what is left if the grace runs out first.
 
 A ``fire`` that meets ``Unavailable`` (the store is unreachable) is tried again
-after a backoff (``store_retry``), for as long as it takes: the payment was
+after a backoff (``backoff``), for as long as it takes: the payment was
 acknowledged, so its outcome must still be applied once the store is back.
 While it waits it counts as scheduled (``is_scheduled``, so a takeover does not
 arm a second timer) and as firing (``pending_ids``, ``wait_idle``), and
@@ -29,8 +29,8 @@ from collections.abc import Awaitable, Callable
 import structlog
 import trio
 
+from paysim.backoff import Backoff
 from paysim.errors import Overloaded, Unavailable
-from paysim.store_retry import Backoff
 
 log = structlog.get_logger("paysim.simulator")
 

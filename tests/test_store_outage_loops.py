@@ -17,12 +17,12 @@ import trio.testing
 
 from paysim.adapters.redis_batch import OpBatcher, classify
 from paysim.app import run_sweeper
+from paysim.backoff import Backoff
 from paysim.errors import StoreUnavailable
 from paysim.observability.health import Readiness
 from paysim.ports import Maintenance
 from paysim.replica import run_replica
 from paysim.simulator import Simulator
-from paysim.store_retry import Backoff
 
 
 class Ceiling(random.Random):

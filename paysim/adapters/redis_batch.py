@@ -24,7 +24,7 @@ Whatever the network, coredis or Redis raises (``STORE_ERRORS``: connection
 refused or lost, no answer within the timeout, the pool, a server still
 loading its data, ...) also marks the store *unreachable*: then calls fail at
 once instead of queueing, ``available`` turns False (readiness reads it), and
-the sender probes with backoff (``store_retry``): after each wait it sends what
+the sender probes with backoff (``backoff``): after each wait it sends what
 waits, or an empty batch, until one succeeds. Ops nobody waits for
 (``post``) are kept through an outage and sent when the store is back. Logged
 once when the store goes and once when it comes back, with the cause but
@@ -47,8 +47,8 @@ import structlog
 import trio
 from trio_util import AsyncBool
 
+from paysim.backoff import Backoff
 from paysim.errors import StoreUnavailable
-from paysim.store_retry import Backoff
 
 log = structlog.get_logger("paysim.store")
 

@@ -83,6 +83,7 @@ import structlog
 import trio
 from prometheus_client import Counter, Gauge, Histogram
 
+from paysim.backoff import Schedule
 from paysim.config import WebhookSettings
 from paysim.domain.events import status_name, webhook_body
 from paysim.domain.models import StatusChange
@@ -92,18 +93,6 @@ from paysim.webhooks.journal import Attempt, DeliveryJournal
 from paysim.webhooks.target import Target, UnsendableUrl
 
 log = structlog.get_logger("paysim.webhooks")
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Backoff: attempt n waits uniform(0, min(cap, base * factor**(n-1))) seconds."""
-
-    base_s: float
-    factor: float
-    cap_s: float
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, min(self.cap_s, self.base_s * self.factor ** (attempt - 1)))
 
 
 SCHEDULES = {
