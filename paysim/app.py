@@ -27,7 +27,7 @@ Shutdown (SIGTERM/SIGINT, or ``shutdown`` set by a test), in order:
 A store outage (Redis unreachable) is weather, not a reason to exit: calls
 answer UNAVAILABLE (``StoreUnavailable``, mapped at the store's edge), the
 process turns not ready until the store answers again (``_follow_store``), and
-every loop that needs the store backs off and tries again (``store_retry``):
+every loop that needs the store backs off and tries again (``backoff``):
 the batch sender, the lease and takeover loop, the retention sweeper
 (``run_sweeper``) and each payment's timer. Nothing escapes to the nursery.
 
@@ -59,6 +59,7 @@ from paysim.adapters.http1_client import Http1Client
 from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
 from paysim.adapters.memory_store import MemoryStore
 from paysim.adapters.redis_store import RedisStore, open_redis_store
+from paysim.backoff import Backoff
 from paysim.config import Settings
 from paysim.entrypoints.grpc.health import HealthServicer
 from paysim.entrypoints.grpc.payment_api import PaymentApi
@@ -72,7 +73,6 @@ from paysim.ports import Notifier, PaymentStore
 from paysim.replica import run_replica
 from paysim.service import PaymentService
 from paysim.simulator import Simulator
-from paysim.store_retry import Backoff
 from paysim.webhooks.dispatcher import WebhookDispatcher
 from paysim.webhooks.ssrf import SsrfPolicy
 
@@ -303,11 +303,7 @@ async def _serve(
             )
         grpc = GrpcServer(
             build_registry(service, readiness, settings),
-            GrpcLimits(
-                max_message_bytes=settings.grpc.max_message_bytes,
-                max_concurrent_streams=settings.grpc.max_concurrent_streams,
-                max_connections=settings.grpc.max_connections,
-            ),
+            GrpcLimits.from_settings(settings.grpc),
             metrics,
         )
         http = settings.http
@@ -321,12 +317,7 @@ async def _serve(
             http.host,
             http.port,
             http_app,
-            HttpLimits(
-                max_header_bytes=http.max_header_bytes,
-                max_body_bytes=http.max_body_bytes,
-                request_timeout_s=http.request_timeout_s,
-                max_connections=http.max_connections,
-            ),
+            HttpLimits.from_settings(http),
         )
         readiness.mark_serving()
         if on_serving is not None:

@@ -42,7 +42,11 @@ class GrpcSettings:
     port: int = 8030
     max_message_bytes: int = 4 * 1024 * 1024
     max_connections: int = 10_000
-    max_concurrent_streams: int = 1_000
+    max_concurrent_streams: int = 256
+    # A connection with no call for this long gets GOAWAY (clients reconnect).
+    idle_timeout_s: float = 300.0
+    # A response the client does not read (window shut) for this long is dropped.
+    write_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -237,7 +241,9 @@ class Settings:
                 port=r.port("GRPC_PORT", 8030),
                 max_message_bytes=r.integer("GRPC_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024),
                 max_connections=r.integer("GRPC_MAX_CONNECTIONS", 10_000, 1),
-                max_concurrent_streams=r.integer("GRPC_MAX_CONCURRENT_STREAMS", 1_000, 1),
+                max_concurrent_streams=r.integer("GRPC_MAX_CONCURRENT_STREAMS", 256, 1),
+                idle_timeout_s=r.millis("GRPC_IDLE_TIMEOUT_MS", 300_000, minimum=1_000),
+                write_timeout_s=r.millis("GRPC_WRITE_TIMEOUT_MS", 30_000, minimum=100),
             ),
             http=HttpSettings(
                 host=r.string("HTTP_HOST", ""),

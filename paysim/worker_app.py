@@ -141,12 +141,7 @@ async def _serve(
             ws.http_host,
             ws.http_port,
             HttpApp(readiness, metrics, service_name=SERVICE_NAME),
-            HttpLimits(
-                max_header_bytes=http.max_header_bytes,
-                max_body_bytes=http.max_body_bytes,
-                request_timeout_s=http.request_timeout_s,
-                max_connections=http.max_connections,
-            ),
+            HttpLimits.from_settings(http),
         )
         log.info("worker starting", version=__version__, http_port=http_port, queue=ws.queue_url)
         # Until the queue answers, a shutdown request cancels the start.

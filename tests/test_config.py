@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -66,6 +67,8 @@ PARSES: list[tuple[str, str, str, object]] = [
     ("GRPC_MAX_MESSAGE_BYTES", "2048", "grpc.max_message_bytes", 2048),
     ("GRPC_MAX_CONNECTIONS", "5", "grpc.max_connections", 5),
     ("GRPC_MAX_CONCURRENT_STREAMS", "7", "grpc.max_concurrent_streams", 7),
+    ("GRPC_IDLE_TIMEOUT_MS", "60000", "grpc.idle_timeout_s", 60.0),
+    ("GRPC_WRITE_TIMEOUT_MS", "5000", "grpc.write_timeout_s", 5.0),
     ("HTTP_HOST", "::1", "http.host", "::1"),
     ("HTTP_PORT", "65535", "http.port", 65535),
     ("HTTP_MAX_HEADER_BYTES", "4096", "http.max_header_bytes", 4096),
@@ -129,6 +132,7 @@ BAD: list[tuple[dict[str, str], str]] = [
     ({"HTTP_PORT": "99999"}, "HTTP_PORT"),
     ({"GRPC_MAX_MESSAGE_BYTES": "10"}, "GRPC_MAX_MESSAGE_BYTES"),
     ({"GRPC_MAX_CONNECTIONS": "0"}, "GRPC_MAX_CONNECTIONS"),
+    ({"GRPC_IDLE_TIMEOUT_MS": "10"}, "GRPC_IDLE_TIMEOUT_MS"),
     ({"GRPC_MAX_CONCURRENT_STREAMS": "0"}, "GRPC_MAX_CONCURRENT_STREAMS"),
     ({"HTTP_MAX_HEADER_BYTES": "1"}, "HTTP_MAX_HEADER_BYTES"),
     ({"HTTP_MAX_BODY_BYTES": "-1"}, "HTTP_MAX_BODY_BYTES"),
@@ -300,3 +304,35 @@ def test_store_credentials_never_appear_in_repr_or_errors() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"STORE_URL": "redis://:url-secret@cache:port/0"})
     assert "url-secret" not in str(info.value)
+
+
+def test_every_grpc_and_http_setting_reaches_its_limits():
+    """A setting read from the environment but not passed on would do nothing."""
+    from paysim.entrypoints.grpc.transport import GrpcLimits
+    from paysim.entrypoints.http import HttpLimits
+
+    settings = Settings.from_env(
+        {
+            "GRPC_MAX_MESSAGE_BYTES": "2048",
+            "GRPC_MAX_CONNECTIONS": "5",
+            "GRPC_MAX_CONCURRENT_STREAMS": "7",
+            "GRPC_IDLE_TIMEOUT_MS": "60000",
+            "GRPC_WRITE_TIMEOUT_MS": "5000",
+            "HTTP_MAX_HEADER_BYTES": "4096",
+            "HTTP_MAX_BODY_BYTES": "10",
+            "HTTP_REQUEST_TIMEOUT_MS": "2500",
+            "HTTP_MAX_CONNECTIONS": "3",
+            "HTTP_HEAD_TIMEOUT_MS": "1500",
+            "HTTP_KEEPALIVE_TIMEOUT_MS": "700",
+        }
+    )
+    for source, limits in (
+        (settings.grpc, GrpcLimits.from_settings(settings.grpc)),
+        (settings.http, HttpLimits.from_settings(settings.http)),
+    ):
+        shared = {f.name for f in dataclasses.fields(source)} & {
+            f.name for f in dataclasses.fields(limits)
+        }
+        assert len(shared) >= 5
+        for name in shared:
+            assert getattr(limits, name) == getattr(source, name), name

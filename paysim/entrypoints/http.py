@@ -60,6 +60,7 @@ import h11
 import structlog
 import trio
 
+from paysim.config import HttpSettings
 from paysim.entrypoints.listeners import open_listeners
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
@@ -89,6 +90,17 @@ class HttpLimits:
         times = (self.request_timeout_s, self.head_timeout_s, self.keepalive_timeout_s)
         if min(sizes) < 1 or not min(times) > 0:
             raise ValueError("HTTP limits must be positive")
+
+    @classmethod
+    def from_settings(cls, http: HttpSettings) -> HttpLimits:
+        return cls(
+            max_header_bytes=http.max_header_bytes,
+            max_body_bytes=http.max_body_bytes,
+            request_timeout_s=http.request_timeout_s,
+            max_connections=http.max_connections,
+            head_timeout_s=http.head_timeout_s,
+            keepalive_timeout_s=http.keepalive_timeout_s,
+        )
 
 
 @dataclass(frozen=True)

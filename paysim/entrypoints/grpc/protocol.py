@@ -122,7 +122,7 @@ class ServerConnection:
         max_message_length: int,
         constant_headers: Sequence[Sequence[tuple[str, str]]] = (),
         *,
-        max_concurrent_streams: int = 1_000,
+        max_concurrent_streams: int = 256,
         max_header_list_size: int = 16_384,
         connection_window: int | None = None,
         frame_limits: FrameLimits | None = None,

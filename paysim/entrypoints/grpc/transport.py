@@ -29,6 +29,7 @@ import trio
 from purerpc import Servicer
 from purerpc.rpc import Cardinality
 
+from paysim.config import GrpcSettings
 from paysim.entrypoints.grpc.connection import Connection
 from paysim.entrypoints.grpc.h2_guard import FrameLimits
 from paysim.entrypoints.listeners import open_listeners
@@ -49,7 +50,7 @@ class GrpcLimits:
     """Everything a peer can make the server hold or do, bounded (see connection.py)."""
 
     max_message_bytes: int = 4 * 1024 * 1024
-    max_concurrent_streams: int = 1_000
+    max_concurrent_streams: int = 256
     max_connections: int = 10_000
     max_header_list_size: int = 16_384
     # The peer's connection-level window: what one connection may have buffered.
@@ -63,6 +64,16 @@ class GrpcLimits:
     write_timeout_s: float = 30.0
     read_size: int = 64 * 1024
     frames: FrameLimits = field(default_factory=FrameLimits)
+
+    @classmethod
+    def from_settings(cls, grpc: GrpcSettings) -> GrpcLimits:
+        return cls(
+            max_message_bytes=grpc.max_message_bytes,
+            max_concurrent_streams=grpc.max_concurrent_streams,
+            max_connections=grpc.max_connections,
+            idle_timeout_s=grpc.idle_timeout_s,
+            write_timeout_s=grpc.write_timeout_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)
