@@ -16,11 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from paysim.entrypoints.grpc.h2_guard import FrameLimits, Rate
-from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Registry
-from paysim.observability.metrics import Metrics
-from tests.h2_client import RawClient
-from tests.h2_frames import (
+from paysim.benchmarks.h2_peer import (
     CANCEL,
     COMPRESSION_ERROR,
     ENHANCE_YOUR_CALM,
@@ -32,6 +28,10 @@ from tests.h2_frames import (
     raw_frame,
     request_headers,
 )
+from paysim.entrypoints.grpc.h2_guard import FrameLimits, Rate
+from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Registry
+from paysim.observability.metrics import Metrics
+from tests.h2_client import RawClient
 from tests.test_grpc_transport import BLOCK, ECHO, REQ, Probe, echo_body
 
 OK, INVALID_ARGUMENT, DEADLINE, INTERNAL, UNIMPLEMENTED = 0, 3, 4, 13, 12

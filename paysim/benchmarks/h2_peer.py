@@ -1,4 +1,4 @@
-"""A frame-level HTTP/2 peer for hostile-client tests: it sends what no library would.
+"""A frame-level HTTP/2 peer for hostile tests and benchmarks: it sends what no library would.
 
 ``FramePeer`` writes frames exactly as told (any length, any order, any flood)
 and reads the server's frames back, keeping what the tests look at: the
