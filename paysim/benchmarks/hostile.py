@@ -156,11 +156,13 @@ async def hpack_size_updates(port: int, out: dict[str, Any]) -> None:
     """Finding 7a: a 32 MiB header block of table-size updates."""
     async with trio.open_nursery() as nursery:
         peer = await FramePeer.connect(nursery, port)
+        # 64 frames of 512 KiB: within the 16 MiB frames and 64 CONTINUATIONs h2 allowed.
+        size = 512 * 1024
         block = b"\x20" * (32 * MIB)
-        frames = [raw_frame(0x1, 0x0, 1, block[:16_384])]
-        for i in range(16_384, len(block), 16_384):
-            last = i + 16_384 >= len(block)
-            frames.append(raw_frame(0x9, 0x4 if last else 0x0, 1, block[i : i + 16_384]))
+        frames = [raw_frame(0x1, 0x0, 1, block[:size])]
+        for i in range(size, len(block), size):
+            last = i + size >= len(block)
+            frames.append(raw_frame(0x9, 0x4 if last else 0x0, 1, block[i : i + size]))
         start = time.perf_counter()
         with trio.move_on_after(60):
             try:
@@ -194,7 +196,8 @@ async def _reconnecting(port: int, payload: bytes, seconds: float, out: dict[str
                 peer = await FramePeer.connect(nursery, port)
                 connections += 1
                 try:
-                    await peer.send_raw(payload)
+                    while not peer.closed.is_set():  # the same connection, until it ends
+                        await peer.send_raw(payload)
                 except _GONE:
                     pass
                 await _until_closed(peer, 5)
@@ -247,9 +250,28 @@ async def idle_slots(port: int, out: dict[str, Any]) -> None:
         if i % 2:
             await s.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + raw_frame(0x4, 0, 0, b""))
         streams.append(s)
+    # A client that connects now, with every slot taken: does it get in?
+    target = f"127.0.0.1:{port}"
+    out["new_client_at_full_slots"] = await trio.to_thread.run_sync(_fresh_call, target)
     await trio.sleep(15)  # past the handshake timeout, with the legit client calling
+    out["new_client_after_15_s"] = await trio.to_thread.run_sync(_fresh_call, target)
     for s in streams:
         await s.aclose()
+
+
+def _fresh_call(target: str) -> str:
+    with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        stub = payment_pb2_grpc.PaymentServiceStub(channel)
+        request = pb.CreatePaymentIntentRequest(
+            reservation_id="fresh",
+            user_id="fresh",
+            amount=types_pb2.Money(amount=1, currency="KRW"),
+        )
+        try:
+            stub.CreatePaymentIntent(request, timeout=5)
+        except grpc.RpcError as exc:
+            return exc.code().name
+        return "OK"
 
 
 async def stalled_windows(port: int, out: dict[str, Any]) -> None:
