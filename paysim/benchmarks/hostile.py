@@ -270,7 +270,7 @@ def _fresh_call(target: str) -> str:
         try:
             stub.CreatePaymentIntent(request, timeout=5)
         except grpc.RpcError as exc:
-            return exc.code().name
+            return str(exc.code().name)
         return "OK"
 
 
