@@ -53,7 +53,11 @@ def _parser() -> argparse.ArgumentParser:
         "to use N cores; a worker that dies is restarted. N > 1 needs STORE_URL (Redis): "
         "the processes must share their payments. Default 1: one process, no supervisor",
     )
-    sub.add_parser("worker", help="run the SQS reservation worker (health and metrics on :8040)")
+    sub.add_parser(
+        "worker",
+        help="run the SQS reservation worker (health and metrics on :8040)",
+        description="Consume payment events from SQS and confirm or cancel the reservations.",
+    )
     dev = sub.add_parser(
         "dev", help="the whole local stack: AWS emulator, API, worker, webhook receiver"
     )
@@ -157,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers = getattr(args, "workers", 1)
         return serve_workers(settings, env, workers) if workers > 1 else serve(settings)
     if args.command == "worker":
-        from paysim.worker_app import worker_main
+        from paysim.worker.app import worker_main
 
         return worker_main(settings)
     if args.command == "dev":

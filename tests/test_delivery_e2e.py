@@ -36,7 +36,7 @@ from paysim.entrypoints.http import (
 )
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
-from paysim.worker_app import run_worker
+from paysim.worker.app import run_worker
 from tests.grpc_helpers import make_settings
 
 pytest_plugins = ["tests.moto_fixtures"]

@@ -41,6 +41,7 @@ import trio
 
 from paysim import __version__
 from paysim.adapters.http1_client import Http1Client, Http1Error
+from paysim.backoff import Backoff
 from paysim.config import Settings, WorkerSettings
 from paysim.domain.event_parsing import Malformed, parse_event
 from paysim.entrypoints.http import (
@@ -51,10 +52,13 @@ from paysim.entrypoints.http import (
     json_response,
     serve_http,
 )
-from paysim.entrypoints.sqs_worker import ReservationWorker
 from paysim.observability.health import Readiness, ServingState
 from paysim.observability.metrics import Metrics
-from paysim.worker_app import WorkerRunning, make_http_client, run_worker, worker_main
+from paysim.worker.app import WorkerRunning, run_worker, worker_main
+from paysim.worker.consumer import ConsumerOptions, ReservationWorker
+from paysim.worker.metrics import WorkerMetrics
+from paysim.worker.reservations import make_http_client
+from paysim.worker.sqs_queue import SQS_RETRY
 
 pytest_plugins = ["tests.moto_fixtures"]
 
@@ -206,6 +210,35 @@ def test_parse_event_rejects(raw, reason):
     assert info.value.reason == reason
 
 
+# -- unit: metrics and backoff -------------------------------------------------------
+
+
+def test_worker_metrics_hold_the_worker_series_and_not_the_api_ones():
+    scrape = WorkerMetrics().render()[0].decode()
+    assert "paysim_worker_messages_in_flight 0.0" in scrape
+    assert 'paysim_worker_failures_total{reason="timeout"} 0.0' in scrape
+    assert f'paysim_build_info{{version="{__version__}"}} 1.0' in scrape
+    assert "process_" in scrape or "python_info" in scrape
+    assert "paysim_payments_" not in scrape
+    assert "grpc_server_" not in scrape
+    assert "paysim_shutdown_" not in scrape
+
+
+class _Top:
+    """A jitter source that always draws the top of the range: the schedule's bound."""
+
+    def uniform(self, low: float, high: float) -> float:
+        return high
+
+
+def test_sqs_retries_back_off_with_full_jitter_from_200ms_doubling_to_10s():
+    backoff = Backoff(SQS_RETRY, _Top())  # type: ignore[arg-type]
+    bounds = [backoff.failed() for _ in range(8)]
+    assert bounds == [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0]
+    backoff.reset()
+    assert backoff.failed() == 0.2
+
+
 # -- unit: a fake SQS client and a fake HTTP client -------------------------------------
 
 
@@ -327,7 +360,9 @@ async def run_fake(
     """``await run_fake(sqs, settings, handler)``: a worker on ``FakeSqs`` and ``FakeHttp``."""
 
     async def start(sqs: FakeSqs, settings: WorkerSettings, handler: Handler) -> ReservationWorker:
-        worker = ReservationWorker(settings, sqs, FakeHttp(handler), Metrics(), sqs_timeout_s=2.0)
+        worker = ReservationWorker(
+            settings, sqs, FakeHttp(handler), options=ConsumerOptions(sqs_timeout_s=2.0)
+        )
         await nursery.start(worker.run)
         return worker
 
@@ -423,11 +458,11 @@ async def test_reservation_id_is_one_path_segment(run_fake):
 async def test_dedup_lru_is_bounded():
     sqs = FakeSqs([body(event_id=f"e{i}") for i in range(5)])
     settings = unit_settings(pollers=1, concurrency=1)
-    worker = ReservationWorker(settings, sqs, FakeHttp(ok), Metrics(), dedup_size=3)
+    worker = ReservationWorker(settings, sqs, FakeHttp(ok), options=ConsumerOptions(dedup_size=3))
     async with trio.open_nursery() as nursery:
         await nursery.start(worker.run)
         await wait_until(lambda: len(sqs.deleted) == 5)
-        assert list(worker._handled) == ["e2", "e3", "e4"]
+        assert worker.handled_event_ids == ["e2", "e3", "e4"]
         nursery.cancel_scope.cancel()
 
 
@@ -575,7 +610,9 @@ async def start_worker(
                 visibility_timeout_s=0,  # the queue's own
             )
             settings = dataclasses.replace(settings, **overrides)
-            worker = ReservationWorker(settings, sqs_client, http, Metrics(), sqs_timeout_s=5.0)
+            worker = ReservationWorker(
+                settings, sqs_client, http, options=ConsumerOptions(sqs_timeout_s=5.0)
+            )
             await nursery.start(worker.run)
             return worker
 
@@ -599,7 +636,9 @@ async def test_a_refused_connection_is_a_connection_failure():
         settings = unit_settings(reservation_api_url=f"http://127.0.0.1:{bound.getsockname()[1]}")
         sqs = FakeSqs([body()])
         async with make_http_client(settings) as http, trio.open_nursery() as nursery:
-            worker = ReservationWorker(settings, sqs, http, Metrics(), sqs_timeout_s=2.0)
+            worker = ReservationWorker(
+                settings, sqs, http, options=ConsumerOptions(sqs_timeout_s=2.0)
+            )
             await nursery.start(worker.run)
             await wait_until(
                 lambda: sample(worker, "paysim_worker_failures_total", reason="connection") == 1
@@ -796,6 +835,8 @@ async def test_run_worker_serves_probes_consumes_and_stops(make_queues, aws_sett
         assert 'paysim_worker_messages_handled_total{outcome="confirmed"} 1.0' in scrape
         assert 'paysim_worker_messages_handled_total{outcome="cancelled"} 1.0' in scrape
         assert "paysim_worker_messages_in_flight 0.0" in scrape
+        assert "paysim_payments_" not in scrape  # the worker exports only its own series
+        assert "grpc_server_" not in scrape
         shutdown.set()
         with trio.fail_after(WAIT_S):
             await stopped.wait()
@@ -823,7 +864,7 @@ async def test_worker_process_stops_cleanly_on_sigterm(make_queues, aws_env):
     }
     code = (
         "import os, sys; from paysim.config import Settings; "
-        "from paysim.worker_app import worker_main; "
+        "from paysim.worker.app import worker_main; "
         "sys.exit(worker_main(Settings.from_env(os.environ)))"
     )
     proc = await trio.lowlevel.open_process(

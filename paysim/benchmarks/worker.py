@@ -6,7 +6,7 @@
 A benchmark, not a test: it reports what it reaches and exits 0. It runs a
 real ``ReservationWorker`` (the production code path: threads for every SQS
 call, parsing, de-duplication, metrics, batched deletes) with the HTTP client
-``paysim.worker_app.make_http_client`` builds, in two processes on loopback:
+``paysim.worker.reservations.make_http_client`` builds, in two processes on loopback:
 
 * **this process**, pinned to core 0: the worker, fed by ``FakeSqs``, an
   in-process SQS client with boto3's method names that serves pre-built
@@ -69,11 +69,11 @@ import trio
 from paysim.benchmarks.h2load import _wait_port
 from paysim.config import AwsSettings, WorkerSettings
 from paysim.domain.events import DETAIL_TYPE, EVENT_TYPE
-from paysim.entrypoints.sqs_worker import FAILURE_REASONS, ReservationWorker
 from paysim.loadgen.spawn import free_port
 from paysim.observability import logging as paysim_logging
-from paysim.observability.metrics import Metrics
-from paysim.worker_app import make_http_client
+from paysim.worker.consumer import ReservationWorker
+from paysim.worker.metrics import FAILURE_REASONS
+from paysim.worker.reservations import make_http_client
 
 WORKER_CORE, STUB_CORE = 0, 1
 QUEUE_URL = "https://sqs.bench.invalid/000000000000/reservations"
@@ -187,7 +187,7 @@ async def _run_once(settings: WorkerSettings, events: int) -> tuple[float, float
     source = AwsSettings.event_source
     sqs = FakeSqs([envelope(n, source) for n in range(events)], trio.lowlevel.current_trio_token())
     async with make_http_client(settings) as http, trio.open_nursery() as nursery:
-        worker = ReservationWorker(settings, sqs, http, Metrics())
+        worker = ReservationWorker(settings, sqs, http)
         wall, cpu = time.perf_counter(), time.process_time()
         await nursery.start(worker.run)
         await sqs.done.wait()

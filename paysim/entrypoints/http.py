@@ -63,7 +63,7 @@ import trio
 from paysim.config import HttpSettings
 from paysim.entrypoints.listeners import open_listeners
 from paysim.observability.health import Readiness
-from paysim.observability.metrics import Metrics
+from paysim.observability.metrics import ProcessMetrics
 
 log = structlog.get_logger("paysim.http")
 
@@ -155,7 +155,7 @@ class HttpApp:
     """
 
     def __init__(
-        self, readiness: Readiness, metrics: Metrics, service_name: str = "payment-sim-api"
+        self, readiness: Readiness, metrics: ProcessMetrics, service_name: str = "payment-sim-api"
     ) -> None:
         self._readiness = readiness
         self._metrics = metrics

@@ -51,12 +51,15 @@ class _RpcChildren:
     handling: Histogram
 
 
-class Metrics:
-    """All of paysim's metrics, registered in one ``CollectorRegistry``.
+class ProcessMetrics:
+    """What every paysim process exports, in a ``CollectorRegistry`` it owns.
 
-    The registry is created here unless one is given; the object owns it and
-    ``render`` serialises it. Counters are named without ``_total``:
-    prometheus_client appends the suffix in the exposition.
+    The standard ``process_*``/``python_*`` series, ``paysim_build_info`` and
+    the HTTP endpoint's ``paysim_http_requests``; ``render`` serialises the
+    registry. The API's ``Metrics`` and the worker's ``WorkerMetrics`` add
+    their own series to it, so each process exports only its own. The
+    registry is created here unless one is given. Counters are named without
+    ``_total``: prometheus_client appends the suffix in the exposition.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -67,7 +70,46 @@ class Metrics:
         ProcessCollector(registry=reg)
         GCCollector(registry=reg)
         PlatformCollector(registry=reg)
+        self._http_requests = Counter(
+            "paysim_http_requests",
+            "HTTP requests on the health/metrics endpoint, by route and status code.",
+            ("path", "code"),
+            registry=reg,
+        )
+        build_info = Gauge(
+            "paysim_build_info",
+            "Build information; the value is always 1.",
+            ("version",),
+            registry=reg,
+        )
+        build_info.labels(paysim.__version__).set(1)
+        self._http_children: dict[tuple[str, int], Counter] = {}
 
+    def http_request(self, path: str, code: int) -> None:
+        """Count one HTTP response; ``path`` is a route name or ``"other"``, never raw."""
+        key = (path, code)
+        child = self._http_children.get(key)
+        if child is None:
+            child = self._http_requests.labels(path, str(code))
+            self._http_children[key] = child
+        child.inc()
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """Serialise the registry for a scrape; return ``(body, content_type)``.
+
+        The format follows the Accept header: OpenMetrics when the scraper asks
+        for ``application/openmetrics-text``, the classic text format otherwise.
+        """
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+class Metrics(ProcessMetrics):
+    """The API process's metrics: gRPC, payments and delivery, besides ``ProcessMetrics``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
+        reg = self.registry
         self._grpc_started = Counter(
             "grpc_server_started",
             "Total number of RPCs started on the server.",
@@ -129,12 +171,6 @@ class Metrics:
             ("reason",),
             registry=reg,
         )
-        self._http_requests = Counter(
-            "paysim_http_requests",
-            "HTTP requests on the health/metrics endpoint, by route and status code.",
-            ("path", "code"),
-            registry=reg,
-        )
         self._shutdown_undelivered = Counter(
             "paysim_shutdown_undelivered",
             "Webhook deliveries and events not yet delivered when the process stopped, "
@@ -149,20 +185,11 @@ class Metrics:
         )
         for channel in DELIVERY_CHANNELS:
             self._shutdown_undelivered.labels(channel)
-        build_info = Gauge(
-            "paysim_build_info",
-            "Build information; the value is always 1.",
-            ("version",),
-            registry=reg,
-        )
-        build_info.labels(paysim.__version__).set(1)
-
         self._rpc_children: dict[tuple[str, str, str], _RpcChildren] = {}
         self._handled_children: dict[tuple[str, str, str, str], Counter] = {}
         self._created_children: dict[str, Counter] = {}
         self._transition_children: dict[tuple[str, str], Counter] = {}
         self._rejected_children: dict[str, Counter] = {}
-        self._http_children: dict[tuple[str, int], Counter] = {}
         for scenario in SCENARIOS:
             self._created_child(scenario)
 
@@ -248,23 +275,3 @@ class Metrics:
     def shutdown_unresolved(self, count: int) -> None:
         """Count payments the shutdown left without an announced outcome."""
         self._shutdown_unresolved.inc(count)
-
-    def http_request(self, path: str, code: int) -> None:
-        """Count one HTTP response; ``path`` is a route name or ``"other"``, never raw."""
-        key = (path, code)
-        child = self._http_children.get(key)
-        if child is None:
-            child = self._http_requests.labels(path, str(code))
-            self._http_children[key] = child
-        child.inc()
-
-    # -- exposition ------------------------------------------------------------
-
-    def render(self, accept: str | None = None) -> tuple[bytes, str]:
-        """Serialise the registry for a scrape; return ``(body, content_type)``.
-
-        The format follows the Accept header: OpenMetrics when the scraper asks
-        for ``application/openmetrics-text``, the classic text format otherwise.
-        """
-        encoder, content_type = choose_encoder(accept or "")
-        return encoder(self.registry), content_type

@@ -1,10 +1,13 @@
-"""The worker process (``paysim worker``): its one root nursery, wiring, signals and shutdown.
+"""The worker process (``paysim worker``): its wiring, its one root nursery, signals, shutdown.
 
-``run_worker`` holds, in its root nursery, the HTTP endpoint for probes and
-metrics (WORKER_HTTP_PORT, 8040), the ``ReservationWorker`` and the signal
-watcher. It opens the clients it is not given (an ``Http1Client`` for the
-reservation service, which it closes, and a boto3 SQS client, which needs no
-closing) and nothing at import.
+Lifetimes, outermost first: the clients (a boto3 SQS client, which needs no
+closing, and an ``Http1Client`` for the reservation service, which
+``run_worker`` opens and closes unless it is given one) ⊃ the root nursery,
+which holds the signal watcher, the HTTP endpoint for probes and metrics
+(``paysim.entrypoints.http``, WORKER_HTTP_PORT 8040) and the
+``ReservationWorker``. Nothing opens at import. The API and the worker share
+the HTTP endpoint, ``Settings`` and ``paysim.process`` (signals, exit status);
+the worker's /metrics carries only its own series (``WorkerMetrics``).
 
 Readiness: ``/readyz`` answers 200 once the queue answered and the pollers
 run, 503 before that and from the moment shutdown begins.
@@ -27,14 +30,16 @@ from typing import Any
 
 import structlog
 import trio
+from trio_util import move_on_when
 
 from paysim import __version__, process
-from paysim.adapters.http1_client import Http1Client
-from paysim.config import ConfigError, Settings, WorkerSettings
+from paysim.config import ConfigError, Settings
 from paysim.entrypoints.http import HttpApp, HttpLimits, serve_http
-from paysim.entrypoints.sqs_worker import ReservationHttp, ReservationWorker, sqs_threads
 from paysim.observability.health import Readiness
-from paysim.observability.metrics import Metrics
+from paysim.worker.consumer import ConsumerOptions, ReservationWorker
+from paysim.worker.metrics import WorkerMetrics
+from paysim.worker.reservations import ReservationHttp, make_http_client
+from paysim.worker.sqs_queue import SQS_CALL_TIMEOUT_S, sqs_threads
 
 log = structlog.get_logger("paysim.worker_app")
 
@@ -48,20 +53,18 @@ class WorkerRunning:
     http_port: int
     worker: ReservationWorker
     readiness: Readiness
-    metrics: Metrics
+    metrics: WorkerMetrics
 
 
-def make_http_client(worker: WorkerSettings) -> Http1Client:
-    """The client for the reservation service: one connection per concurrent handler.
+@dataclass(frozen=True)
+class _Wiring:
+    """What ``run_worker`` built, for ``_serve``."""
 
-    Not httpx: it cost the worker most of its CPU (see ``paysim.adapters.http1_client``).
-    The connect gets the call's whole timeout; the worker bounds every call.
-    """
-    return Http1Client(
-        max_connections=worker.concurrency,
-        connect_timeout_s=worker.reservation_timeout_s,
-        headers=[("User-Agent", f"PaymentSim-Worker/{__version__}")],
-    )
+    settings: Settings
+    worker: ReservationWorker
+    shutdown: trio.Event
+    force: trio.CancelScope  # cancelled by a second signal
+    handle_signals: bool
 
 
 def make_sqs_client(settings: Settings) -> Any:
@@ -72,7 +75,7 @@ def make_sqs_client(settings: Settings) -> Any:
         "sqs",
         settings.aws,
         # Above the long poll, so that botocore ends a stuck call before we give up on it.
-        read_timeout_s=settings.worker.wait_time_s + 10.0,
+        read_timeout_s=settings.worker.wait_time_s + SQS_CALL_TIMEOUT_S,
         max_pool_connections=sqs_threads(settings.worker),
     )
 
@@ -84,7 +87,6 @@ async def run_worker(
     handle_signals: bool = True,
     sqs_client: Any = None,
     http_client: ReservationHttp | None = None,
-    metrics: Metrics | None = None,
     task_status: trio.TaskStatus[WorkerRunning] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Consume until shutdown is requested, then drain and return.
@@ -97,7 +99,6 @@ async def run_worker(
     if settings.worker.queue_url is None:
         raise ConfigError("PAYMENT_WEBHOOK_QUEUE_URL", "the worker needs the queue to consume")
     shutdown = shutdown if shutdown is not None else trio.Event()
-    metrics = metrics if metrics is not None else Metrics()
     if sqs_client is None:
         sqs_client = await trio.to_thread.run_sync(make_sqs_client, settings)
     force = trio.CancelScope()
@@ -105,50 +106,29 @@ async def run_worker(
         async with contextlib.AsyncExitStack() as stack:
             if http_client is None:
                 http_client = await stack.enter_async_context(make_http_client(settings.worker))
-            await _serve(
-                settings,
-                shutdown,
-                handle_signals,
-                sqs_client,
-                http_client,
-                metrics,
-                force,
-                task_status,
-            )
+            options = ConsumerOptions(event_source=settings.aws.event_source)
+            worker = ReservationWorker(settings.worker, sqs_client, http_client, options=options)
+            await _serve(_Wiring(settings, worker, shutdown, force, handle_signals), task_status)
     log.info("worker stopped")
 
 
-async def _serve(
-    settings: Settings,
-    shutdown: trio.Event,
-    handle_signals: bool,
-    sqs_client: Any,
-    http_client: ReservationHttp,
-    metrics: Metrics,
-    force: trio.CancelScope,
-    task_status: trio.TaskStatus[WorkerRunning],
-) -> None:
-    ws, http = settings.worker, settings.http
+async def _serve(wiring: _Wiring, task_status: trio.TaskStatus[WorkerRunning]) -> None:
+    settings, worker, shutdown = wiring.settings, wiring.worker, wiring.shutdown
+    ws = settings.worker
     readiness = Readiness()
-    worker = ReservationWorker(
-        ws, sqs_client, http_client, metrics, event_source=settings.aws.event_source
-    )
     async with trio.open_nursery() as root:
-        if handle_signals:
-            root.start_soon(process.watch_signals, shutdown, force)
+        if wiring.handle_signals:
+            root.start_soon(process.watch_signals, shutdown, wiring.force)
         http_port = await root.start(
             serve_http,
             ws.http_host,
             ws.http_port,
-            HttpApp(readiness, metrics, service_name=SERVICE_NAME),
-            HttpLimits.from_settings(http),
+            HttpApp(readiness, worker.metrics, service_name=SERVICE_NAME),
+            HttpLimits.from_settings(settings.http),
         )
         log.info("worker starting", version=__version__, http_port=http_port, queue=ws.queue_url)
-        # Until the queue answers, a shutdown request cancels the start.
-        async with trio.open_nursery() as starting:
-            starting.start_soon(_cancel_on, shutdown, starting.cancel_scope)
+        async with move_on_when(shutdown.wait):  # until the queue answers, a shutdown cancels
             await root.start(worker.run)
-            starting.cancel_scope.cancel()
         if not shutdown.is_set():
             readiness.mark_serving()
             log.info(
@@ -158,17 +138,12 @@ async def _serve(
                 pollers=ws.pollers,
                 concurrency=ws.concurrency,
             )
-            task_status.started(WorkerRunning(http_port, worker, readiness, metrics))
+            task_status.started(WorkerRunning(http_port, worker, readiness, worker.metrics))
             await shutdown.wait()
         readiness.mark_draining()
         log.info("shutting down", grace_s=settings.shutdown_grace_s)
         await worker.stop(settings.shutdown_grace_s)
         root.cancel_scope.cancel()
-
-
-async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()
 
 
 def worker_main(settings: Settings) -> int:
