@@ -11,13 +11,14 @@ and nothing has to be forgotten later. The Redis tests use a real
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import coredis
 import pytest
 import trio
+import trio.testing
 
 from paysim.adapters import payment_codec
 from paysim.adapters.redis_store import RedisStore, open_redis_store
@@ -107,6 +108,43 @@ async def test_an_announced_change_finishes_when_every_channel_is_done() -> None
     webhooks.finish()
     assert sorted(finished) == ["evt_1", "evt_2"]
     assert outbox.unfinished == 0
+
+
+async def test_a_taken_over_change_is_announced_again_or_forgotten_at_once() -> None:
+    finished: list[str] = []
+    webhooks = WebhookLike()
+    outbox = outbox_of(webhooks, forget=finished.append)
+    assert not await outbox.take_over(change("evt_1"))  # no URL: nothing here announces it
+    assert finished == ["evt_1"]
+    assert await outbox.take_over(change("evt_2", webhook_url="https://example.com/hook"))
+    assert webhooks.held == ["evt_2"]
+    assert outbox.delivering("evt_2")
+    webhooks.finish()
+    assert finished == ["evt_1", "evt_2"]
+    assert not outbox.delivering("evt_2")
+
+
+async def test_flush_waits_for_every_channel_together_and_undelivered_names_each(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    flushed: list[tuple[str, float]] = []
+
+    def flusher(name: str, delay_s: float) -> Callable[[], Awaitable[None]]:
+        async def flush() -> None:
+            await trio.sleep(delay_s)
+            flushed.append((name, trio.current_time()))
+
+        return flush
+
+    outbox = Outbox(
+        [
+            Channel("webhook", WebhookLike(), flusher("webhook", 2.0), lambda: ["pay_1"]),
+            Channel("event", Everything(), flusher("event", 1.0), lambda: ["pay_1", "pay_2"]),
+        ]
+    )
+    await outbox.flush()
+    assert flushed == [("event", 1.0), ("webhook", 2.0)]  # together, not one after the other
+    assert outbox.undelivered() == [("webhook", ["pay_1"]), ("event", ["pay_1", "pay_2"])]
 
 
 # -- with the Redis store ----------------------------------------------------------
