@@ -1,14 +1,20 @@
 """The ports the service talks through. Each has an in-memory twin for tests.
 
 Store methods are ``async`` so a networked store (Redis) fits behind the same
-port; the in-memory store never blocks.
+port; the in-memory store never blocks. ``SharedStore`` is what a store that
+several replicas share adds (Redis): the composition root, ``paysim.replica``
+and ``paysim.outbox`` use it through this port, never through the adapter.
+``Notifier`` is a delivery channel, and the outbox that fans out to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
+
+import trio
+from trio_util import AsyncBool
 
 from paysim.domain.models import CancelResult, Payment, StatusChange
 
@@ -36,8 +42,9 @@ class PaymentStore(Protocol):
     ) -> bool:
         """Replace the payment if its stored version is still ``expected_version``.
 
-        ``change`` is what will be announced for it; a shared store keeps it
-        with the write until ``outbox_done`` (see ``SharedStore``).
+        ``change`` is what will be announced for it, if anything will (the
+        outbox decides); a shared store keeps it with the write until
+        ``outbox_done`` (see ``SharedStore`` and ``paysim.outbox``).
         """
 
     async def claim_idempotency(
@@ -77,6 +84,19 @@ class SharedStore(PaymentStore, Protocol):
     """A store several replicas share (Redis): see ``adapters.redis_store``."""
 
     replica_id: str
+    timeout_s: float  # the bound on one call: leaving waits at most this long
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Send the store's calls until cancelled: runs for the store's whole lifetime."""
+
+    @property
+    def available(self) -> AsyncBool:
+        """False while the store is unreachable (readiness follows it)."""
+
+    def track_deliveries(self, delivering: Callable[[str], bool]) -> None:
+        """``delivering(event_id)``: whether a local channel still has that change."""
 
     def outbox_done(self, event_id: str) -> None:
         """Every channel is finished with the change ``event_id``: forget it."""
@@ -89,11 +109,12 @@ class SharedStore(PaymentStore, Protocol):
 
 
 class Notifier(Protocol):
+    """A delivery channel; ``paysim.outbox.Outbox`` is one too, fanning out to the others."""
+
     def announces(self, change: StatusChange) -> bool:
         """Whether ``notify`` would send anything for ``change``.
 
-        A shared store keeps only such changes in its outbox: one nobody will
-        hear of (no webhook URL, no event bus) needs no delivery after a crash.
+        The store keeps only such changes for delivery (``paysim.outbox``).
         """
 
     async def notify(self, change: StatusChange) -> None:

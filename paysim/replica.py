@@ -1,6 +1,6 @@
 """A replica among others: its lease, and taking over what vanished replicas left.
 
-Only with a shared store. Every STORE_TAKEOVER_INTERVAL_MS, ``run_replica``
+Only with a shared store. Every STORE_TAKEOVER_INTERVAL_MS, ``Replica.run``
 calls ``store.maintain``, which renews this replica's lease (STORE_LEASE_MS)
 and moves everything a replica whose lease ended had (due outcomes, changes
 not yet delivered) into shared pools, then claims a share of them. Claimed
@@ -22,7 +22,12 @@ others have not claimed yet it may claim back like any replica.
 A store that does not answer is logged once and tried again with backoff
 (``backoff``, capped well under the lease), not at the next interval, so
 the lease is renewed soon after the store is back; one success logs the
-recovery and the loop returns to its interval.
+recovery and the loop returns to its interval (``upkeep.every``).
+
+When the process drains, ``hand_over`` stops the local timers and gives their
+payments to the others (the "handover" policy), and ``leave`` ends the lease
+loop and hands over whatever the outbox still holds. Owned by the composition
+root: ``run`` runs in the simulator's lifetime, which it calls into.
 """
 
 from __future__ import annotations
@@ -35,56 +40,96 @@ import trio
 
 from paysim.backoff import Backoff
 from paysim.errors import StoreUnavailable
+from paysim.outbox import Outbox
 from paysim.ports import SharedStore
 from paysim.service import PaymentService
+from paysim.upkeep import every
 
 log = structlog.get_logger("paysim.replica")
 
 
-async def run_replica(
-    store: SharedStore,
-    service: PaymentService,
-    interval_s: float,
-    *,
-    wall_clock: Callable[[], float] = time.time,
-    backoff: Backoff | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Hold the lease and take over from vanished replicas until cancelled."""
-    backoff = backoff if backoff is not None else Backoff()
-    first = True
-    while True:
-        delay = interval_s
+class Replica:
+    """This process among the replicas sharing ``store``: lease, takeover, handover."""
+
+    def __init__(
+        self,
+        store: SharedStore,
+        service: PaymentService,
+        outbox: Outbox,
+        interval_s: float,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._service = service
+        self._outbox = outbox
+        self._interval_s = interval_s
+        self._now = wall_clock
+        self._lease = trio.CancelScope()  # the lease and takeover loop; ``leave`` ends it
+        self._backoff = Backoff()
+        self._first = True
+
+    async def run(
+        self,
+        *,
+        backoff: Backoff | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Hold the lease and take over from vanished replicas until ``leave`` or cancelled.
+
+        Started once the first round (renew, take over, announce) is done.
+        """
+        if backoff is not None:
+            self._backoff = backoff
+        with self._lease:
+            await every(self._interval_s, self._round, self._backoff, task_status=task_status)
+
+    async def _round(self) -> bool:
+        store, backoff = self._store, self._backoff
+        first, self._first = self._first, False
         try:
-            found = await store.maintain(wall_clock())
+            found = await store.maintain(self._now())
         except StoreUnavailable:
             if not backoff.failures:
                 log.warning("lease renewal failed; retrying", replica_id=store.replica_id)
-            delay = backoff.failed()
-        else:
-            if backoff.failures:
-                log.info(
-                    "lease renewed again", replica_id=store.replica_id, failures=backoff.failures
-                )
-                backoff.reset()
-            if found.lapsed and not first:
-                log.warning(
-                    "lease had lapsed; other replicas may have taken over this one's payments",
-                    replica_id=store.replica_id,
-                )
-            adopted = sum(service.adopt(pid, due) for pid, due in found.claimed)
-            overdue = sum(service.adopt(pid, wall_clock()) for pid in found.overdue_own)
-            for change in found.changes:
-                if not await service.renotify(change):
-                    store.outbox_done(change.event_id)  # nothing here announces it
-            if found.claimed or found.changes or overdue:
-                log.info(
-                    "took over payments",
-                    due=adopted,
-                    changes=len(found.changes),
-                    overdue_own=overdue,
-                )
-        if first:
-            first = False
-            task_status.started()
-        await trio.sleep(delay)
+            return False
+        if backoff.failures:
+            log.info("lease renewed again", replica_id=store.replica_id, failures=backoff.failures)
+        if found.lapsed and not first:
+            log.warning(
+                "lease had lapsed; other replicas may have taken over this one's payments",
+                replica_id=store.replica_id,
+            )
+        adopted = sum(self._service.adopt(pid, due) for pid, due in found.claimed)
+        overdue = sum(self._service.adopt(pid, self._now()) for pid in found.overdue_own)
+        for change in found.changes:
+            await self._outbox.take_over(change)
+        if found.claimed or found.changes or overdue:
+            log.info(
+                "took over payments", due=adopted, changes=len(found.changes), overdue_own=overdue
+            )
+        return True
+
+    async def hand_over(self) -> None:
+        """Stop the local timers and give their payments to the other replicas."""
+        stopped = self._service.release_timers()
+        try:
+            moved, _ = await self._store.hand_over(leave=False)
+        except StoreUnavailable:
+            log.warning(
+                "could not hand over pending payments; others take them when the lease ends",
+                pending=len(stopped),
+            )
+            return
+        log.info("pending payments handed over", count=moved, local_timers=len(stopped))
+
+    async def leave(self) -> None:
+        """End the lease; changes still undelivered go to the other replicas."""
+        self._lease.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(self._store.timeout_s):
+            try:
+                _, changes = await self._store.hand_over(leave=True)
+            except StoreUnavailable:
+                log.warning("could not leave cleanly; others take over when the lease ends")
+                return
+            log.info("left the replica set", undelivered_handed_over=changes)

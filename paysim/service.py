@@ -439,16 +439,6 @@ class PaymentService:
             return False
         return True
 
-    async def renotify(self, change: StatusChange) -> bool:
-        """Announce again a change another replica had not finished (same event id).
-
-        False if nothing here announces it (then no channel will report it done).
-        """
-        if not self._notifier.announces(change):
-            return False
-        await self._notifier.notify(change)
-        return True
-
     def release_timers(self) -> list[str]:
         """Stop every local timer (their payments were handed to other replicas)."""
         return self._simulator.cancel_all()
@@ -533,7 +523,7 @@ class PaymentService:
             at=now,
             refund=refund,
         )
-        # The store keeps the change for delivery only if something will announce it.
+        # The outbox decides whether the store keeps the change for delivery.
         kept = change if self._notifier.announces(change) else None
         if not await self._store.compare_and_set(payment.version, updated, kept):
             # Someone else moved it first; theirs is the truth.

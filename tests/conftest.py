@@ -69,7 +69,6 @@ async def start_app(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[
                 await run(
                     app_settings,
                     shutdown=shutdown,
-                    handle_signals=False,
                     notifier=notifier,
                     task_status=status,
                 )

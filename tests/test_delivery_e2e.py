@@ -111,7 +111,6 @@ async def stack_factory(nursery: trio.Nursery) -> AsyncIterator[Callable[..., An
             await run(
                 settings,
                 shutdown=shutdown,
-                handle_signals=False,
                 events_client=events_client,
                 task_status=task_status,
             )

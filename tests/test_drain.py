@@ -40,9 +40,10 @@ from purerpc.rpc import Cardinality, RPCSignature
 from paysim._proto.proto.payment.v1 import payment_pb2 as pb
 from paysim._proto.proto.payment.v1 import payment_pb2_grpc
 from paysim.adapters.recording_notifier import RecordingNotifier
-from paysim.app import FLUSH_SHARE, Running, run
+from paysim.app import Running, run
 from paysim.config import EventSettings, Settings
 from paysim.domain.models import StatusChange
+from paysim.drain import FLUSH_SHARE
 from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Registry
 from paysim.entrypoints.http import (
     HttpApp,
@@ -559,7 +560,6 @@ async def start_in_process(
             await run(
                 settings,
                 shutdown=app.shutdown,
-                handle_signals=False,
                 notifier=notifier,
                 events_client=events_client,
                 task_status=task_status,

@@ -1,7 +1,7 @@
 """Which status changes the shared store keeps for delivery (its outbox), and when it forgets them.
 
 A change goes into the outbox only if some channel will announce it
-(``Notifier.announces``): a payment without a webhook URL on a replica without
+(``Outbox.announces``): a payment without a webhook URL on a replica without
 an event bus has nothing to deliver after a crash, so nothing is kept for it,
 and nothing has to be forgotten later. The Redis tests use a real
 ``redis-server`` and the real service; no timer fires (the payments wait
@@ -11,21 +11,22 @@ and nothing has to be forgotten later. The Redis tests use a real
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import coredis
 import pytest
 import trio
+import trio.testing
 
 from paysim.adapters import payment_codec
-from paysim.adapters.fanout_notifier import FanoutNotifier
 from paysim.adapters.redis_store import RedisStore, open_redis_store
 from paysim.config import SimulationSettings, StoreSettings
 from paysim.domain.models import CancelCommand, PaymentStatus, StatusChange
 from paysim.observability.metrics import Metrics
-from paysim.replica import run_replica
+from paysim.outbox import Channel, Outbox
+from paysim.replica import Replica
 from paysim.service import PaymentService
 from paysim.simulator import Simulator
 from tests.redis_fixtures import redis_server, redis_settings  # noqa: F401 - fixtures
@@ -42,23 +43,23 @@ class WebhookLike:
     """
 
     def __init__(self) -> None:
-        self.fanout: FanoutNotifier | None = None
+        self.outbox: Outbox | None = None
         self.held: list[str] = []
 
     def announces(self, change: StatusChange) -> bool:
         return bool(change.payment.webhook_url)
 
     async def notify(self, change: StatusChange) -> None:
-        assert self.fanout is not None
+        assert self.outbox is not None
         if self.announces(change):
             self.held.append(change.event_id)
         else:
-            self.fanout.channel_done(change.event_id)
+            self.outbox.channel_done(change.event_id)
 
     def finish(self) -> None:
-        assert self.fanout is not None
+        assert self.outbox is not None
         while self.held:
-            self.fanout.channel_done(self.held.pop())
+            self.outbox.channel_done(self.held.pop())
 
 
 class Everything(WebhookLike):
@@ -68,11 +69,11 @@ class Everything(WebhookLike):
         return True
 
 
-def fanout_of(*channels: WebhookLike, on_finished: list[str]) -> FanoutNotifier:
-    fanout = FanoutNotifier(channels, on_finished=on_finished.append)
+def outbox_of(*channels: WebhookLike, forget: Callable[[str], None]) -> Outbox:
+    outbox = Outbox([Channel(f"channel{i}", c) for i, c in enumerate(channels)], forget=forget)
     for channel in channels:
-        channel.fanout = fanout
-    return fanout
+        channel.outbox = outbox
+    return outbox
 
 
 def change(event_id: str, webhook_url: str = "") -> StatusChange:
@@ -80,49 +81,87 @@ def change(event_id: str, webhook_url: str = "") -> StatusChange:
     return StatusChange(event_id, payment, PaymentStatus.PENDING, 100.0)
 
 
-# -- the fan-out's tracking --------------------------------------------------------
+# -- the outbox's tracking -----------------------------------------------------------
 
 
 async def test_a_change_no_channel_announces_is_not_tracked() -> None:
     finished: list[str] = []
     webhooks = WebhookLike()
-    fanout = fanout_of(webhooks, on_finished=finished)
-    assert not fanout.announces(change("evt_1"))
-    await fanout.notify(change("evt_1"))
+    outbox = outbox_of(webhooks, forget=finished.append)
+    assert not outbox.announces(change("evt_1"))
+    await outbox.notify(change("evt_1"))
     assert finished == []  # nothing to forget: the store never kept it
-    assert fanout.unfinished == 0
+    assert outbox.unfinished == 0
 
 
 async def test_an_announced_change_finishes_when_every_channel_is_done() -> None:
     finished: list[str] = []
     webhooks, events = WebhookLike(), Everything()
-    fanout = fanout_of(webhooks, events, on_finished=finished)
+    outbox = outbox_of(webhooks, events, forget=finished.append)
     # No URL: the webhook channel is done at once, the event bus still holds it.
-    await fanout.notify(change("evt_1"))
-    await fanout.notify(change("evt_2", webhook_url="https://example.com/hook"))
+    await outbox.notify(change("evt_1"))
+    await outbox.notify(change("evt_2", webhook_url="https://example.com/hook"))
     assert finished == []
-    assert fanout.unfinished == 2
+    assert outbox.unfinished == 2
     events.finish()
     assert finished == ["evt_1"]  # evt_2's webhook is still out
     webhooks.finish()
     assert sorted(finished) == ["evt_1", "evt_2"]
-    assert fanout.unfinished == 0
+    assert outbox.unfinished == 0
+
+
+async def test_a_taken_over_change_is_announced_again_or_forgotten_at_once() -> None:
+    finished: list[str] = []
+    webhooks = WebhookLike()
+    outbox = outbox_of(webhooks, forget=finished.append)
+    assert not await outbox.take_over(change("evt_1"))  # no URL: nothing here announces it
+    assert finished == ["evt_1"]
+    assert await outbox.take_over(change("evt_2", webhook_url="https://example.com/hook"))
+    assert webhooks.held == ["evt_2"]
+    assert outbox.delivering("evt_2")
+    webhooks.finish()
+    assert finished == ["evt_1", "evt_2"]
+    assert not outbox.delivering("evt_2")
+
+
+async def test_flush_waits_for_every_channel_together_and_undelivered_names_each(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    flushed: list[tuple[str, float]] = []
+
+    def flusher(name: str, delay_s: float) -> Callable[[], Awaitable[None]]:
+        async def flush() -> None:
+            await trio.sleep(delay_s)
+            flushed.append((name, trio.current_time()))
+
+        return flush
+
+    outbox = Outbox(
+        [
+            Channel("webhook", WebhookLike(), flusher("webhook", 2.0), lambda: ["pay_1"]),
+            Channel("event", Everything(), flusher("event", 1.0), lambda: ["pay_1", "pay_2"]),
+        ]
+    )
+    await outbox.flush()
+    assert flushed == [("event", 1.0), ("webhook", 2.0)]  # together, not one after the other
+    assert outbox.undelivered() == [("webhook", ["pay_1"]), ("event", ["pay_1", "pay_2"])]
 
 
 # -- with the Redis store ----------------------------------------------------------
 
 
 @dataclass
-class Replica:
+class ReplicaUnderTest:
     store: RedisStore
     service: PaymentService
+    outbox: Outbox
     finished: list[str]
 
 
 @asynccontextmanager
 async def replica(
     settings: StoreSettings, name: str, *channels: WebhookLike
-) -> AsyncIterator[Replica]:
+) -> AsyncIterator[ReplicaUnderTest]:
     """The real service on the Redis store, its changes announced through ``channels``."""
     metrics = Metrics()
     finished: list[str] = []
@@ -138,17 +177,15 @@ async def replica(
             finished.append(event_id)
             store.outbox_done(event_id)
 
-        fanout = FanoutNotifier(channels, on_finished=forget)
-        for channel in channels:
-            channel.fanout = fanout
+        outbox = outbox_of(*channels, forget=forget)
         service = PaymentService(
             store=store,
             simulator=Simulator(nursery, 100, metrics.pending_changed),
-            notifier=fanout,
+            notifier=outbox,
             metrics=metrics,
             settings=SimulationSettings(default_delay_s=600.0),
         )
-        yield Replica(store, service, finished)
+        yield ReplicaUnderTest(store, service, outbox, finished)
         nursery.cancel_scope.cancel()
 
 
@@ -198,7 +235,7 @@ async def test_a_taken_over_change_nothing_here_announces_is_forgotten(
     async with replica(redis_settings, "a", channel) as a:
         async with trio.open_nursery() as nursery:
             # Started once its first round (renew, take over, announce) is done.
-            await nursery.start(run_replica, a.store, a.service, 3600.0)
+            await nursery.start(Replica(a.store, a.service, a.outbox, 3600.0).run)
             nursery.cancel_scope.cancel()
         await a.store.get("pay_none")  # any posted forget went out before this returned
         kept = await outbox(redis_settings, "a")

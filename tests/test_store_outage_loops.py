@@ -16,13 +16,13 @@ import trio
 import trio.testing
 
 from paysim.adapters.redis_batch import OpBatcher, classify
-from paysim.app import run_sweeper
 from paysim.backoff import Backoff
 from paysim.errors import StoreUnavailable
 from paysim.observability.health import Readiness
 from paysim.ports import Maintenance
-from paysim.replica import run_replica
+from paysim.replica import Replica
 from paysim.simulator import Simulator
+from paysim.upkeep import run_sweeper
 
 
 class Ceiling(random.Random):
@@ -64,7 +64,7 @@ async def test_the_sweeper_retries_with_backoff_and_returns_to_its_interval(
 ) -> None:
     flaky = Flaky(failures=3)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(run_sweeper, SweepingService(flaky), 1.0, ceiling_backoff())  # type: ignore[arg-type]
+        nursery.start_soon(run_sweeper, SweepingService(flaky), 1.0, ceiling_backoff())
         await trio.sleep(3.5)
         nursery.cancel_scope.cancel()
     # 1 s, then 50, 100, 200 ms of backoff; then the interval again.
@@ -90,14 +90,14 @@ async def test_lease_renewal_retries_with_backoff_not_at_the_interval(
 ) -> None:
     flaky = Flaky(failures=2)
     async with trio.open_nursery() as nursery:
+        replica = Replica(
+            MaintainingStore(flaky),  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            None,  # type: ignore[arg-type]
+            10.0,
+        )
         await nursery.start(
-            lambda task_status: run_replica(
-                MaintainingStore(flaky),  # type: ignore[arg-type]
-                None,  # type: ignore[arg-type]
-                10.0,
-                backoff=ceiling_backoff(),
-                task_status=task_status,
-            )
+            lambda task_status: replica.run(backoff=ceiling_backoff(), task_status=task_status)
         )
         await trio.sleep(15)
         nursery.cancel_scope.cancel()

@@ -207,6 +207,7 @@ class WebhookDispatcher:
         wall_clock: Callable[[], float] = time.time,
         time_scale: float = 1.0,
         on_done: Callable[[str], None] = lambda event_id: None,
+        policy: ssrf.SsrfPolicy | None = None,
     ) -> None:
         """``time_scale`` multiplies every retry delay (SIMULATION_TIME_SCALE).
 
@@ -219,7 +220,7 @@ class WebhookDispatcher:
         self._time_scale = time_scale
         self._client = client
         self._schedule = SCHEDULES[settings.retry_schedule]
-        self._policy = ssrf.SsrfPolicy.from_settings(settings)
+        self._policy = policy if policy is not None else ssrf.SsrfPolicy.from_settings(settings)
         self._rng = rng if rng is not None else random.Random()
         self._now = wall_clock
         self.journal = journal if journal is not None else DeliveryJournal()

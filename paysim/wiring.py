@@ -1,0 +1,257 @@
+"""The lifetimes ``app.run`` nests, one ``open_*`` each, and what the wiring built.
+
+Each ``open_*`` is an async context manager that builds one part, runs its
+tasks (if it has any) in a nursery of its own, and cancels them when its block
+ends. ``app.run`` nests them in the order they must outlive each other::
+
+    open_resources   the HTTP client for webhooks, the EventBridge client
+    open_store       the store; with Redis its batch sender and readiness
+    open_outbox      the outbox and its channels (webhooks, events)
+    open_simulator   the simulator nursery: one timer task per pending payment
+    open_upkeep      the retention sweeper and, sharing a store, the lease loop
+    open_servers     the gRPC server and the HTTP endpoint
+
+So a part only ever calls into parts whose blocks enclose its own: a server
+never calls into a closed simulator, a timer never announces into a closed
+outbox. ``Wired`` is what the drain needs of it all.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from grpc_health.v1 import health_pb2
+
+from paysim._proto.proto.payment.v1 import payment_pb2
+from paysim.adapters.aws import make_client
+from paysim.adapters.eventbridge import EventPublisher
+from paysim.adapters.http1_client import Http1Client
+from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
+from paysim.adapters.memory_store import MemoryStore
+from paysim.adapters.redis_store import open_redis_store
+from paysim.config import Settings, SimulationSettings
+from paysim.entrypoints.grpc.health import HealthServicer
+from paysim.entrypoints.grpc.payment_api import PaymentApi
+from paysim.entrypoints.grpc.reflection import ReflectionServicer
+from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Registry
+from paysim.entrypoints.http import HttpApp, HttpLimits, serve_http
+from paysim.observability.health import Readiness
+from paysim.observability.metrics import Metrics
+from paysim.outbox import Channel, Outbox
+from paysim.ports import Notifier, PaymentStore, SharedStore
+from paysim.replica import Replica
+from paysim.service import PaymentService
+from paysim.simulator import Simulator
+from paysim.upkeep import run_sweeper
+from paysim.webhooks.dispatcher import WebhookDispatcher
+from paysim.webhooks.ssrf import SsrfPolicy
+
+
+@dataclass(frozen=True)
+class Wired:
+    """What the composition root built that the drain and its report use."""
+
+    settings: Settings
+    readiness: Readiness
+    metrics: Metrics
+    outbox: Outbox
+    simulator: Simulator
+    replica: Replica | None  # with a shared store
+
+
+@dataclass(frozen=True)
+class Resources:
+    http_client: CookielessClient  # webhooks go out through it
+    events_client: Any  # a boto3 ``events`` client, or None without an event bus
+    webhook_policy: SsrfPolicy  # where webhooks may go: checked at the edge and when sent
+
+
+@dataclass(frozen=True)
+class Servers:
+    grpc: GrpcServer
+    grpc_port: int
+    http_port: int
+
+
+@asynccontextmanager
+async def open_resources(
+    settings: Settings, events_client: Any, *, events: bool
+) -> AsyncIterator[Resources]:
+    """The webhook HTTP client (closed after), and the EventBridge client if ``events``.
+
+    ``events_client`` is used instead of one built from the environment.
+    """
+    async with CookielessClient(
+        transport=H11Transport(
+            Http1Client(
+                max_connections=settings.webhook.concurrency * 2,
+                connect_timeout_s=settings.webhook.timeout_s,
+            )
+        ),
+        follow_redirects=False,
+        trust_env=False,
+    ) as http_client:
+        if events and settings.events.enabled and events_client is None:
+            events_client = await trio.to_thread.run_sync(
+                functools.partial(
+                    make_client,
+                    "events",
+                    settings.aws,
+                    read_timeout_s=settings.events.call_timeout_s,
+                    max_pool_connections=settings.events.concurrency,
+                )
+            )
+        yield Resources(http_client, events_client, SsrfPolicy.from_settings(settings.webhook))
+
+
+@asynccontextmanager
+async def open_store(
+    settings: Settings, readiness: Readiness
+) -> AsyncIterator[tuple[PaymentStore, SharedStore | None]]:
+    """The store, and the same store as a ``SharedStore`` if replicas share it.
+
+    A shared store's calls are sent by its ``run`` task, and readiness follows
+    whether it answers; both end with the block, then its pool closes.
+    """
+    if not settings.store.shared:
+        yield MemoryStore(settings.simulation.retention_s), None
+        return
+    opened = open_redis_store(
+        settings.store,
+        retention_s=settings.simulation.retention_s,
+        time_scale=settings.simulation.time_scale,
+    )
+    async with opened as store, trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        nursery.start_soon(_follow_store, store, readiness)
+        yield store, store
+        nursery.cancel_scope.cancel()
+
+
+async def _follow_store(store: SharedStore, readiness: Readiness) -> None:
+    """Readiness follows the store: not ready while it is unreachable."""
+    async for available in store.available.eventual_values():
+        readiness.mark_store(available)
+
+
+@asynccontextmanager
+async def open_outbox(
+    settings: Settings,
+    resources: Resources,
+    metrics: Metrics,
+    shared: SharedStore | None,
+    http_app: HttpApp,
+    notifier: Notifier | None,
+) -> AsyncIterator[Outbox]:
+    """The outbox with its channels: webhooks, and events if enabled.
+
+    ``notifier`` (tests) replaces every channel, and nothing is tracked for
+    the store. The channels' tasks end with the block.
+    """
+    if notifier is not None:
+        yield Outbox([Channel("recording", notifier)])
+        return
+    outbox = Outbox(forget=shared.outbox_done if shared is not None else None)
+    if shared is not None:
+        shared.track_deliveries(outbox.delivering)
+    async with trio.open_nursery() as nursery:
+        dispatcher = WebhookDispatcher(
+            settings.webhook,
+            resources.http_client,
+            metrics,
+            time_scale=settings.simulation.time_scale,
+            on_done=outbox.channel_done,
+            policy=resources.webhook_policy,
+        )
+        await nursery.start(dispatcher.run)
+        http_app.add_route("/debug/deliveries", frozenset({"GET"}), dispatcher.journal.handle)
+        outbox.add(
+            Channel("webhook", dispatcher, dispatcher.wait_idle, dispatcher.pending_payment_ids)
+        )
+        if settings.events.enabled:
+            publisher = EventPublisher(
+                settings.events,
+                settings.aws,
+                metrics,
+                resources.events_client,
+                on_done=outbox.channel_done,
+            )
+            await nursery.start(publisher.run)
+            outbox.add(Channel("event", publisher, publisher.flush, publisher.pending_payment_ids))
+        yield outbox
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_simulator(
+    settings: SimulationSettings, metrics: Metrics
+) -> AsyncIterator[Simulator]:
+    """The simulator and its nursery; every timer still armed is cancelled at the end."""
+    async with trio.open_nursery() as nursery:
+        yield Simulator(nursery, settings.max_pending_payments, metrics.pending_changed)
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_upkeep(
+    settings: Settings, service: PaymentService, replica: Replica | None
+) -> AsyncIterator[None]:
+    """The retention sweeper and, sharing a store, the lease loop (started: first round done)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_sweeper, service, settings.simulation.sweep_interval_s)
+        if replica is not None:
+            await nursery.start(replica.run)
+        yield
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_servers(
+    settings: Settings, registry: Registry, http_app: HttpApp, metrics: Metrics
+) -> AsyncIterator[Servers]:
+    """The gRPC server and the HTTP endpoint, listening; both stop when the block ends."""
+    grpc = GrpcServer(registry, GrpcLimits.from_settings(settings.grpc), metrics)
+    http = settings.http
+    async with trio.open_nursery() as nursery:
+        grpc_port = await nursery.start(
+            functools.partial(grpc.serve, reuse_port=settings.reuse_port),
+            settings.grpc.host,
+            settings.grpc.port,
+        )
+        http_port = await nursery.start(
+            functools.partial(serve_http, reuse_port=settings.reuse_port),
+            http.host,
+            http.port,
+            http_app,
+            HttpLimits.from_settings(http),
+        )
+        yield Servers(grpc, grpc_port, http_port)
+        nursery.cancel_scope.cancel()
+
+
+def build_registry(
+    settings: Settings, service: PaymentService, readiness: Readiness, policy: SsrfPolicy
+) -> Registry:
+    """The gRPC services: payments, health (following ``readiness``) and reflection."""
+    registry = Registry()
+    registry.add(
+        PaymentApi(
+            service,
+            settings.payment_url_base + "/{payment_intent_id}",
+            policy,
+            max_delay_s=settings.simulation.max_delay_s,
+        )
+    )
+    payment_services = list(registry.services)
+    registry.add(HealthServicer(readiness, payment_services))
+    for servicer in ReflectionServicer.both(
+        [*payment_services, "grpc.health.v1.Health"],
+        [payment_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR],
+    ):
+        registry.add(servicer)
+    return registry
