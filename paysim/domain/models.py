@@ -1,7 +1,8 @@
 """The payment and its parts: frozen values, no I/O, no trio.
 
 Enum numbers mirror ``payment.v1`` so the gRPC edge converts by number, but
-nothing here imports generated code.
+nothing here imports generated code. ``PaymentStatus`` is defined with the
+state machine, in ``state``, and re-exported here.
 """
 
 from __future__ import annotations
@@ -12,36 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from paysim.domain import currency as currencies
-
-
-class PaymentStatus(enum.IntEnum):
-    UNSPECIFIED = 0
-    PENDING = 1
-    PROCESSING = 2
-    COMPLETED = 3
-    FAILED = 4
-    CANCELLED = 5
-    REFUNDED = 6
-    EXPIRED = 7
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in _TERMINAL
-
-    @property
-    def is_settled(self) -> bool:
-        """No outcome is pending: terminal, or COMPLETED (which only a refund changes)."""
-        return self is PaymentStatus.COMPLETED or self in _TERMINAL
-
-
-_TERMINAL = frozenset(
-    {
-        PaymentStatus.FAILED,
-        PaymentStatus.CANCELLED,
-        PaymentStatus.REFUNDED,
-        PaymentStatus.EXPIRED,
-    }
-)
+from paysim.domain.state import PaymentStatus
 
 
 class PaymentMethod(enum.IntEnum):
@@ -64,6 +36,10 @@ class Scenario(enum.IntEnum):
     @classmethod
     def from_name(cls, name: str) -> Scenario:
         return cls[name.upper()]
+
+
+# The names a setting or a metric label uses: the one list of scenarios by name.
+SCENARIO_NAMES: tuple[str, ...] = tuple(s.name.lower() for s in Scenario if s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from paysim.domain.models import Outcome, Payment, PaymentStatus, Scenario
+from paysim.domain.models import Outcome, PaymentStatus, Scenario
 
 # Declines the FAIL and RANDOM scenarios draw from: (reason, gateway text, code).
 # Codes follow ISO 8583 response codes, which card networks and Korean PGs share.
@@ -73,11 +73,3 @@ def decide(
         response_code=code,
     )
 
-
-def answers_at(payment: Payment, time_scale: float) -> float:
-    """When the simulated PG answers a pending payment (wall clock).
-
-    The outcome's delay counts from creation (times SIMULATION_TIME_SCALE);
-    for a PG that never answers that is the intent's expiry.
-    """
-    return payment.created_at + payment.outcome.delay_s * time_scale
