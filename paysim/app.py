@@ -75,6 +75,7 @@ from paysim.service import PaymentService
 from paysim.simulator import Simulator
 from paysim.webhooks.dispatcher import WebhookDispatcher
 from paysim.webhooks.ssrf import SsrfPolicy
+from paysim.webhooks.target import SendableCheck
 
 log = structlog.get_logger("paysim.app")
 
@@ -113,7 +114,7 @@ def build_registry(service: PaymentService, readiness: Readiness, settings: Sett
         PaymentApi(
             service,
             settings.payment_url_base + "/{payment_intent_id}",
-            SsrfPolicy.from_settings(settings.webhook),
+            SendableCheck(SsrfPolicy.from_settings(settings.webhook)),
             max_delay_s=settings.simulation.max_delay_s,
         )
     )

@@ -24,7 +24,8 @@ from paysim.backoff import SCHEDULES
 from paysim.domain.clock import SimClock
 from paysim.domain.models import SCENARIO_NAMES
 from paysim.env_reader import STORE_SCHEMES as STORE_SCHEMES
-from paysim.env_reader import ConfigError, EnvReader
+from paysim.env_reader import ConfigError as ConfigError
+from paysim.env_reader import EnvReader
 
 
 class Environment(enum.Enum):
@@ -286,9 +287,7 @@ def _http(r: EnvReader, d: HttpSettings) -> HttpSettings:
         request_timeout_s=r.millis("HTTP_REQUEST_TIMEOUT_MS", d.request_timeout_s, minimum=1),
         max_connections=r.integer("HTTP_MAX_CONNECTIONS", d.max_connections, 1),
         head_timeout_s=r.millis("HTTP_HEAD_TIMEOUT_MS", d.head_timeout_s, minimum=1),
-        keepalive_timeout_s=r.millis(
-            "HTTP_KEEPALIVE_TIMEOUT_MS", d.keepalive_timeout_s, minimum=1
-        ),
+        keepalive_timeout_s=r.millis("HTTP_KEEPALIVE_TIMEOUT_MS", d.keepalive_timeout_s, minimum=1),
     )
 
 

@@ -257,6 +257,7 @@ VALID: dict[str, Any] = {
     "webhook_url": "https://example.com/hooks/payment",
     "idempotency_key": "key-1",
     "metadata": Metadata(source="web", tags={"delay_ms": "1500", "k": "v"}),
+    "max_delay_s": 600.0,
 }
 
 
@@ -271,6 +272,8 @@ def test_valid_input_builds_the_command() -> None:
         webhook_url="https://example.com/hooks/payment",
         idempotency_key="key-1",
         metadata=VALID["metadata"],
+        delay_override_s=1.5,  # the tags are parsed once, into the command
+        forced_outcome=None,
     )
 
 
@@ -385,9 +388,11 @@ def test_bad_delay_override_names_the_tag(raw: str) -> None:
 
 
 def test_huge_delay_override_is_invalid_argument_not_a_crash() -> None:
-    raw = "1" + "0" * 400  # 401 characters: within MAX_TAG_VALUE_LEN, passes validate_create
+    raw = "1" + "0" * 400  # 401 characters: within MAX_TAG_VALUE_LEN, so the tag parse refuses it
     tags = {"delay_ms": raw}
-    validation.validate_create(**{**VALID, "metadata": Metadata(tags=tags)})
+    with pytest.raises(InvalidArgument) as info:
+        validation.validate_create(**{**VALID, "metadata": Metadata(tags=tags)})
+    assert info.value.field == DELAY_FIELD
     with pytest.raises(InvalidArgument) as info:
         validation.delay_override_s(tags, 600.0)
     assert info.value.field == DELAY_FIELD
@@ -405,7 +410,7 @@ def test_huge_delay_override_is_invalid_argument_not_a_crash() -> None:
 def test_resolve_scenario(
     requested: Scenario, from_metadata: Scenario, default: Scenario, expected: Scenario
 ) -> None:
-    got = validation.resolve_scenario(requested, Metadata(scenario=from_metadata), default)
+    got = outcomes.resolve_scenario(requested, Metadata(scenario=from_metadata), default)
     assert got is expected
 
 

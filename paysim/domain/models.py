@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from paysim.domain import currency as currencies
-from paysim.domain.state import PaymentStatus
+from paysim.domain.ids import new_secret
+from paysim.domain.state import PaymentStatus as PaymentStatus
 
 
 class PaymentMethod(enum.IntEnum):
@@ -117,6 +118,23 @@ class CancelResult:
 
 
 @dataclass(frozen=True, slots=True)
+class IntentCreated:
+    """CreatePaymentIntent's answer; ``replayed``: an idempotent retry's (the first payment)."""
+
+    payment: Payment
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Simulated:
+    """SimulateWebhook's answer: sent now, or scheduled at ``scheduled_at`` (wall clock)."""
+
+    webhook_sent: bool
+    webhook_id: str
+    scheduled_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class CancelCommand:
     """A validated CancelPayment request."""
 
@@ -131,7 +149,7 @@ class CancelCommand:
 
 @dataclass(frozen=True, slots=True)
 class CreateIntent:
-    """A validated CreatePaymentIntent command."""
+    """A validated CreatePaymentIntent command: complete, the service checks nothing again."""
 
     reservation_id: str
     user_id: str
@@ -141,6 +159,9 @@ class CreateIntent:
     webhook_url: str
     idempotency_key: str
     metadata: Metadata
+    # Parsed from ``metadata.tags`` by the edge (the tags stay, for the fingerprint):
+    delay_override_s: float | None = None  # tags["delay_ms"]: this request's own delay
+    forced_outcome: str | None = None  # tags["test_outcome"]: a key of forced_outcomes.OUTCOMES
 
     def fingerprint(self) -> tuple[object, ...]:
         """Everything but the idempotency key: equal fingerprints mean the same request."""
@@ -154,6 +175,32 @@ class CreateIntent:
             self.webhook_url,
             (m.source, m.user_agent, m.ip_address, m.session_id, m.scenario),
             tuple(sorted(m.tags.items())),
+        )
+
+    def new_payment(
+        self,
+        payment_intent_id: str,
+        scenario: Scenario,
+        outcome: Outcome,
+        at: float,
+        expires_at: float,
+    ) -> Payment:
+        """The PENDING payment this command creates at ``at`` (version 1, a fresh secret)."""
+        return Payment(
+            payment_intent_id=payment_intent_id,
+            reservation_id=self.reservation_id,
+            user_id=self.user_id,
+            amount=self.amount,
+            method=self.method,
+            scenario=scenario,
+            webhook_url=self.webhook_url,
+            metadata=self.metadata,
+            client_secret=new_secret(f"{payment_intent_id}_secret_"),
+            outcome=outcome,
+            status=PaymentStatus.PENDING,
+            created_at=at,
+            updated_at=at,
+            expires_at=expires_at,
         )
 
 

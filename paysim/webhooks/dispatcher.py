@@ -83,7 +83,7 @@ import structlog
 import trio
 from prometheus_client import Counter, Gauge, Histogram
 
-from paysim.backoff import SCHEDULES
+from paysim.backoff import SCHEDULES as SCHEDULES
 from paysim.config import WebhookSettings
 from paysim.domain.clock import SimClock
 from paysim.domain.events import status_name, webhook_body
