@@ -34,6 +34,14 @@ class Schedule:
 
 STORE_RETRY = Schedule(base_s=0.05, factor=2.0, cap_s=2.0)
 
+# The webhook retry schedules by name (WEBHOOK_RETRY_SCHEDULE): the one list of them.
+SCHEDULES: dict[str, Schedule] = {
+    "default": Schedule(base_s=1.0, factor=2.0, cap_s=300.0),
+    "fast": Schedule(base_s=0.05, factor=2.0, cap_s=1.0),
+    # Modelled on Toss Payments: 1, 4, 16, 64, 256, 1024, 4096 minutes.
+    "toss": Schedule(base_s=60.0, factor=4.0, cap_s=4096 * 60.0),
+}
+
 _rng = random.Random()  # jitter only: nothing here needs to be reproducible
 
 

@@ -5,35 +5,33 @@
 Each component receives only its own part (``settings.grpc``,
 ``settings.simulation``, ...). Durations are milliseconds in the environment
 (``*_MS``) and seconds (float) inside the program.
+
+Every default is written once, as the dataclass field's default; ``from_env``
+reads each variable with ``paysim.env_reader.EnvReader``, passing that field
+default. Names that settings choose from come from their one definition:
+scenarios from the domain (``SCENARIO_NAMES``), retry schedules from
+``paysim.backoff.SCHEDULES``.
 """
 
 from __future__ import annotations
 
-import base64
 import enum
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
-T = TypeVar("T")
-
-
-class ConfigError(Exception):
-    """One environment variable has a bad value. ``str()`` is the one-line message."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
+from paysim.backoff import SCHEDULES
+from paysim.domain.clock import SimClock
+from paysim.domain.models import SCENARIO_NAMES
+from paysim.env_reader import STORE_SCHEMES as STORE_SCHEMES
+from paysim.env_reader import ConfigError as ConfigError
+from paysim.env_reader import EnvReader
 
 
 class Environment(enum.Enum):
     DEVELOPMENT = "development"
     STAGING = "staging"
     PRODUCTION = "production"
-
-
-SCENARIO_NAMES = ("approve", "fail", "delay", "random", "timeout")
 
 
 @dataclass(frozen=True)
@@ -80,10 +78,15 @@ class SimulationSettings:
     retention_s: float = 86_400.0
     sweep_interval_s: float = 1.0
     # Time compression: every simulated delay (outcomes, expiry, scheduled
-    # simulations) and the webhook retry schedule is multiplied by this, so a
+    # simulations) and the webhook retry schedule goes through ``clock``, so a
     # run that models hours finishes in seconds (0.001: a 15-minute expiry
     # takes 0.9 s). Stamps stay real wall-clock times.
     time_scale: float = 1.0
+
+    @property
+    def clock(self) -> SimClock:
+        """The one simulated clock: SIMULATION_TIME_SCALE is applied there, nowhere else."""
+        return SimClock(self.time_scale)
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,12 @@ class AwsSettings:
     webhook_dlq_url: str | None = None
 
 
-RETRY_SCHEDULES = ("default", "fast", "toss")
+RETRY_SCHEDULES = tuple(SCHEDULES)  # the names come from the schedules themselves
 PENDING_POLICIES = ("resolve", "handover")
 SIGNATURE_STYLES = ("legacy", "standard")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "console")
+_DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -152,9 +158,6 @@ class WorkerSettings:
     concurrency: int = 64
     wait_time_s: int = 20
     visibility_timeout_s: int = 30
-
-
-STORE_SCHEMES = ("redis", "rediss")
 
 
 @dataclass(frozen=True)
@@ -229,139 +232,190 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        r = _Reader(env)
-        environment = r.choice("ENVIRONMENT", [e.value for e in Environment], "development")
+        """The settings ``env`` asks for; every default is the dataclass field's."""
+        r = EnvReader(env)
+        d = cls()
+        environment = r.choice("ENVIRONMENT", [e.value for e in Environment], d.environment.value)
         env_kind = Environment(environment)
-        log_format = r.choice("LOG_FORMAT", ["auto", "json", "console"], "auto")
         store_url = r.store_url("STORE_URL", "REDIS_URL")
         settings = cls(
             environment=env_kind,
-            grpc=GrpcSettings(
-                host=r.string("GRPC_HOST", ""),
-                port=r.port("GRPC_PORT", 8030),
-                max_message_bytes=r.integer("GRPC_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024),
-                max_connections=r.integer("GRPC_MAX_CONNECTIONS", 10_000, 1),
-                max_concurrent_streams=r.integer("GRPC_MAX_CONCURRENT_STREAMS", 256, 1),
-                idle_timeout_s=r.millis("GRPC_IDLE_TIMEOUT_MS", 300_000, minimum=1_000),
-                write_timeout_s=r.millis("GRPC_WRITE_TIMEOUT_MS", 30_000, minimum=100),
-            ),
-            http=HttpSettings(
-                host=r.string("HTTP_HOST", ""),
-                port=r.port("HTTP_PORT", 8031),
-                max_header_bytes=r.integer("HTTP_MAX_HEADER_BYTES", 16 * 1024, 1024),
-                max_body_bytes=r.integer("HTTP_MAX_BODY_BYTES", 64 * 1024, 0),
-                request_timeout_s=r.millis("HTTP_REQUEST_TIMEOUT_MS", 10_000, minimum=1),
-                max_connections=r.integer("HTTP_MAX_CONNECTIONS", 256, 1),
-                head_timeout_s=r.millis("HTTP_HEAD_TIMEOUT_MS", 5_000, minimum=1),
-                keepalive_timeout_s=r.millis("HTTP_KEEPALIVE_TIMEOUT_MS", 5_000, minimum=1),
-            ),
-            simulation=SimulationSettings(
-                default_delay_s=r.millis("DEFAULT_DELAY_MS", 2_000),
-                delay_scenario_s=r.millis("DELAY_SCENARIO_MS", 10_000),
-                default_scenario=r.choice("DEFAULT_SCENARIO", SCENARIO_NAMES, "approve"),
-                random_approve_rate=r.rate("RANDOM_APPROVE_RATE", 0.7),
-                seed=r.optional_integer("SIMULATION_SEED"),
-                intent_ttl_s=r.millis("INTENT_TTL_MS", 900_000, minimum=1),
-                idempotency_ttl_s=r.millis("IDEMPOTENCY_TTL_MS", 86_400_000, minimum=86_400_000),
-                max_pending_payments=r.integer("MAX_PENDING_PAYMENTS", 100_000, 1),
-                max_delay_s=r.millis("MAX_DELAY_MS", 600_000, minimum=1),
-                retention_s=r.millis("RETENTION_MS", 86_400_000, minimum=1),
-                sweep_interval_s=r.millis("SWEEP_INTERVAL_MS", 1_000, minimum=10),
-                time_scale=r.scale("SIMULATION_TIME_SCALE", 1.0),
-            ),
-            aws=AwsSettings(
-                region=r.string("AWS_REGION", "ap-northeast-2", nonempty=True),
-                profile=r.optional_string("AWS_PROFILE"),
-                event_bus_name=r.string("EVENT_BUS_NAME", "ticket-reservation-events", True),
-                event_source=r.string("PAYMENT_EVENT_SOURCE", "payment-sim-api", nonempty=True),
-                webhook_queue_url=r.optional_string("PAYMENT_WEBHOOK_QUEUE_URL"),
-                webhook_dlq_url=r.optional_string("PAYMENT_WEBHOOK_DLQ_URL"),
-            ),
-            webhook=WebhookSettings(
-                secrets=r.secrets("WEBHOOK_SECRET", "payment-sim-dev-secret"),
-                signature_style=r.choice("WEBHOOK_SIGNATURE_STYLE", SIGNATURE_STYLES, "legacy"),
-                max_attempts=r.integer("WEBHOOK_MAX_ATTEMPTS", 8, 1),
-                timeout_s=r.millis("WEBHOOK_TIMEOUT_MS", 10_000, minimum=1),
-                retry_schedule=r.choice("WEBHOOK_RETRY_SCHEDULE", RETRY_SCHEDULES, "default"),
-                concurrency=r.integer("WEBHOOK_CONCURRENCY", 8, 1),
-                queue_size=r.integer("WEBHOOK_QUEUE_SIZE", 10_000, 1),
-                allowed_hosts=r.host_list("WEBHOOK_ALLOWED_HOSTS"),
-                allow_loopback=env_kind is Environment.DEVELOPMENT,
-                allow_private=env_kind is Environment.DEVELOPMENT,
-                chaos_duplicate_rate=r.rate("CHAOS_WEBHOOK_DUPLICATE_RATE", 0.0),
-                chaos_reorder_rate=r.rate("CHAOS_WEBHOOK_REORDER_RATE", 0.0),
-                chaos_reorder_hold_s=r.millis("CHAOS_WEBHOOK_REORDER_HOLD_MS", 1_000, minimum=1),
-                chaos_seed=_first_set(
-                    r.optional_integer("CHAOS_SEED"), r.optional_integer("SIMULATION_SEED")
-                ),
-            ),
-            events=EventSettings(
-                enabled=r.boolean("EVENTS_ENABLED", True),
-                flush_interval_s=r.millis("EVENTS_FLUSH_INTERVAL_MS", 100, minimum=1),
-                buffer_size=r.integer("EVENTS_BUFFER_SIZE", 100_000, 1),
-                call_timeout_s=r.millis("EVENTS_CALL_TIMEOUT_MS", 5_000, minimum=1),
-                concurrency=r.integer("EVENTS_CONCURRENCY", 4, 1),
-            ),
-            worker=WorkerSettings(
-                queue_url=r.optional_string("PAYMENT_WEBHOOK_QUEUE_URL"),
-                reservation_api_url=r.optional_url("RESERVATION_API_URL"),
-                reservation_timeout_s=r.millis("RESERVATION_API_TIMEOUT_MS", 5_000, minimum=1),
-                http_host=r.string("WORKER_HTTP_HOST", ""),
-                http_port=r.port("WORKER_HTTP_PORT", 8040),
-                pollers=r.integer("WORKER_POLLERS", 4, 1),
-                concurrency=r.integer("WORKER_CONCURRENCY", 64, 1),
-                wait_time_s=r.integer("WORKER_WAIT_TIME_S", 20, 0),
-                visibility_timeout_s=r.integer("WORKER_VISIBILITY_TIMEOUT_S", 30, 0),
-            ),
-            log=LogSettings(
-                level=r.choice("LOG_LEVEL", ["debug", "info", "warning", "error"], "info"),
-                json=(log_format == "json")
-                or (log_format == "auto" and env_kind is Environment.PRODUCTION),
-            ),
-            store=StoreSettings(
-                url=store_url,
-                password=r.optional_string("STORE_PASSWORD"),
-                tls_ca_file=r.optional_string("STORE_TLS_CA_FILE"),
-                key_prefix=r.key_prefix("STORE_KEY_PREFIX", "paysim"),
-                lease_s=r.millis("STORE_LEASE_MS", 5_000, minimum=100),
-                takeover_interval_s=r.millis("STORE_TAKEOVER_INTERVAL_MS", 1_000, minimum=10),
-                replica_id=r.optional_string("REPLICA_ID"),
-                timeout_s=r.millis("STORE_TIMEOUT_MS", 5_000, minimum=1),
-            ),
-            shutdown_grace_s=r.millis("SHUTDOWN_GRACE_MS", 20_000),
-            drain_delay_s=r.millis("DRAIN_DELAY_MS", 1_000),
+            grpc=_grpc(r, d.grpc),
+            http=_http(r, d.http),
+            simulation=_simulation(r, d.simulation),
+            aws=_aws(r, d.aws),
+            webhook=_webhook(r, d.webhook, development=env_kind is Environment.DEVELOPMENT),
+            events=_events(r, d.events),
+            worker=_worker(r, d.worker),
+            log=_log(r, d.log, production=env_kind is Environment.PRODUCTION),
+            store=_store(r, d.store, store_url),
+            shutdown_grace_s=r.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace_s),
+            drain_delay_s=r.millis("DRAIN_DELAY_MS", d.drain_delay_s),
             pending_on_shutdown=r.choice(
                 "SHUTDOWN_PENDING_POLICY",
                 PENDING_POLICIES,
-                "handover" if store_url is not None else "resolve",
+                "handover" if store_url is not None else d.pending_on_shutdown,
             ),
-            payment_url_base=r.url("PAYMENT_URL_BASE", "https://checkout.paysim.invalid/pay"),
-            gc_thresholds=r.thresholds("GC_THRESHOLDS", (2_000, 10, 1_000)),
-            reuse_port=r.boolean("REUSE_PORT", False),
+            payment_url_base=r.url("PAYMENT_URL_BASE", d.payment_url_base),
+            gc_thresholds=r.thresholds("GC_THRESHOLDS", d.gc_thresholds),
+            reuse_port=r.boolean("REUSE_PORT", d.reuse_port),
         )
-        if settings.pending_on_shutdown == "handover" and not settings.store.shared:
-            raise ConfigError(
-                "SHUTDOWN_PENDING_POLICY",
-                "handover needs a shared store (set STORE_URL to a Redis URL); "
-                "with the in-memory store use resolve",
-            )
-        if settings.reuse_port and not settings.store.shared:
-            raise ConfigError(
-                "REUSE_PORT",
-                "processes sharing a port must share their payments: set STORE_URL to Redis",
-            )
-        if settings.store.lease_s <= settings.store.takeover_interval_s:
-            raise ConfigError("STORE_LEASE_MS", "must be longer than STORE_TAKEOVER_INTERVAL_MS")
-        _refuse_chaos_in_production(settings)
-        if settings.simulation.max_delay_s >= settings.simulation.intent_ttl_s:
-            raise ConfigError("MAX_DELAY_MS", "must be smaller than INTENT_TTL_MS")
-        for name, value in (
-            ("DEFAULT_DELAY_MS", settings.simulation.default_delay_s),
-            ("DELAY_SCENARIO_MS", settings.simulation.delay_scenario_s),
-        ):
-            if value >= settings.simulation.intent_ttl_s:
-                raise ConfigError(name, "must be smaller than INTENT_TTL_MS")
+        _check(settings)
         return settings
+
+
+def _grpc(r: EnvReader, d: GrpcSettings) -> GrpcSettings:
+    return GrpcSettings(
+        host=r.string("GRPC_HOST", d.host),
+        port=r.port("GRPC_PORT", d.port),
+        max_message_bytes=r.integer("GRPC_MAX_MESSAGE_BYTES", d.max_message_bytes, 1024),
+        max_connections=r.integer("GRPC_MAX_CONNECTIONS", d.max_connections, 1),
+        max_concurrent_streams=r.integer(
+            "GRPC_MAX_CONCURRENT_STREAMS", d.max_concurrent_streams, 1
+        ),
+        idle_timeout_s=r.millis("GRPC_IDLE_TIMEOUT_MS", d.idle_timeout_s, minimum=1_000),
+        write_timeout_s=r.millis("GRPC_WRITE_TIMEOUT_MS", d.write_timeout_s, minimum=100),
+    )
+
+
+def _http(r: EnvReader, d: HttpSettings) -> HttpSettings:
+    return HttpSettings(
+        host=r.string("HTTP_HOST", d.host),
+        port=r.port("HTTP_PORT", d.port),
+        max_header_bytes=r.integer("HTTP_MAX_HEADER_BYTES", d.max_header_bytes, 1024),
+        max_body_bytes=r.integer("HTTP_MAX_BODY_BYTES", d.max_body_bytes, 0),
+        request_timeout_s=r.millis("HTTP_REQUEST_TIMEOUT_MS", d.request_timeout_s, minimum=1),
+        max_connections=r.integer("HTTP_MAX_CONNECTIONS", d.max_connections, 1),
+        head_timeout_s=r.millis("HTTP_HEAD_TIMEOUT_MS", d.head_timeout_s, minimum=1),
+        keepalive_timeout_s=r.millis("HTTP_KEEPALIVE_TIMEOUT_MS", d.keepalive_timeout_s, minimum=1),
+    )
+
+
+def _simulation(r: EnvReader, d: SimulationSettings) -> SimulationSettings:
+    return SimulationSettings(
+        default_delay_s=r.millis("DEFAULT_DELAY_MS", d.default_delay_s),
+        delay_scenario_s=r.millis("DELAY_SCENARIO_MS", d.delay_scenario_s),
+        default_scenario=r.choice("DEFAULT_SCENARIO", SCENARIO_NAMES, d.default_scenario),
+        random_approve_rate=r.rate("RANDOM_APPROVE_RATE", d.random_approve_rate),
+        seed=r.optional_integer("SIMULATION_SEED"),
+        intent_ttl_s=r.millis("INTENT_TTL_MS", d.intent_ttl_s, minimum=1),
+        # Never shorter than a day: a retried request must find its key.
+        idempotency_ttl_s=r.millis("IDEMPOTENCY_TTL_MS", d.idempotency_ttl_s, _DAY_MS),
+        max_pending_payments=r.integer("MAX_PENDING_PAYMENTS", d.max_pending_payments, 1),
+        max_delay_s=r.millis("MAX_DELAY_MS", d.max_delay_s, minimum=1),
+        retention_s=r.millis("RETENTION_MS", d.retention_s, minimum=1),
+        sweep_interval_s=r.millis("SWEEP_INTERVAL_MS", d.sweep_interval_s, minimum=10),
+        time_scale=r.scale("SIMULATION_TIME_SCALE", d.time_scale),
+    )
+
+
+def _aws(r: EnvReader, d: AwsSettings) -> AwsSettings:
+    return AwsSettings(
+        region=r.string("AWS_REGION", d.region, nonempty=True),
+        profile=r.optional_string("AWS_PROFILE"),
+        event_bus_name=r.string("EVENT_BUS_NAME", d.event_bus_name, nonempty=True),
+        event_source=r.string("PAYMENT_EVENT_SOURCE", d.event_source, nonempty=True),
+        webhook_queue_url=r.optional_string("PAYMENT_WEBHOOK_QUEUE_URL"),
+        webhook_dlq_url=r.optional_string("PAYMENT_WEBHOOK_DLQ_URL"),
+    )
+
+
+def _webhook(r: EnvReader, d: WebhookSettings, *, development: bool) -> WebhookSettings:
+    return WebhookSettings(
+        secrets=r.secrets("WEBHOOK_SECRET", d.secrets),
+        signature_style=r.choice("WEBHOOK_SIGNATURE_STYLE", SIGNATURE_STYLES, d.signature_style),
+        max_attempts=r.integer("WEBHOOK_MAX_ATTEMPTS", d.max_attempts, 1),
+        timeout_s=r.millis("WEBHOOK_TIMEOUT_MS", d.timeout_s, minimum=1),
+        retry_schedule=r.choice("WEBHOOK_RETRY_SCHEDULE", RETRY_SCHEDULES, d.retry_schedule),
+        concurrency=r.integer("WEBHOOK_CONCURRENCY", d.concurrency, 1),
+        queue_size=r.integer("WEBHOOK_QUEUE_SIZE", d.queue_size, 1),
+        allowed_hosts=r.host_list("WEBHOOK_ALLOWED_HOSTS"),
+        allow_loopback=development,
+        allow_private=development,
+        chaos_duplicate_rate=r.rate("CHAOS_WEBHOOK_DUPLICATE_RATE", d.chaos_duplicate_rate),
+        chaos_reorder_rate=r.rate("CHAOS_WEBHOOK_REORDER_RATE", d.chaos_reorder_rate),
+        chaos_reorder_hold_s=r.millis(
+            "CHAOS_WEBHOOK_REORDER_HOLD_MS", d.chaos_reorder_hold_s, minimum=1
+        ),
+        chaos_seed=_first_set(
+            r.optional_integer("CHAOS_SEED"), r.optional_integer("SIMULATION_SEED")
+        ),
+    )
+
+
+def _events(r: EnvReader, d: EventSettings) -> EventSettings:
+    return EventSettings(
+        enabled=r.boolean("EVENTS_ENABLED", d.enabled),
+        flush_interval_s=r.millis("EVENTS_FLUSH_INTERVAL_MS", d.flush_interval_s, minimum=1),
+        buffer_size=r.integer("EVENTS_BUFFER_SIZE", d.buffer_size, 1),
+        call_timeout_s=r.millis("EVENTS_CALL_TIMEOUT_MS", d.call_timeout_s, minimum=1),
+        concurrency=r.integer("EVENTS_CONCURRENCY", d.concurrency, 1),
+    )
+
+
+def _worker(r: EnvReader, d: WorkerSettings) -> WorkerSettings:
+    return WorkerSettings(
+        queue_url=r.optional_string("PAYMENT_WEBHOOK_QUEUE_URL"),
+        reservation_api_url=r.optional_url("RESERVATION_API_URL"),
+        reservation_timeout_s=r.millis(
+            "RESERVATION_API_TIMEOUT_MS", d.reservation_timeout_s, minimum=1
+        ),
+        http_host=r.string("WORKER_HTTP_HOST", d.http_host),
+        http_port=r.port("WORKER_HTTP_PORT", d.http_port),
+        pollers=r.integer("WORKER_POLLERS", d.pollers, 1),
+        concurrency=r.integer("WORKER_CONCURRENCY", d.concurrency, 1),
+        wait_time_s=r.integer("WORKER_WAIT_TIME_S", d.wait_time_s, 0),
+        visibility_timeout_s=r.integer("WORKER_VISIBILITY_TIMEOUT_S", d.visibility_timeout_s, 0),
+    )
+
+
+def _log(r: EnvReader, d: LogSettings, *, production: bool) -> LogSettings:
+    log_format = r.choice("LOG_FORMAT", LOG_FORMATS, "auto")
+    return LogSettings(
+        level=r.choice("LOG_LEVEL", LOG_LEVELS, d.level),
+        json=log_format == "json" or (log_format == "auto" and production),
+    )
+
+
+def _store(r: EnvReader, d: StoreSettings, url: str | None) -> StoreSettings:
+    return StoreSettings(
+        url=url,
+        password=r.optional_string("STORE_PASSWORD"),
+        tls_ca_file=r.optional_string("STORE_TLS_CA_FILE"),
+        key_prefix=r.key_prefix("STORE_KEY_PREFIX", d.key_prefix),
+        lease_s=r.millis("STORE_LEASE_MS", d.lease_s, minimum=100),
+        takeover_interval_s=r.millis(
+            "STORE_TAKEOVER_INTERVAL_MS", d.takeover_interval_s, minimum=10
+        ),
+        replica_id=r.optional_string("REPLICA_ID"),
+        timeout_s=r.millis("STORE_TIMEOUT_MS", d.timeout_s, minimum=1),
+    )
+
+
+def _check(settings: Settings) -> None:
+    """Rules between settings, each naming the variable to change."""
+    if settings.pending_on_shutdown == "handover" and not settings.store.shared:
+        raise ConfigError(
+            "SHUTDOWN_PENDING_POLICY",
+            "handover needs a shared store (set STORE_URL to a Redis URL); "
+            "with the in-memory store use resolve",
+        )
+    if settings.reuse_port and not settings.store.shared:
+        raise ConfigError(
+            "REUSE_PORT",
+            "processes sharing a port must share their payments: set STORE_URL to Redis",
+        )
+    if settings.store.lease_s <= settings.store.takeover_interval_s:
+        raise ConfigError("STORE_LEASE_MS", "must be longer than STORE_TAKEOVER_INTERVAL_MS")
+    _refuse_chaos_in_production(settings)
+    if settings.simulation.max_delay_s >= settings.simulation.intent_ttl_s:
+        raise ConfigError("MAX_DELAY_MS", "must be smaller than INTENT_TTL_MS")
+    for name, value in (
+        ("DEFAULT_DELAY_MS", settings.simulation.default_delay_s),
+        ("DELAY_SCENARIO_MS", settings.simulation.delay_scenario_s),
+    ):
+        if value >= settings.simulation.intent_ttl_s:
+            raise ConfigError(name, "must be smaller than INTENT_TTL_MS")
 
 
 def _first_set(*values: int | None) -> int | None:
@@ -378,181 +432,3 @@ def _refuse_chaos_in_production(settings: Settings) -> None:
     ):
         if value > 0.0:
             raise ConfigError(name, "chaos injection is refused in production; set it to 0")
-
-
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def _get(self, name: str) -> str | None:
-        value = self._env.get(name)
-        if value is None:
-            return None
-        value = value.strip()
-        return value if value else None
-
-    def _parse(self, name: str, default: T, parse: Callable[[str], T]) -> T:
-        raw = self._get(name)
-        return default if raw is None else parse(raw)
-
-    def string(self, name: str, default: str, nonempty: bool = False) -> str:
-        raw = self._env.get(name)
-        if raw is None:
-            return default
-        if nonempty and not raw.strip():
-            raise ConfigError(name, "must not be empty")
-        return raw.strip()
-
-    def optional_string(self, name: str) -> str | None:
-        return self._get(name)
-
-    def integer(self, name: str, default: int, minimum: int | None = None) -> int:
-        def parse(raw: str) -> int:
-            try:
-                value = int(raw)
-            except ValueError:
-                raise ConfigError(name, f"expected an integer, got {raw!r}") from None
-            if minimum is not None and value < minimum:
-                raise ConfigError(name, f"must be at least {minimum}, got {value}")
-            return value
-
-        return self._parse(name, default, parse)
-
-    def optional_integer(self, name: str) -> int | None:
-        raw = self._get(name)
-        return None if raw is None else self.integer(name, 0)
-
-    def port(self, name: str, default: int) -> int:
-        value = self.integer(name, default, 0)
-        if value > 65535:
-            raise ConfigError(name, f"must be a TCP port (0-65535), got {value}")
-        return value
-
-    def millis(self, name: str, default_ms: int, minimum: int = 0) -> float:
-        return self.integer(name, default_ms, minimum) / 1000.0
-
-    def scale(self, name: str, default: float) -> float:
-        def parse(raw: str) -> float:
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(name, f"expected a number, got {raw!r}") from None
-            if not 1e-6 <= value <= 1.0:
-                raise ConfigError(name, f"must be between 0.000001 and 1, got {raw}")
-            return value
-
-        return self._parse(name, default, parse)
-
-    def rate(self, name: str, default: float) -> float:
-        def parse(raw: str) -> float:
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigError(name, f"expected a number between 0 and 1, got {raw!r}") from None
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(name, f"must be between 0 and 1, got {value}")
-            return value
-
-        return self._parse(name, default, parse)
-
-    def thresholds(self, name: str, default: tuple[int, int, int]) -> tuple[int, int, int]:
-        def parse(raw: str) -> tuple[int, int, int]:
-            parts = raw.split(",")
-            if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-                raise ConfigError(
-                    name, f"expected three whole numbers like 2000,10,1000; got {raw!r}"
-                )
-            a, b, c = (int(p) for p in parts)
-            if a < 1:
-                raise ConfigError(name, "the first threshold must be at least 1")
-            return a, b, c
-
-        return self._parse(name, default, parse)
-
-    def secrets(self, name: str, default: str) -> tuple[str, ...]:
-        raw = self._env.get(name)
-        if raw is None:
-            return (default,)
-        values = tuple(part.strip() for part in raw.split(","))
-        if not values or not all(values):
-            raise ConfigError(name, "must hold one or more non-empty, comma-separated secrets")
-        for value in values:
-            if value.startswith("whsec_"):
-                try:
-                    base64.b64decode(value[len("whsec_") :], validate=True)
-                except ValueError:
-                    raise ConfigError(
-                        name, "a whsec_ secret must be base64 after the prefix"
-                    ) from None
-        return values
-
-    def host_list(self, name: str) -> frozenset[str]:
-        raw = self._get(name)
-        if raw is None:
-            return frozenset()
-        return frozenset(h.strip().lower() for h in raw.split(",") if h.strip())
-
-    def boolean(self, name: str, default: bool) -> bool:
-        def parse(raw: str) -> bool:
-            value = raw.lower()
-            if value in ("1", "true", "yes", "on"):
-                return True
-            if value in ("0", "false", "no", "off"):
-                return False
-            raise ConfigError(name, f"expected true or false, got {raw!r}")
-
-        return self._parse(name, default, parse)
-
-    def store_url(self, name: str, alias: str) -> str | None:
-        """STORE_URL, else its alias REDIS_URL; never echoes the value (it may hold a password)."""
-        used = name if self._get(name) is not None else alias
-        raw = self._get(used)
-        if raw is None:
-            return None
-        if raw == "memory":
-            return None
-        try:
-            parts = urllib.parse.urlsplit(raw)
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError:
-            raise ConfigError(used, "expected redis://host:port[/db] or rediss://...") from None
-        if parts.scheme not in STORE_SCHEMES or not parts.hostname:
-            raise ConfigError(
-                used, "expected redis://host:port[/db], rediss://... (TLS), or memory"
-            )
-        db = parts.path.lstrip("/")
-        if db and not db.isdigit():
-            raise ConfigError(used, "the path must be a database number, like /0")
-        return raw
-
-    def key_prefix(self, name: str, default: str) -> str:
-        value = self.string(name, default, nonempty=True)
-        if not all(c.isalnum() or c in "-_.:" for c in value):
-            raise ConfigError(name, "use letters, digits and - _ . : only")
-        return value
-
-    def optional_url(self, name: str) -> str | None:
-        raw = self._get(name)
-        return None if raw is None else self.url(name, raw)
-
-    def url(self, name: str, default: str) -> str:
-        def parse(raw: str) -> str:
-            try:
-                parts = urllib.parse.urlsplit(raw)
-                parts.port  # noqa: B018 - raises ValueError for a bad port
-            except ValueError:
-                raise ConfigError(name, f"expected an http(s) URL, got {raw!r}") from None
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigError(name, f"expected an http(s) URL with a host, got {raw!r}")
-            return raw.rstrip("/")
-
-        return self._parse(name, default, parse)
-
-    def choice(self, name: str, choices: list[str] | tuple[str, ...], default: str) -> str:
-        def parse(raw: str) -> str:
-            value = raw.lower()
-            if value not in choices:
-                raise ConfigError(name, f"expected one of {', '.join(choices)}, got {raw!r}")
-            return value
-
-        return self._parse(name, default, parse)

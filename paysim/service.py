@@ -1,71 +1,58 @@
 """Use cases: the only code that moves a payment from one status to another.
 
-``PaymentService`` validates nothing about wire formats (the edge did that); it
-applies the rules: idempotency, capacity, the outcome decided at creation, the
-state-machine table, and one notification per status change. Every change is
-a compare-and-set on the store, so a timer firing and a ProcessPayment racing
+``PaymentService`` validates nothing: the edge parsed each request into a
+complete command (``domain.validation``), and the rules it applies are the
+domain's (``domain.state``: which status may do what; ``domain.outcomes``: what
+the simulated PG answers). It adds what needs the store and time: idempotency
+(``paysim.idempotency``), capacity and timers (``Simulator``), simulated time
+(``SimClock``) and one notification per status change. Every change is a
+compare-and-set on the store, so a timer firing and a ProcessPayment racing
 on one payment cannot both win.
+
+Owns nothing it must close: the store, the simulator (and its nursery) and the
+notifier are the wiring's, which opens them before and closes them after.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
 
-from paysim.config import SimulationSettings
+from paysim import idempotency
 from paysim.domain import forced_outcomes, listing, outcomes, state
-from paysim.domain.ids import new_id, new_secret
+from paysim.domain.ids import new_id
 from paysim.domain.models import (
     CancelCommand,
     CancelResult,
     CreateIntent,
+    IntentCreated,
     Money,
     Outcome,
     Payment,
     PaymentMethod,
-    PaymentResult,
     PaymentStatus,
     Refund,
     Scenario,
+    Simulated,
     StatusChange,
 )
-from paysim.domain.validation import delay_override_s, forced_outcome, resolve_scenario
-from paysim.errors import (
-    FailedPrecondition,
-    IdempotencyConflict,
-    IllegalTransition,
-    InvalidArgument,
-    NotFound,
-    Overloaded,
-)
+from paysim.errors import FailedPrecondition, IdempotencyConflict, NotFound, Overloaded
 from paysim.observability.metrics import Metrics
 from paysim.ports import IdempotencyRecord, Notifier, PaymentStore
 from paysim.simulator import Simulator
 
+if TYPE_CHECKING:  # the shape of the settings it reads; the wiring passes them in
+    from paysim.config import SimulationSettings
+
 log = structlog.get_logger("paysim.service")
 
 
-@dataclass(frozen=True, slots=True)
-class IntentCreated:
-    payment: Payment
-    replayed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Simulated:
-    webhook_sent: bool
-    webhook_id: str
-    scheduled_at: float
-
-
-MAX_REFUNDS = 100  # per payment: bounds memory against a caller refunding 1 won at a time
 _CAS_ATTEMPTS = 8
 
 
@@ -88,7 +75,8 @@ class PaymentService:
         self._settings = settings
         self._rng = rng if rng is not None else random.Random(settings.seed)
         self._now = wall_clock
-        self._scale = settings.time_scale
+        self._keys = idempotency.Keys(store, settings.idempotency_ttl_s, wall_clock)
+        self._clock = settings.clock
         self._default_scenario = Scenario.from_name(settings.default_scenario)
         self._timing = outcomes.Timing(
             default_delay_s=settings.default_delay_s,
@@ -99,20 +87,12 @@ class PaymentService:
 
     # -- CreatePaymentIntent ---------------------------------------------------
     async def create_intent(self, cmd: CreateIntent) -> IntentCreated:
-        scenario = resolve_scenario(cmd.scenario, cmd.metadata, self._default_scenario)
-        override = delay_override_s(cmd.metadata.tags, self._settings.max_delay_s)
-        forced = forced_outcome(cmd.metadata.tags)
+        scenario = outcomes.resolve_scenario(cmd.scenario, cmd.metadata, self._default_scenario)
         payment_intent_id = new_id("pay")
         key = cmd.idempotency_key
         if key:
-            fingerprint = hashlib.sha256(repr(cmd.fingerprint()).encode()).hexdigest()
-            existing = await self._store.claim_idempotency(
-                cmd.user_id,
-                key,
-                IdempotencyRecord(fingerprint, payment_intent_id),
-                self._settings.idempotency_ttl_s,
-                self._now(),
-            )
+            fingerprint = idempotency.fingerprint(cmd.fingerprint())
+            existing = await self._keys.claim(cmd.user_id, key, fingerprint, payment_intent_id)
             if existing is not None:
                 return await self._replay(cmd, existing, fingerprint)
         try:
@@ -121,37 +101,24 @@ class PaymentService:
         except Overloaded:
             self._metrics.payment_rejected("overload")
             if key:
-                await self._store.release_idempotency(cmd.user_id, key)
+                await self._keys.release(cmd.user_id, key, shield=False)
             raise
-        outcome = outcomes.decide(scenario, self._timing, self._rng, override)
-        if forced is not None:
-            outcome = forced_outcomes.outcome(forced, outcome.delay_s, self._settings.intent_ttl_s)
+        outcome = outcomes.decide(scenario, self._timing, self._rng, cmd.delay_override_s)
+        if cmd.forced_outcome is not None:
+            outcome = forced_outcomes.outcome(
+                cmd.forced_outcome, outcome.delay_s, self._settings.intent_ttl_s
+            )
         now = self._now()
-        payment = Payment(
-            payment_intent_id=payment_intent_id,
-            reservation_id=cmd.reservation_id,
-            user_id=cmd.user_id,
-            amount=cmd.amount,
-            method=cmd.method,
-            scenario=scenario,
-            webhook_url=cmd.webhook_url,
-            metadata=cmd.metadata,
-            client_secret=new_secret(f"{payment_intent_id}_secret_"),
-            outcome=outcome,
-            status=PaymentStatus.PENDING,
-            created_at=now,
-            updated_at=now,
-            expires_at=now + self._settings.intent_ttl_s * self._scale,
-        )
+        expires_at = now + self._clock.real(self._settings.intent_ttl_s)
+        payment = cmd.new_payment(payment_intent_id, scenario, outcome, now, expires_at)
         try:
             await self._store.insert(payment)
         except BaseException:
             self._simulator.cancel(payment_intent_id)
             if key:
-                with trio.CancelScope(shield=True):
-                    await self._store.release_idempotency(cmd.user_id, key)
+                await self._keys.release(cmd.user_id, key)
             raise
-        self._simulator.arm(payment_intent_id, outcome.delay_s * self._scale, self._fire)
+        self._simulator.arm(payment_intent_id, self._clock.real(outcome.delay_s), self._fire)
         self._metrics.payment_created(scenario.name.lower())
         structlog.contextvars.bind_contextvars(payment_id=payment_intent_id)
         return IntentCreated(payment, replayed=False)
@@ -193,17 +160,9 @@ class PaymentService:
         creation.
         """
         payment = await self.get_payment(payment_intent_id)
-        if payment.status is not PaymentStatus.PENDING:
+        if payment.status not in state.PROCESSABLE:
             return payment
-        if (
-            method is not PaymentMethod.UNSPECIFIED
-            and payment.method is not PaymentMethod.UNSPECIFIED
-            and method is not payment.method
-        ):
-            raise InvalidArgument(
-                "payment_details.method",
-                f"does not match the intent's method {payment.method.name}",
-            )
+        state.check_method(payment, method)
         changes: dict[str, object] = {}
         if method is not PaymentMethod.UNSPECIFIED:
             changes["method"] = method
@@ -228,60 +187,29 @@ class PaymentService:
         """
         pid = cmd.payment_intent_id
         payment = await self.get_payment(pid)
-        key = cmd.idempotency_key
-        scope = f"\x00cancel\x00{pid}"  # no user id holds a control character
-        if key:
-            fingerprint = hashlib.sha256(repr(cmd.fingerprint()).encode()).hexdigest()
-            existing = await self._store.claim_idempotency(
-                scope,
-                key,
-                IdempotencyRecord(fingerprint, pid),
-                self._settings.idempotency_ttl_s,
-                self._now(),
-            )
-            if existing is not None:
-                if existing.fingerprint != fingerprint:
-                    raise IdempotencyConflict(key)
-                if existing.result is None:
-                    raise IdempotencyConflict(key, in_progress=True)
-                return existing.result
-        try:
-            result = await self._cancel(payment, cmd)
-        except BaseException:
-            if key:
-                with trio.CancelScope(shield=True):
-                    await self._store.release_idempotency(scope, key)
-            raise
-        if key:
-            await self._store.complete_idempotency(
-                scope, key, IdempotencyRecord(fingerprint, pid, result)
-            )
-        return result
+        return await self._keys.once(
+            idempotency.cancel_scope(pid),
+            cmd.idempotency_key,
+            cmd.fingerprint(),
+            pid,
+            lambda: self._cancel(payment, cmd),
+        )
 
     async def _cancel(self, payment: Payment, cmd: CancelCommand) -> CancelResult:
         for _ in range(_CAS_ATTEMPTS):
-            status = payment.status
-            if status in (PaymentStatus.PENDING, PaymentStatus.PROCESSING):
-                if cmd.refund_amount is not None:
-                    raise FailedPrecondition(
-                        f"payment is {status.name}: nothing was captured, so there is "
-                        "nothing to refund; omit refund_amount to cancel it"
-                    )
+            refund_requested = cmd.refund_amount is not None
+            action = state.cancel_action(payment.status, refund_requested=refund_requested)
+            if action is state.CancelAction.CANCEL:
                 won, updated = await self._cancel_uncaptured(payment, cmd.reason)
                 if won:
                     assert updated.cancelled_at is not None
                     return CancelResult(PaymentStatus.CANCELLED, updated.cancelled_at, None, "")
-            elif status is PaymentStatus.COMPLETED:
+            else:
                 won, updated, refund = await self._refund(payment, cmd.refund_amount, cmd.reason)
                 if won:
                     assert refund is not None
                     refunded = Money(updated.refunded, updated.amount.currency)
                     return CancelResult(updated.status, refund.at, refunded, refund.refund_id)
-            else:
-                raise FailedPrecondition(
-                    f"payment is {status.name}; only PENDING or PROCESSING payments can be "
-                    "cancelled and only COMPLETED ones refunded"
-                )
             payment = updated  # lost a race; decide again on what won
         raise FailedPrecondition("payment is changing too fast; retry")  # pragma: no cover
 
@@ -303,23 +231,10 @@ class PaymentService:
         self, payment: Payment, requested: Money | None, reason: str, event_id: str = ""
     ) -> tuple[bool, Payment, Refund | None]:
         """Refund ``requested`` (None: all that remains) of a COMPLETED payment."""
-        currency = payment.amount.currency
-        if requested is None:
-            requested = Money(payment.refundable, currency)
-        elif requested.currency != currency:
-            raise InvalidArgument(
-                "refund_amount.currency", f"must be the payment's currency, {currency}"
-            )
-        elif requested.amount > payment.refundable:
-            raise InvalidArgument(
-                "refund_amount.amount",
-                f"exceeds what remains refundable ({payment.refundable} {currency})",
-            )
-        if len(payment.refunds) >= MAX_REFUNDS:
-            raise FailedPrecondition(f"payment already has {MAX_REFUNDS} refunds, the most kept")
+        amount = state.check_refund(payment, requested)
         now = self._now()
-        refund = Refund(new_id("re"), requested, reason, now)
-        total = payment.refunded + requested.amount
+        refund = Refund(new_id("re"), Money(amount, payment.amount.currency), reason, now)
+        total = payment.refunded + amount
         full = total == payment.amount.amount
         won, updated = await self._apply(
             payment,
@@ -351,13 +266,13 @@ class PaymentService:
         ``force`` sends now whatever ``delay_s`` says.
         """
         payment = await self.get_payment(payment_intent_id)
-        self._check_simulated_target(payment, target)
+        state.check_simulated_target(payment.status, target)
         if target is payment.status:
             target = PaymentStatus.UNSPECIFIED  # a resend, of whatever state it is in by then
         event_id = new_id("evt")
         now = self._now()
         if delay_s > 0 and not force:
-            delay_s *= self._scale
+            delay_s = self._clock.real(delay_s)
             self._simulator.schedule_extra(
                 payment_intent_id,
                 delay_s,
@@ -366,13 +281,6 @@ class PaymentService:
             return Simulated(False, event_id, now + delay_s)
         sent = await self._simulate(payment_intent_id, target, event_id)
         return Simulated(sent, event_id, now)
-
-    @staticmethod
-    def _check_simulated_target(payment: Payment, target: PaymentStatus) -> None:
-        if target in (PaymentStatus.UNSPECIFIED, payment.status):
-            return
-        if not state.can_transition(payment.status, target):
-            raise IllegalTransition(payment.status.name, target.name)
 
     async def _run_scheduled(self, pid: str, target: PaymentStatus, event_id: str) -> None:
         try:
@@ -384,7 +292,7 @@ class PaymentService:
         """Carry out one simulation; True if a webhook was queued for it."""
         for _ in range(_CAS_ATTEMPTS):
             payment = await self.get_payment(pid)
-            self._check_simulated_target(payment, target)
+            state.check_simulated_target(payment.status, target)
             if target in (PaymentStatus.UNSPECIFIED, payment.status):
                 await self._notifier.notify(
                     StatusChange(event_id, payment, payment.status, self._now(), resend=True)
@@ -404,7 +312,7 @@ class PaymentService:
             won, _ = await self._apply(payment, target, event_id=event_id)
             return won  # the timer still decides the outcome
         # COMPLETED, FAILED or EXPIRED: the PG answers now, as asked.
-        outcome = _simulated_outcome(payment.outcome, target)
+        outcome = forced_outcomes.for_status(payment.outcome, target)
         won, _ = await self._resolve(payment, {"outcome": outcome}, event_id=event_id)
         if won:
             self._simulator.cancel(payment.payment_intent_id)
@@ -449,10 +357,7 @@ class PaymentService:
         # a lost race is decided again on what won.
         payment = await self._store.get_for_update(payment_intent_id)
         for _ in range(_CAS_ATTEMPTS):
-            if payment is None or payment.status not in (
-                PaymentStatus.PENDING,
-                PaymentStatus.PROCESSING,
-            ):
+            if payment is None or payment.status not in state.AWAITING_PG:
                 return
             if (
                 not rearmed
@@ -461,7 +366,7 @@ class PaymentService:
             ):
                 # ProcessPayment (a forced PG timeout, here or on another replica)
                 # moved the answer to the expiry after this timer was armed.
-                due = outcomes.answers_at(payment, self._scale) - self._now()
+                due = self._clock.answers_at(payment) - self._now()
                 if due > 0.001:
                     self._simulator.schedule(payment_intent_id, due, self._fire_rearmed)
                     return
@@ -478,21 +383,7 @@ class PaymentService:
         changes = dict(changes or {})
         outcome = changes.get("outcome", payment.outcome)
         assert isinstance(outcome, Outcome)
-        now = self._now()
-        result = PaymentResult(
-            success=outcome.status is PaymentStatus.COMPLETED,
-            failure_reason=outcome.failure_reason,
-            gateway_response=outcome.gateway_response,
-            response_code=outcome.response_code,
-            processed_at=now,
-        )
-        if outcome.status is not PaymentStatus.EXPIRED:
-            changes.update(
-                payment_id=new_id("pmt"),
-                transaction_id=new_id("txn"),
-                processed_at=now,
-            )
-        changes["result"] = result
+        changes.update(outcomes.answered(outcome, self._now()))
         return await self._apply(payment, outcome.status, changes, event_id=event_id)
 
     async def _apply(
@@ -533,15 +424,3 @@ class PaymentService:
             self._metrics.payment_transition(payment.status.name, new.name)
         await self._notifier.notify(change)
         return True, updated
-
-
-def _simulated_outcome(decided: Outcome, target: PaymentStatus) -> Outcome:
-    """The outcome SimulateWebhook forces: the decided one if it matches, else a stock one."""
-    if decided.status is target:
-        return decided
-    name = {
-        PaymentStatus.COMPLETED: "approve",
-        PaymentStatus.FAILED: "decline",
-        PaymentStatus.EXPIRED: "pg_timeout",
-    }[target]
-    return forced_outcomes.outcome(name, decided.delay_s, decided.delay_s)

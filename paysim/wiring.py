@@ -50,6 +50,7 @@ from paysim.simulator import Simulator
 from paysim.upkeep import run_sweeper
 from paysim.webhooks.dispatcher import WebhookDispatcher
 from paysim.webhooks.ssrf import SsrfPolicy
+from paysim.webhooks.target import SendableCheck
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ def build_registry(
         PaymentApi(
             service,
             settings.payment_url_base + "/{payment_intent_id}",
-            policy,
+            SendableCheck(policy),
             max_delay_s=settings.simulation.max_delay_s,
         )
     )

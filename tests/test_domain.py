@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from paysim.domain import ids, outcomes, state, validation
+from paysim.domain import forced_outcomes, ids, outcomes, state, validation
+from paysim.domain.clock import SimClock
 from paysim.domain.models import (
     CreateIntent,
     Metadata,
@@ -150,6 +151,114 @@ def test_the_settled_set_is_what_retention_may_drop() -> None:
     }
 
 
+def test_every_status_rule_is_a_set_beside_the_table() -> None:
+    # The sets other code asks about are consistent with the table they sit beside.
+    assert {s for s in PaymentStatus if s.is_terminal} == state.TERMINAL
+    assert {s for s in PaymentStatus if s.is_settled} == state.SETTLED
+    assert {S.PENDING, S.PROCESSING} == state.AWAITING_PG
+    exits = state.TRANSITIONS
+    assert {s for s in exits if S.CANCELLED in exits[s]} == state.CANCELLABLE
+    assert {s for s in exits if S.REFUNDED in exits[s]} == state.REFUNDABLE
+    assert state.PROCESSABLE <= state.AWAITING_PG
+    assert not (state.SETTLED & state.AWAITING_PG)
+    assert set(PaymentStatus) - {S.UNSPECIFIED} == state.SETTLED | state.AWAITING_PG
+
+
+@pytest.mark.parametrize("status", sorted(state.CANCELLABLE))
+def test_cancel_action_cancels_what_was_not_captured(status: PaymentStatus) -> None:
+    assert state.cancel_action(status, refund_requested=False) is state.CancelAction.CANCEL
+    with pytest.raises(FailedPrecondition, match="nothing to refund"):
+        state.cancel_action(status, refund_requested=True)
+
+
+@pytest.mark.parametrize("refund_requested", [False, True])
+def test_cancel_action_refunds_what_was_captured(refund_requested: bool) -> None:
+    action = state.cancel_action(S.COMPLETED, refund_requested=refund_requested)
+    assert action is state.CancelAction.REFUND
+
+
+@pytest.mark.parametrize("status", sorted(state.TERMINAL))
+def test_cancel_action_refuses_a_terminal_payment(status: PaymentStatus) -> None:
+    with pytest.raises(FailedPrecondition, match=f"payment is {status.name}"):
+        state.cancel_action(status, refund_requested=False)
+
+
+def test_check_refund_takes_what_remains_and_refuses_more_and_changes_nothing() -> None:
+    payment = make_payment(S.COMPLETED, refunded=20_000)
+    snapshot = dataclasses.replace(payment)
+    assert state.check_refund(payment, None) == 30_000
+    assert state.check_refund(payment, Money(30_000, "KRW")) == 30_000
+    with pytest.raises(InvalidArgument) as info:
+        state.check_refund(payment, Money(30_001, "KRW"))
+    assert info.value.field == "refund_amount.amount"
+    with pytest.raises(InvalidArgument) as info:
+        state.check_refund(payment, Money(1, "USD"))
+    assert info.value.field == "refund_amount.currency"
+    full = make_payment(S.COMPLETED, refunds=(None,) * state.MAX_REFUNDS)
+    with pytest.raises(FailedPrecondition, match="refunds"):
+        state.check_refund(full, Money(1, "KRW"))
+    assert payment == snapshot
+
+
+def test_check_method_refuses_another_method_only_when_both_are_given() -> None:
+    card = make_payment()
+    state.check_method(card, PaymentMethod.UNSPECIFIED)
+    state.check_method(card, PaymentMethod.CREDIT_CARD)
+    state.check_method(make_payment(method=PaymentMethod.UNSPECIFIED), PaymentMethod.MOBILE_PAY)
+    with pytest.raises(InvalidArgument) as info:
+        state.check_method(card, PaymentMethod.MOBILE_PAY)
+    assert info.value.field == "payment_details.method"
+
+
+@pytest.mark.parametrize(("current", "target"), ILLEGAL)
+def test_check_simulated_target_is_the_table_or_a_resend(
+    current: PaymentStatus, target: PaymentStatus
+) -> None:
+    if target in (S.UNSPECIFIED, current):
+        state.check_simulated_target(current, target)  # a resend
+        return
+    with pytest.raises(IllegalTransition):
+        state.check_simulated_target(current, target)
+
+
+def test_sim_clock_is_the_one_place_the_time_scale_applies() -> None:
+    clock = SimClock(0.001)
+    assert clock.real(900.0) == pytest.approx(0.9)
+    assert SimClock().real(2.5) == 2.5
+    assert clock.answers_at(make_payment()) == pytest.approx(100.0 + 0.002)
+
+
+@pytest.mark.parametrize("target", [S.COMPLETED, S.FAILED, S.EXPIRED])
+def test_a_simulated_answer_keeps_the_decided_outcome_when_it_matches(
+    target: PaymentStatus,
+) -> None:
+    decided = Outcome(status=target, delay_s=3.0, failure_reason="x")
+    assert forced_outcomes.for_status(decided, target) is decided
+    other = forced_outcomes.for_status(Outcome(status=S.PROCESSING, delay_s=3.0), target)
+    assert other.status is target
+    assert other.delay_s == 3.0
+
+
+def test_the_new_payment_is_pending_at_version_one() -> None:
+    cmd = validation.validate_create(**VALID)
+    outcome = Outcome(status=S.COMPLETED, delay_s=1.5)
+    p = cmd.new_payment("pay_9", Scenario.APPROVE, outcome, 50.0, 950.0)
+    assert (p.status, p.version, p.created_at, p.updated_at, p.expires_at) == (
+        S.PENDING,
+        1,
+        50.0,
+        50.0,
+        950.0,
+    )
+    assert (p.reservation_id, p.user_id, p.amount, p.metadata) == (
+        cmd.reservation_id,
+        cmd.user_id,
+        cmd.amount,
+        cmd.metadata,
+    )
+    assert p.client_secret.startswith("pay_9_secret_")
+
+
 # -- outcomes ------------------------------------------------------------------
 
 TIMING = outcomes.Timing(
@@ -257,6 +366,7 @@ VALID: dict[str, Any] = {
     "webhook_url": "https://example.com/hooks/payment",
     "idempotency_key": "key-1",
     "metadata": Metadata(source="web", tags={"delay_ms": "1500", "k": "v"}),
+    "max_delay_s": 600.0,
 }
 
 
@@ -271,6 +381,8 @@ def test_valid_input_builds_the_command() -> None:
         webhook_url="https://example.com/hooks/payment",
         idempotency_key="key-1",
         metadata=VALID["metadata"],
+        delay_override_s=1.5,  # the tags are parsed once, into the command
+        forced_outcome=None,
     )
 
 
@@ -359,6 +471,16 @@ def test_invalid_create_names_the_field(changes: dict[str, Any], field: str) -> 
 DELAY_FIELD = "metadata.tags[delay_ms]"
 
 
+def test_the_test_outcome_tag_is_parsed_into_the_command() -> None:
+    tags = {"test_outcome": "insufficient_funds"}
+    cmd = validation.validate_create(**{**VALID, "metadata": Metadata(tags=tags)})
+    assert cmd.forced_outcome == "insufficient_funds"
+    assert cmd.delay_override_s is None
+    with pytest.raises(InvalidArgument) as info:
+        validation.validate_create(**{**VALID, "metadata": Metadata(tags={"test_outcome": "x"})})
+    assert info.value.field == "metadata.tags[test_outcome]"
+
+
 @pytest.mark.parametrize(
     ("tags", "expected"),
     [
@@ -385,9 +507,11 @@ def test_bad_delay_override_names_the_tag(raw: str) -> None:
 
 
 def test_huge_delay_override_is_invalid_argument_not_a_crash() -> None:
-    raw = "1" + "0" * 400  # 401 characters: within MAX_TAG_VALUE_LEN, passes validate_create
+    raw = "1" + "0" * 400  # 401 characters: within MAX_TAG_VALUE_LEN, so the tag parse refuses it
     tags = {"delay_ms": raw}
-    validation.validate_create(**{**VALID, "metadata": Metadata(tags=tags)})
+    with pytest.raises(InvalidArgument) as info:
+        validation.validate_create(**{**VALID, "metadata": Metadata(tags=tags)})
+    assert info.value.field == DELAY_FIELD
     with pytest.raises(InvalidArgument) as info:
         validation.delay_override_s(tags, 600.0)
     assert info.value.field == DELAY_FIELD
@@ -405,7 +529,7 @@ def test_huge_delay_override_is_invalid_argument_not_a_crash() -> None:
 def test_resolve_scenario(
     requested: Scenario, from_metadata: Scenario, default: Scenario, expected: Scenario
 ) -> None:
-    got = validation.resolve_scenario(requested, Metadata(scenario=from_metadata), default)
+    got = outcomes.resolve_scenario(requested, Metadata(scenario=from_metadata), default)
     assert got is expected
 
 

@@ -14,11 +14,14 @@ from typing import Any
 import grpc
 import pytest
 import trio
+from purerpc.grpclib.status import StatusCode
 
+from paysim import errors
 from paysim._proto.proto.common.v1.types_pb2 import Money
 from paysim._proto.proto.payment.v1 import payment_pb2 as pb
 from paysim.domain.models import PaymentStatus
 from paysim.domain.outcomes import DECLINES
+from paysim.entrypoints.grpc import errors as grpc_errors
 from tests.grpc_helpers import (
     StartApp,
     assert_safe_details,
@@ -607,3 +610,49 @@ async def test_unknown_method_is_unimplemented(channel):
     raw = channel.unary_unary("/payment.v1.PaymentService/RefundEverything")
     err = await call_error(raw, b"")
     assert err.code() == Code.UNIMPLEMENTED
+
+
+def _subclasses(kind: type[errors.PaysimError]) -> list[type[errors.PaysimError]]:
+    return [kind, *(k for sub in kind.__subclasses__() for k in _subclasses(sub))]
+
+
+DOMAIN_ERRORS = [k for k in _subclasses(errors.PaysimError)[1:] if k.__module__ == errors.__name__]
+
+
+@pytest.mark.parametrize("kind", DOMAIN_ERRORS, ids=lambda k: k.__name__)
+def test_every_domain_error_maps_to_a_grpc_status_in_the_edge_table(
+    kind: type[errors.PaysimError],
+) -> None:
+    # Every error in paysim.errors' tree, each made the way its raisers make it.
+    samples: dict[type[errors.PaysimError], errors.PaysimError] = {
+        errors.InvalidArgument: errors.InvalidArgument("field", "is wrong"),
+        errors.NotFound: errors.NotFound("payment", "pay_1"),
+        errors.IdempotencyConflict: errors.IdempotencyConflict("k"),
+        errors.IllegalTransition: errors.IllegalTransition("FAILED", "COMPLETED"),
+        errors.StoreUnavailable: errors.StoreUnavailable(),
+    }
+    exc = samples.get(kind) or kind("message")
+    status = grpc_errors.status_for(exc)
+    assert status is not None, f"{kind.__name__} has no row in the edge's table"
+    assert status.status_code not in (StatusCode.UNKNOWN, StatusCode.INTERNAL, StatusCode.OK)
+    assert status.status_message == exc.message
+    # The table names every kind (or its parent) explicitly, so nothing maps by accident.
+    assert any(issubclass(kind, row) for row, _ in grpc_errors._TABLE)
+
+
+def test_the_error_tree_is_what_the_table_covers() -> None:
+    # An adapter's refinement (redis_batch.LostReply) maps through its parent's row.
+    for kind in _subclasses(errors.PaysimError)[1:]:
+        assert any(issubclass(kind, row) for row, _ in grpc_errors._TABLE), kind
+    names = {k.__name__ for k in DOMAIN_ERRORS} | {"PaysimError"}
+    assert names == {
+        "PaysimError",
+        "InvalidArgument",
+        "NotFound",
+        "IdempotencyConflict",
+        "FailedPrecondition",
+        "IllegalTransition",
+        "Overloaded",
+        "Unavailable",
+        "StoreUnavailable",
+    }

@@ -84,6 +84,7 @@ from paysim.domain.models import (
     PaymentStatus,
     Scenario,
 )
+from paysim.domain.state import MAX_REFUNDS
 from paysim.domain.validation import (
     check_simulate_delay,
     validate_cancel,
@@ -100,7 +101,7 @@ from paysim.errors import (
     PaysimError,
 )
 from paysim.observability.metrics import Metrics
-from paysim.service import MAX_REFUNDS, PaymentService
+from paysim.service import PaymentService
 from paysim.simulator import MAX_EXTRAS, Fire, Simulator
 
 T = TypeVar("T")
@@ -409,7 +410,7 @@ class World:
         outcome = "ok"
         match op:
             case Create():
-                error = await self.create(self.command(op))
+                error = await self.create_op(op)
             case ReplayCreate():
                 if self.creates:
                     error = await self.create(self.creates[op.index % len(self.creates)])
@@ -462,22 +463,33 @@ class World:
             webhook_url="https://example.com/hook" if op.webhook else "",
             idempotency_key=op.key,
             metadata=Metadata(source="prop", tags=tags),
+            max_delay_s=SETTINGS.max_delay_s,
         )
+
+    async def create_op(self, op: Create) -> PaysimError | None:
+        """Parse (as the edge does, refusing bad tags before the service), then create."""
+        expected: type[PaysimError] | None = None
+        if op.delay_ms in BAD_DELAYS or (op.test_outcome or "approve") not in (
+            forced_outcomes.OUTCOMES
+        ):
+            expected = InvalidArgument
+        try:
+            cmd = self.command(op)
+        except InvalidArgument as exc:
+            expect_error(exc, expected)
+            return exc
+        expect_error(None, expected)
+        return await self.create(cmd)
 
     async def create(self, cmd: CreateIntent) -> PaysimError | None:
         self.creates.append(cmd)
         now = wall_clock()
-        tags = cmd.metadata.tags
         key = cmd.idempotency_key
         entry = self.create_keys.get((cmd.user_id, key)) if key else None
         if entry is not None and now >= entry.claimed_at + SETTINGS.idempotency_ttl_s:
             entry = None  # expired
         expected: type[PaysimError] | None = None
-        if tags.get("delay_ms") in BAD_DELAYS or tags.get(forced_outcomes.TAG, "approve") not in (
-            forced_outcomes.OUTCOMES
-        ):
-            expected = InvalidArgument
-        elif entry is not None and entry.cmd != cmd:
+        if entry is not None and entry.cmd != cmd:
             expected = IdempotencyConflict
         elif entry is not None and entry.payment_intent_id in self.dropped:
             expected = NotFound  # the original is gone

@@ -115,6 +115,7 @@ def intent(
         "webhook_url": "https://example.com/hook",
         "idempotency_key": "",
         "metadata": Metadata(source="test", scenario=metadata_scenario, tags=tags or {}),
+        "max_delay_s": SimulationSettings().max_delay_s,
     }
     fields.update(changes)
     return validate_create(**fields)
@@ -232,10 +233,11 @@ async def test_timings_come_from_the_settings(autojump_clock: trio.testing.MockC
 async def test_invalid_delay_tag_is_refused_before_anything_is_created(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    # The command is parsed (and refused) at the edge; the service never sees it.
     async with open_service(max_delay_s=5.0) as h:
         for raw in ("abc", "-1", "5001"):
             with pytest.raises(InvalidArgument) as info:
-                await h.service.create_intent(intent(Scenario.APPROVE, tags={"delay_ms": raw}))
+                intent(Scenario.APPROVE, tags={"delay_ms": raw}, max_delay_s=h.settings.max_delay_s)
             assert info.value.field == "metadata.tags[delay_ms]"
         assert len(h.store) == 0
         assert h.simulator.pending == 0

@@ -8,7 +8,7 @@ Besides the ``PaymentStore`` port it keeps what lets replicas stand in for
 each other:
 
 * **due outcomes**: a payment's insert puts it in this replica's due set at
-  the time the simulated PG answers (``outcomes.answers_at``); the
+  the time the simulated PG answers (``SimClock.answers_at``); the
   compare-and-set that resolves it takes it out, in the same script. The
   replica that created it still fires it from its own timer.
 * **an outbox**: each compare-and-set that wins also records its status
@@ -67,7 +67,7 @@ from paysim.adapters import payment_codec as codec
 from paysim.adapters.redis_batch import LostReply, OpBatcher, classify, describe
 from paysim.adapters.redis_scripts import HAND_OVER, MAINTAIN, OPS
 from paysim.config import StoreSettings
-from paysim.domain import outcomes
+from paysim.domain.clock import SimClock
 from paysim.domain.listing import sort_key
 from paysim.domain.models import Payment, StatusChange
 from paysim.errors import StoreUnavailable
@@ -109,7 +109,7 @@ class RedisStore:
         self._lease_ms = round(settings.lease_s * 1000)
         self._retention_s = retention_s
         self._retention_ms = max(1, round(retention_s * 1000))
-        self._scale = time_scale
+        self._clock = SimClock(time_scale)
         self._ops = OpBatcher(
             client.register_script(OPS), (self._prefix, replica_id), settings.timeout_s
         )
@@ -324,7 +324,7 @@ class RedisStore:
     def _due(self, payment: Payment) -> str:
         if payment.status.is_settled:
             return ""
-        return repr(outcomes.answers_at(payment, self._scale))
+        return repr(self._clock.answers_at(payment))
 
 
 def _value(version: int, encoded: bytes) -> bytes:

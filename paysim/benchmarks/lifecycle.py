@@ -306,6 +306,7 @@ def _command(i: int, delay_ms: str | None) -> CreateIntent:
             session_id=f"sess-{i:012d}",
             tags=tags,
         ),
+        delay_override_s=int(delay_ms) / 1000 if delay_ms is not None else None,
     )
 
 

@@ -84,6 +84,23 @@ def outcome(name: str, delay_s: float, intent_ttl_s: float) -> Outcome:
     )
 
 
+_STOCK = {
+    PaymentStatus.COMPLETED: "approve",
+    PaymentStatus.FAILED: "decline",
+    PaymentStatus.EXPIRED: "pg_timeout",
+}
+
+
+def for_status(decided: Outcome, target: PaymentStatus) -> Outcome:
+    """The outcome SimulateWebhook forces: the decided one if it matches, else a stock one.
+
+    ``target`` is COMPLETED, FAILED or EXPIRED (the PG answers now, as asked).
+    """
+    if decided.status is target:
+        return decided
+    return outcome(_STOCK[target], decided.delay_s, decided.delay_s)
+
+
 def mask(card_number: str) -> str:
     """At most the last four digits: ``"****4242"``; empty for no number."""
     digits = card_number.replace(" ", "")

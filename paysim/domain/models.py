@@ -1,7 +1,8 @@
 """The payment and its parts: frozen values, no I/O, no trio.
 
 Enum numbers mirror ``payment.v1`` so the gRPC edge converts by number, but
-nothing here imports generated code.
+nothing here imports generated code. ``PaymentStatus`` is defined with the
+state machine, in ``state``, and re-exported here.
 """
 
 from __future__ import annotations
@@ -12,36 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from paysim.domain import currency as currencies
-
-
-class PaymentStatus(enum.IntEnum):
-    UNSPECIFIED = 0
-    PENDING = 1
-    PROCESSING = 2
-    COMPLETED = 3
-    FAILED = 4
-    CANCELLED = 5
-    REFUNDED = 6
-    EXPIRED = 7
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in _TERMINAL
-
-    @property
-    def is_settled(self) -> bool:
-        """No outcome is pending: terminal, or COMPLETED (which only a refund changes)."""
-        return self is PaymentStatus.COMPLETED or self in _TERMINAL
-
-
-_TERMINAL = frozenset(
-    {
-        PaymentStatus.FAILED,
-        PaymentStatus.CANCELLED,
-        PaymentStatus.REFUNDED,
-        PaymentStatus.EXPIRED,
-    }
-)
+from paysim.domain.ids import new_secret
+from paysim.domain.state import PaymentStatus as PaymentStatus
 
 
 class PaymentMethod(enum.IntEnum):
@@ -64,6 +37,10 @@ class Scenario(enum.IntEnum):
     @classmethod
     def from_name(cls, name: str) -> Scenario:
         return cls[name.upper()]
+
+
+# The names a setting or a metric label uses: the one list of scenarios by name.
+SCENARIO_NAMES: tuple[str, ...] = tuple(s.name.lower() for s in Scenario if s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +118,23 @@ class CancelResult:
 
 
 @dataclass(frozen=True, slots=True)
+class IntentCreated:
+    """CreatePaymentIntent's answer; ``replayed``: an idempotent retry's (the first payment)."""
+
+    payment: Payment
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Simulated:
+    """SimulateWebhook's answer: sent now, or scheduled at ``scheduled_at`` (wall clock)."""
+
+    webhook_sent: bool
+    webhook_id: str
+    scheduled_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class CancelCommand:
     """A validated CancelPayment request."""
 
@@ -155,7 +149,7 @@ class CancelCommand:
 
 @dataclass(frozen=True, slots=True)
 class CreateIntent:
-    """A validated CreatePaymentIntent command."""
+    """A validated CreatePaymentIntent command: complete, the service checks nothing again."""
 
     reservation_id: str
     user_id: str
@@ -165,6 +159,9 @@ class CreateIntent:
     webhook_url: str
     idempotency_key: str
     metadata: Metadata
+    # Parsed from ``metadata.tags`` by the edge (the tags stay, for the fingerprint):
+    delay_override_s: float | None = None  # tags["delay_ms"]: this request's own delay
+    forced_outcome: str | None = None  # tags["test_outcome"]: a key of forced_outcomes.OUTCOMES
 
     def fingerprint(self) -> tuple[object, ...]:
         """Everything but the idempotency key: equal fingerprints mean the same request."""
@@ -178,6 +175,32 @@ class CreateIntent:
             self.webhook_url,
             (m.source, m.user_agent, m.ip_address, m.session_id, m.scenario),
             tuple(sorted(m.tags.items())),
+        )
+
+    def new_payment(
+        self,
+        payment_intent_id: str,
+        scenario: Scenario,
+        outcome: Outcome,
+        at: float,
+        expires_at: float,
+    ) -> Payment:
+        """The PENDING payment this command creates at ``at`` (version 1, a fresh secret)."""
+        return Payment(
+            payment_intent_id=payment_intent_id,
+            reservation_id=self.reservation_id,
+            user_id=self.user_id,
+            amount=self.amount,
+            method=self.method,
+            scenario=scenario,
+            webhook_url=self.webhook_url,
+            metadata=self.metadata,
+            client_secret=new_secret(f"{payment_intent_id}_secret_"),
+            outcome=outcome,
+            status=PaymentStatus.PENDING,
+            created_at=at,
+            updated_at=at,
+            expires_at=expires_at,
         )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from paysim.domain.models import Outcome, Payment, PaymentStatus, Scenario
+from paysim.domain.ids import new_id
+from paysim.domain.models import Metadata, Outcome, PaymentResult, PaymentStatus, Scenario
 
 # Declines the FAIL and RANDOM scenarios draw from: (reason, gateway text, code).
 # Codes follow ISO 8583 response codes, which card networks and Korean PGs share.
@@ -74,10 +75,29 @@ def decide(
     )
 
 
-def answers_at(payment: Payment, time_scale: float) -> float:
-    """When the simulated PG answers a pending payment (wall clock).
+def resolve_scenario(requested: Scenario, metadata: Metadata, default: Scenario) -> Scenario:
+    """The request's scenario, else ``metadata.scenario``, else the configured default."""
+    if requested is not Scenario.UNSPECIFIED:
+        return requested
+    if metadata.scenario is not Scenario.UNSPECIFIED:
+        return metadata.scenario
+    return default
 
-    The outcome's delay counts from creation (times SIMULATION_TIME_SCALE);
-    for a PG that never answers that is the intent's expiry.
+
+def answered(outcome: Outcome, at: float) -> dict[str, object]:
+    """The fields the simulated PG's answer ``outcome`` sets on a payment at ``at``.
+
+    An answer that never came (EXPIRED) gets a result but no payment or
+    transaction id.
     """
-    return payment.created_at + payment.outcome.delay_s * time_scale
+    changes: dict[str, object] = {}
+    if outcome.status is not PaymentStatus.EXPIRED:
+        changes.update(payment_id=new_id("pmt"), transaction_id=new_id("txn"), processed_at=at)
+    changes["result"] = PaymentResult(
+        success=outcome.status is PaymentStatus.COMPLETED,
+        failure_reason=outcome.failure_reason,
+        gateway_response=outcome.gateway_response,
+        response_code=outcome.response_code,
+        processed_at=at,
+    )
+    return changes

@@ -149,15 +149,6 @@ def forced_outcome(tags: Mapping[str, str]) -> str | None:
     return name
 
 
-def resolve_scenario(requested: Scenario, metadata: Metadata, default: Scenario) -> Scenario:
-    """The request's scenario, else ``metadata.scenario``, else the configured default."""
-    if requested is not Scenario.UNSPECIFIED:
-        return requested
-    if metadata.scenario is not Scenario.UNSPECIFIED:
-        return metadata.scenario
-    return default
-
-
 def validate_create(
     *,
     reservation_id: str,
@@ -170,8 +161,13 @@ def validate_create(
     webhook_url: str,
     idempotency_key: str,
     metadata: Metadata,
+    max_delay_s: float,
 ) -> CreateIntent:
-    """Check every field of a CreatePaymentIntent request; build the command."""
+    """Check every field of a CreatePaymentIntent request; build the complete command.
+
+    The tags are parsed here too: ``delay_ms`` (at most ``max_delay_s``) and
+    ``test_outcome``. The webhook URL's sendability is the edge's injected check.
+    """
     check_id("reservation_id", reservation_id, MAX_ID_LEN, required=True)
     check_id("user_id", user_id, MAX_ID_LEN, required=True)
     money = check_money("amount", amount, currency, present=amount_present)
@@ -181,6 +177,8 @@ def validate_create(
         check_text(f"metadata.{name}", getattr(metadata, name), MAX_META_LEN)
     check_id("metadata.session_id", metadata.session_id, MAX_META_LEN)
     check_tags("metadata.tags", metadata.tags)
+    delay = delay_override_s(metadata.tags, max_delay_s)
+    forced = forced_outcome(metadata.tags)
     return CreateIntent(
         reservation_id=reservation_id,
         user_id=user_id,
@@ -190,6 +188,8 @@ def validate_create(
         webhook_url=webhook_url,
         idempotency_key=idempotency_key,
         metadata=metadata,
+        delay_override_s=delay,
+        forced_outcome=forced,
     )
 
 

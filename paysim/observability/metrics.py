@@ -30,12 +30,13 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 import paysim
+from paysim.domain.models import SCENARIO_NAMES
 
 # prometheus.DefBuckets, which go-grpc-prometheus uses for handling time.
 HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # Known values are pre-created so that their series exist (at 0) from the start.
-SCENARIOS = ("approve", "fail", "delay", "random", "timeout")
+SCENARIOS = SCENARIO_NAMES
 DELIVERY_CHANNELS = ("webhook", "event")
 
 _GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")

@@ -83,8 +83,9 @@ import structlog
 import trio
 from prometheus_client import Counter, Gauge, Histogram
 
-from paysim.backoff import Schedule
+from paysim.backoff import SCHEDULES as SCHEDULES
 from paysim.config import WebhookSettings
+from paysim.domain.clock import SimClock
 from paysim.domain.events import status_name, webhook_body
 from paysim.domain.models import StatusChange
 from paysim.observability.metrics import Metrics
@@ -93,14 +94,6 @@ from paysim.webhooks.journal import Attempt, DeliveryJournal
 from paysim.webhooks.target import Target, UnsendableUrl
 
 log = structlog.get_logger("paysim.webhooks")
-
-
-SCHEDULES = {
-    "default": Schedule(base_s=1.0, factor=2.0, cap_s=300.0),
-    "fast": Schedule(base_s=0.05, factor=2.0, cap_s=1.0),
-    # Modelled on Toss Payments: 1, 4, 16, 64, 256, 1024, 4096 minutes.
-    "toss": Schedule(base_s=60.0, factor=4.0, cap_s=4096 * 60.0),
-}
 
 
 @dataclass
@@ -209,7 +202,7 @@ class WebhookDispatcher:
         on_done: Callable[[str], None] = lambda event_id: None,
         policy: ssrf.SsrfPolicy | None = None,
     ) -> None:
-        """``time_scale`` multiplies every retry delay (SIMULATION_TIME_SCALE).
+        """``time_scale`` (SIMULATION_TIME_SCALE) compresses retry delays, through a ``SimClock``.
 
         ``on_done(event_id)`` is called once per change when this dispatcher is
         finished with it: delivered, given up, gone, refused, or nothing to send
@@ -217,7 +210,7 @@ class WebhookDispatcher:
         """
         self._on_done = on_done
         self._settings = settings
-        self._time_scale = time_scale
+        self._clock = SimClock(time_scale)
         self._client = client
         self._schedule = SCHEDULES[settings.retry_schedule]
         self._policy = policy if policy is not None else ssrf.SsrfPolicy.from_settings(settings)
@@ -331,7 +324,7 @@ class WebhookDispatcher:
                 head.reorder = "held"
                 self._m.chaos["hold"].inc()
                 assert self._nursery is not None
-                hold_s = self._settings.chaos_reorder_hold_s * self._time_scale
+                hold_s = self._clock.real(self._settings.chaos_reorder_hold_s)
                 self._nursery.start_soon(self._requeue_after, payment_id, hold_s)
                 return True
         elif head.reorder == "held":
@@ -427,7 +420,7 @@ class WebhookDispatcher:
             retry_in = self._schedule.delay(d.attempt, self._rng)
             if retry_after is not None:
                 retry_in = min(max(retry_in, retry_after), self._schedule.cap_s)
-            retry_in *= self._time_scale
+            retry_in = self._clock.real(retry_in)
         self.journal.record(
             payment_id,
             Attempt(

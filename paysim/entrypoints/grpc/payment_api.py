@@ -1,15 +1,19 @@
 """``payment.v1.PaymentService`` over gRPC: protobuf in, service call, protobuf out.
 
-This module owns the translation between generated messages and domain values:
-it checks what only the wire can get wrong (unknown enum numbers, a missing
-``amount`` message), hands everything else to ``paysim.domain.validation`` and
-the service, and builds the response. Domain errors pass through untouched:
-``transport.py`` maps them to statuses with ``errors.py``'s table.
+This module owns the translation between generated messages and domain values.
+Each request is parsed once, here, into a complete command: what only the wire
+can get wrong (unknown enum numbers, a missing ``amount`` message) is checked
+here, every field and tag by ``paysim.domain.validation``, and the webhook URL
+by the ``check_webhook_url`` the wiring injects (sendable by the dispatcher's
+parser, SSRF-checked under its policy); the service re-validates nothing. Domain
+errors pass through untouched: ``transport.py`` maps them to statuses with
+``errors.py``'s table.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import structlog
@@ -30,8 +34,6 @@ from paysim.domain.models import (
 )
 from paysim.errors import InvalidArgument
 from paysim.service import PaymentService
-from paysim.webhooks import ssrf
-from paysim.webhooks import target as webhook_target
 
 E = TypeVar("E", bound=enum.IntEnum)
 
@@ -120,13 +122,15 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
         self,
         service: PaymentService,
         payment_url_template: str,
-        ssrf_policy: ssrf.SsrfPolicy | None = None,
-        max_delay_s: float = 600.0,
+        check_webhook_url: Callable[[str], None],
+        *,
+        max_delay_s: float,
     ) -> None:
+        """``check_webhook_url`` raises InvalidArgument for a URL no delivery could send."""
         self._service = service
         self._max_delay_s = max_delay_s
         self._payment_url = payment_url_template
-        self._check_webhook_url = webhook_target.SendableCheck(ssrf_policy)
+        self._check_webhook_url = check_webhook_url
 
     async def CreatePaymentIntent(self, req: Any) -> Any:
         cmd = validation.validate_create(
@@ -140,9 +144,9 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
             webhook_url=req.webhook_url,
             idempotency_key=req.idempotency_key,
             metadata=_metadata(req.metadata, req.HasField("metadata")),
+            max_delay_s=self._max_delay_s,
         )
         if cmd.webhook_url:
-            # Parsed by httpx, as the dispatcher will send it; SSRF-checked if a policy is set.
             self._check_webhook_url(cmd.webhook_url)
         created = await self._service.create_intent(cmd)
         p = created.payment
