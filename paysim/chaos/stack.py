@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from paysim.adapters.aws import Resources, ensure_resources, make_client
-from paysim.benchmarks.delivery import _scrape
 from paysim.config import AwsSettings
-from paysim.devstack import DEV_CREDENTIALS, _wait_port
+from paysim.devstack import DEV_CREDENTIALS
+from paysim.loadgen.ports import wait_port_open
+from paysim.loadgen.scrape import scrape
 from paysim.loadgen.spawn import free_port
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ async def moto_server(region: str) -> AsyncIterator[tuple[str, int]]:
     port = free_port()
     cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     async with child(cmd, aws_env(region)) as process:
-        await _wait_port(port)
+        await wait_port_open(port)
         yield f"http://127.0.0.1:{port}", process.pid
 
 
@@ -181,7 +182,7 @@ class ServerProcess:
     async def metrics(self) -> dict[str, float]:
         """Every sample on its /metrics; {} when it cannot be read (e.g. it has stopped)."""
         try:
-            return await trio.to_thread.run_sync(_scrape, self.http_port)
+            return await trio.to_thread.run_sync(scrape, self.http_port)
         except OSError:
             return {}
 
