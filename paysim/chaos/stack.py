@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
+from trio_util import AsyncValue
 
 from paysim.adapters.aws import Resources, ensure_resources, make_client
 from paysim.config import AwsSettings
@@ -119,7 +120,8 @@ class ServerLog:
     records: list[dict[str, Any]] = field(default_factory=list)
     rpc_lines: int = 0
     stderr: bytearray = field(default_factory=bytearray)
-    changed: trio.Event = field(default_factory=trio.Event)
+    # trio-util: how many chunks were read, bumped per chunk; waiters test the records.
+    chunks: AsyncValue = field(default_factory=lambda: AsyncValue(0))
     ended: trio.Event = field(default_factory=trio.Event)
 
     async def read(self, stream: trio.abc.ReceiveStream) -> None:
@@ -129,11 +131,10 @@ class ServerLog:
                 *lines, buf = (buf + chunk).split(b"\n")
                 for line in lines:
                     self._line(line)
-                self.changed.set()
-                self.changed = trio.Event()
+                self.chunks.value += 1
         finally:
             self.ended.set()
-            self.changed.set()
+            self.chunks.value += 1
 
     async def read_stderr(self, stream: trio.abc.ReceiveStream) -> None:
         while chunk := await stream.receive_some(65536):
@@ -168,7 +169,7 @@ class ServerLog:
                 if self.ended.is_set():
                     tail = bytes(self.stderr[-2000:]).decode(errors="replace")
                     raise RuntimeError(f"the server exited before {event!r}:\n{tail}")
-                await self.changed.wait()
+                await self.chunks.wait_transition()
         return record
 
 
