@@ -369,6 +369,7 @@ class ChaosRun:
 
     # -- progress and timeline --------------------------------------------------------
     async def _sample(self) -> None:
+        # A poll of other processes' counters: nothing to wait on, so no trio-util here.
         next_print = trio.current_time() + self.o.progress_s
         while True:
             self.tracker.update(self.receiver)

@@ -27,6 +27,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 async def wait_port_open(port: int, timeout_s: float = 30.0) -> None:
     """Until 127.0.0.1:``port`` accepts a connection; trio.TooSlowError after ``timeout_s``."""
+    # Another process's port: a poll (nothing here to wait on, so no trio-util AsyncValue).
     with trio.fail_after(timeout_s):
         while True:
             try:
