@@ -12,7 +12,8 @@
 FROM python:3.11-slim-bookworm AS build
 
 WORKDIR /src
-# Only what the package build reads (pyproject.toml names README.md as readme).
+# Only what the package build reads (pyproject.toml names README.md as readme);
+# the developer benchmarks (paysim/benchmarks) are not in the context (.dockerignore).
 COPY pyproject.toml README.md ./
 COPY paysim ./paysim
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .

@@ -46,7 +46,7 @@ dev:
 worker:
     {{venv}}/paysim worker
 
-# h2load benchmark of the gRPC path (needs nghttp2-client)
+# h2load benchmark of the gRPC path (needs nghttp2-client); the benchmarks run from a checkout only
 bench *ARGS:
     {{venv}}/python -m paysim.benchmarks.h2load {{ARGS}}
 

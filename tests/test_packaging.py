@@ -375,6 +375,7 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_local_state() -> None:
         "tests/test_packaging.py",
         "bench-results/run.json",
         "paysim/__pycache__/cli.cpython-311.pyc",
+        "paysim/benchmarks/h2load.py",  # developer benchmarks: not in the image
         ".mypy_cache/x",
         ".pytest_cache/x",
         ".ruff_cache/x",
@@ -409,6 +410,9 @@ def test_the_build_stage_wheel_holds_the_package_and_its_entry_point(tmp_path: P
         names = set(zf.namelist())
         assert "paysim/cli.py" in names
         assert "paysim/_proto/proto/payment/v1/payment_pb2.py" in names
+        # The user-facing tools ship; the developer benchmarks do not.
+        assert {"paysim/loadgen/main.py", "paysim/chaos/run.py"} <= names
+        assert not [n for n in names if n.startswith("paysim/benchmarks")]
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         assert "paysim = paysim.cli:main" in zf.read(entry_points).decode()
 

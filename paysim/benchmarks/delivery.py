@@ -94,9 +94,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from paysim.benchmarks.h2load import _percentile, _wait_port
+from paysim.benchmarks.h2load import percentile
 from paysim.config import AwsSettings
 from paysim.domain.events import DETAIL_TYPE
+from paysim.loadgen.ports import wait_port
+from paysim.loadgen.scrape import by_label, scrape, series
 from paysim.loadgen.spawn import free_port
 from paysim.webhooks import WebhookVerificationError, verify
 
@@ -382,39 +384,6 @@ def _core_busy() -> dict[str, tuple[float, float, float]]:
     return out
 
 
-def _scrape(http_port: int) -> dict[str, float]:
-    """Every sample on the server's /metrics, keyed ``name{labels}`` as written there."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                out[key] = float(value)
-    return out
-
-
-def _series(metrics: dict[str, float], name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels``."""
-    total = 0.0
-    for key, value in metrics.items():
-        base, _, rest = key.partition("{")
-        if base == name and all(f'{k}="{v}"' in rest for k, v in labels.items()):
-            total += value
-    return total
-
-
-def _by_label(metrics: dict[str, float], name: str, label: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        base, _, rest = key.partition("{")
-        found = re.search(rf'{label}="([^"]*)"', rest)
-        if base == name and found and value:
-            out[found.group(1)] = out.get(found.group(1), 0.0) + value
-    return out
-
-
 def _receiver_stats(port: int) -> dict[str, int]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
         stats: dict[str, int] = json.loads(r.read())
@@ -548,7 +517,7 @@ class _Sampler:
         cpu = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
         cpu["generator"] = sum(os.times()[:2])
         try:
-            metrics = _scrape(self.http_port)
+            metrics = scrape(self.http_port)
         except OSError:
             metrics = {}
         s = _Sample(time.time(), cpu, _core_busy(), metrics)
@@ -638,7 +607,7 @@ def _stats_ms(values: list[float]) -> tuple[float, float, float, float, float]:
     ms = sorted(v * 1000.0 for v in values)
     if not ms:
         return (math.nan,) * 5
-    return (_percentile(ms, 0.50), _percentile(ms, 0.90), _percentile(ms, 0.99), ms[-1], ms[0])
+    return (percentile(ms, 0.50), percentile(ms, 0.90), percentile(ms, 0.99), ms[-1], ms[0])
 
 
 def _read_records(path: Path) -> list[_Record]:
@@ -741,7 +710,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> _Outcome:
             # on core 1 it must not starve the load generator and the receiver.
             procs.append(moto := _spawn(OTHER_CORE, moto_cmd, env, nice=True))
             pids["moto"] = moto.pid
-            _wait_port(moto_port, 30)
+            wait_port(moto_port, 30)
             events = make_client("events", aws, endpoint)
             sqs = make_client("sqs", aws, endpoint)
             resources = trio.run(ensure_resources, events, sqs, aws)
@@ -779,7 +748,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> _Outcome:
         procs.append(server := _spawn(SERVER_CORE, serve, server_env))
         pids["server"] = server.pid
         for port in (receiver_port, grpc_port, http_port):
-            _wait_port(port, 30)
+            wait_port(port, 30)
 
         def webhooks_in(n: int) -> bool:
             return _receiver_stats(receiver_port)["webhooks_unique"] >= n
@@ -867,7 +836,7 @@ def _report(args: argparse.Namespace, o: _Outcome) -> Report:
     lat_p50, _, lat_p99, _, _ = _stats_ms(latency)
 
     m0, m1 = o.before.metrics, o.after.metrics
-    cpu_s = _series(m1, "process_cpu_seconds_total") - _series(m0, "process_cpu_seconds_total")
+    cpu_s = series(m1, "process_cpu_seconds_total") - series(m0, "process_cpu_seconds_total")
     # The steady window: creates and their webhooks both flowing.
     start, end = wall0 + delay_s + 1.0, wall0 + args.duration
     if end - start < 2.0:
@@ -905,11 +874,11 @@ def _report(args: argparse.Namespace, o: _Outcome) -> Report:
             for name in s.cpu:
                 point[f"cpu_{name}"] = round((s.cpu[name] - prev.cpu[name]) / dt, 3)
             point.update(
-                creates=_series(m, "paysim_payments_created_total"),
-                delivered=_series(m, "paysim_webhook_deliveries_total", outcome="delivered"),
-                webhook_queue=_series(m, "paysim_webhook_queue_depth"),
-                events_published=_series(m, "paysim_events_published_total"),
-                events_backlog=_series(m, "paysim_events_backlog"),
+                creates=series(m, "paysim_payments_created_total"),
+                delivered=series(m, "paysim_webhook_deliveries_total", outcome="delivered"),
+                webhook_queue=series(m, "paysim_webhook_queue_depth"),
+                events_published=series(m, "paysim_events_published_total"),
+                events_backlog=series(m, "paysim_events_backlog"),
             )
             timeline.append(point)
         prev = s
@@ -944,18 +913,18 @@ def _report(args: argparse.Namespace, o: _Outcome) -> Report:
         lag_max_ms=lag[3],
         lag_min_ms=lag[4],
         lag_over_target=sum(x > TARGET_P99_S for x in lags),
-        server_webhooks=_by_label(m1, "paysim_webhook_deliveries_total", "outcome"),
-        server_webhook_attempts=_by_label(m1, "paysim_webhook_attempts_total", "result"),
-        events_published=_series(m1, "paysim_events_published_total")
-        - _series(m0, "paysim_events_published_total"),
+        server_webhooks=by_label(m1, "paysim_webhook_deliveries_total", "outcome"),
+        server_webhook_attempts=by_label(m1, "paysim_webhook_attempts_total", "result"),
+        events_published=series(m1, "paysim_events_published_total")
+        - series(m0, "paysim_events_published_total"),
         events_landed=landed,
         events_dlq=o.dlq_messages,
         events_foreign=foreign,
         event_lag_p50_ms=event_lag[0],
         event_lag_p99_ms=event_lag[2],
-        events_failed_attempts=_by_label(m1, "paysim_events_failed_attempts_total", "reason"),
-        events_dropped=_series(m1, "paysim_events_dropped_total"),
-        events_backlog_end=_series(m1, "paysim_events_backlog"),
+        events_failed_attempts=by_label(m1, "paysim_events_failed_attempts_total", "reason"),
+        events_dropped=series(m1, "paysim_events_dropped_total"),
+        events_backlog_end=series(m1, "paysim_events_backlog"),
         events_backlog_max=max((p["events_backlog"] for p in timeline), default=math.nan),
         server_cpu_s=cpu_s,
         server_cpu_per_load_s=cpu_s / args.duration,

@@ -24,6 +24,7 @@ from hyperframe.frame import (
     SettingsFrame,
     WindowUpdateFrame,
 )
+from trio_util import AsyncValue
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x3
@@ -77,7 +78,7 @@ class FramePeer:
         self.streams: dict[int, StreamSeen] = {}
         self.goaway: GoAwayFrame | None = None
         self.closed = trio.Event()
-        self.changed = trio.Event()
+        self.reads = AsyncValue(0)  # trio-util: bumped per read; ``wait`` tests its predicate
         self.granted = 0  # WINDOW_UPDATE credit on stream 0
         self.pings_acked = 0
         self.frames_seen = 0
@@ -161,7 +162,7 @@ class FramePeer:
         """Until ``predicate()`` holds or the server closed the socket."""
         with trio.fail_after(timeout):
             while not predicate() and not self.closed.is_set():  # type: ignore[operator]
-                await self.changed.wait()
+                await self.reads.wait_transition()
 
     async def wait_closed(self, timeout: float = 5.0) -> None:
         with trio.fail_after(timeout):
@@ -178,13 +179,12 @@ class FramePeer:
                     return
                 self._buffer += data
                 self._parse()
-                self.changed.set()
-                self.changed = trio.Event()
+                self.reads.value += 1
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
         finally:
             self.closed.set()
-            self.changed.set()
+            self.reads.value += 1
 
     def _parse(self) -> None:
         buf = self._buffer

@@ -21,11 +21,9 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -33,6 +31,7 @@ from pathlib import Path
 
 from paysim._proto.proto.common.v1 import types_pb2
 from paysim._proto.proto.payment.v1 import payment_pb2
+from paysim.loadgen.ports import wait_port
 from paysim.loadgen.procstat import process_cpu_s
 from paysim.loadgen.spawn import free_port, server_env
 
@@ -57,24 +56,13 @@ class Result:
     server_cores: float | None = None
 
 
-def _body() -> bytes:
+def request_body() -> bytes:
     message = payment_pb2.CreatePaymentIntentRequest(
         reservation_id="rsv_bench",
         user_id="user_bench",
         amount=types_pb2.Money(amount=100_000, currency="KRW"),
     ).SerializeToString()
     return b"\x00" + len(message).to_bytes(4, "big") + message
-
-
-def _wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"server did not open port {port} within {timeout:.0f} s")
 
 
 def _handled(http_port: int) -> dict[str, float]:
@@ -118,14 +106,14 @@ def _h2load(
     return out, durations
 
 
-def _percentile(sorted_ms: list[float], q: float) -> float:
+def percentile(sorted_ms: list[float], q: float) -> float:
     if not sorted_ms:
         return float("nan")
     index = min(len(sorted_ms) - 1, max(0, round(q * len(sorted_ms)) - 1))
     return sorted_ms[index]
 
 
-def _measure(
+def measure(
     name: str,
     port: int,
     body: Path,
@@ -164,9 +152,9 @@ def _measure(
         requests=done,
         seconds=seconds,
         rps=float(finished.group(3)),
-        p50_ms=_percentile(durations, 0.50),
-        p90_ms=_percentile(durations, 0.90),
-        p99_ms=_percentile(durations, 0.99),
+        p50_ms=percentile(durations, 0.50),
+        p90_ms=percentile(durations, 0.90),
+        p99_ms=percentile(durations, 0.99),
         max_ms=durations[-1] if durations else float("nan"),
         http_failures=done - succeeded,
         grpc_non_ok=non_ok,
@@ -197,7 +185,7 @@ def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=30)
@@ -227,16 +215,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         body = workdir / "request.bin"
-        body.write_bytes(_body())
+        body.write_bytes(request_body())
 
         grpc_port, http_port = free_port(), free_port()
         # The gRPC path alone: no event bus here (the delivery benchmark covers it).
         env = server_env(grpc_port, http_port, events=False, extra={})
         proc = _start([sys.executable, "-m", "paysim", "serve"], env)
         try:
-            _wait_port(grpc_port)
+            wait_port(grpc_port)
             results.append(
-                _measure(
+                measure(
                     "paysim",
                     grpc_port,
                     body,
@@ -247,17 +235,17 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         finally:
-            _stop(proc)
+            stop_process(proc)
 
         if not args.skip_baseline:
             port = free_port()
             baseline = [sys.executable, "-m", "paysim.benchmarks.aio_baseline", str(port)]
             proc = _start(baseline, dict(os.environ))
             try:
-                _wait_port(port)
-                results.append(_measure("grpc.aio-constant", port, body, args, None, workdir))
+                wait_port(port)
+                results.append(measure("grpc.aio-constant", port, body, args, None, workdir))
             finally:
-                _stop(proc)
+                stop_process(proc)
 
     concurrency = args.connections * args.streams
     print(f"CreatePaymentIntent, {args.requests} requests, {concurrency} concurrent streams")

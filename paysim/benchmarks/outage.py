@@ -41,7 +41,7 @@ import grpc
 from paysim._proto.proto.common.v1 import types_pb2
 from paysim._proto.proto.payment.v1 import payment_pb2 as pb
 from paysim._proto.proto.payment.v1 import payment_pb2_grpc
-from paysim.benchmarks.h2load import _wait_port
+from paysim.loadgen.ports import wait_port
 from paysim.loadgen.spawn import free_port, spawned_server
 
 SETTLED = {
@@ -68,7 +68,7 @@ class DurableRedis:
 
     def _start(self) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.port)
+        wait_port(self.port)
         return process
 
     def kill(self) -> None:

@@ -36,7 +36,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from paysim.benchmarks.h2load import Result, _body, _measure, _stop, _wait_port
+from paysim.benchmarks.h2load import Result, measure, request_body, stop_process
+from paysim.loadgen.ports import wait_port
 from paysim.loadgen.spawn import free_port, server_env
 
 
@@ -47,7 +48,7 @@ def _redis(workdir: Path, cores: str | None) -> tuple[subprocess.Popen[bytes], i
     if cores is not None:
         cmd = ["taskset", "-c", cores, *cmd]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_port(port)
+    wait_port(port)
     return proc, port
 
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         body = workdir / "request.bin"
-        body.write_bytes(_body())
+        body.write_bytes(request_body())
         for run in runs:
             grpc_port, http_port = free_port(), free_port()
             env = server_env(grpc_port, http_port, events=False, extra={})
@@ -135,13 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             workers = 2 if run == "redis2" else 1
             proc = _serve(env, workers, "0" if workers == 1 else None)
             try:
-                _wait_port(grpc_port)
+                wait_port(grpc_port)
                 if workers > 1 and args.pin_workers:
                     _pin_children(proc, workers)
                 name = {"memory": "memory x1", "redis1": "redis x1", "redis2": "redis x2"}[run]
                 # One process: h2load on core 1 (with redis-server); two: it floats.
                 measured.setdefault(name, []).append(
-                    _measure(
+                    measure(
                         name.replace(" ", ""),
                         grpc_port,
                         body,
@@ -153,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             finally:
-                _stop(proc)
+                stop_process(proc)
                 if redis is not None:
-                    _stop(redis)
+                    stop_process(redis)
 
     results = {
         name: sorted(rs, key=lambda r: r.rps)[(len(rs) - 1) // 2] for name, rs in measured.items()

@@ -66,9 +66,9 @@ from typing import Any
 
 import trio
 
-from paysim.benchmarks.h2load import _wait_port
 from paysim.config import AwsSettings, WorkerSettings
 from paysim.domain.events import DETAIL_TYPE, EVENT_TYPE
+from paysim.loadgen.ports import wait_port
 from paysim.loadgen.spawn import free_port
 from paysim.observability import logging as paysim_logging
 from paysim.worker.consumer import ReservationWorker
@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     runs: list[Run] = []
     try:
-        _wait_port(port)
+        wait_port(port)
         url = f"http://127.0.0.1:{port}"
         print(
             f"worker on core {WORKER_CORE}, PATCH stub on core {STUB_CORE}; "

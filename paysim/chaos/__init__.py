@@ -22,7 +22,8 @@ server. See the README's Chaos section for usage.
 Modules: ``options`` (the command line), ``scenarios`` (the journeys),
 ``gate`` (a switchable TCP service), ``receiver`` (the webhook receiver and
 its faults), ``events`` (SQS reader, PutEvents sink, outage proxy),
-``stack`` (moto and server processes), ``driver`` (the load), ``invariants``
+``stack`` (moto and server processes), ``server_env`` (the settings of the server
+``paysim chaos`` starts, and why), ``driver`` (the load), ``invariants``
 (the checks, pure), ``report`` and ``html_report`` (outputs), ``run`` (the
 phases), ``command`` (``paysim chaos``).
 """

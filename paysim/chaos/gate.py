@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 import trio
+from trio_util import AsyncBool
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 
@@ -41,15 +42,15 @@ class Gate:
     def __init__(self, handler: Handler) -> None:
         self._handler = handler
         self._open: set[trio.SocketStream] = set()
-        self._up = trio.Event()
-        self._up.set()
+        # trio-util AsyncBools: down/up flip them; waiters wake on the change.
+        self._up = AsyncBool(True)
         self._accepting: trio.CancelScope | None = None
-        self._listening = trio.Event()
+        self._listening = AsyncBool(False)
         self.port = 0
 
     @property
     def is_up(self) -> bool:
-        return self._up.is_set()
+        return bool(self._up.value)
 
     async def serve(
         self,
@@ -64,27 +65,27 @@ class Gate:
             while True:
                 listeners = await self._listen(host, port)
                 port = self.port = listeners[0].socket.getsockname()[1]
-                self._listening.set()
+                self._listening.value = True
                 with trio.CancelScope() as self._accepting:
                     if not started:
                         task_status.started(port)
                         started = True
                     await trio.serve_listeners(self._run, listeners, handler_nursery=connections)
-                await self._up.wait()
+                await self._up.wait_value(True)
 
     def down(self) -> None:
         """Stop listening (new connections are refused) and reset every open connection."""
-        if not self._up.is_set():
+        if not self._up.value:
             return
-        self._up = trio.Event()
-        self._listening = trio.Event()
+        self._up.value = False
+        self._listening.value = False
         if self._accepting is not None:
             self._accepting.cancel()
         for stream in list(self._open):
             reset(stream)
 
     def up(self) -> None:
-        self._up.set()
+        self._up.value = True
 
     async def outage(self, seconds: float) -> None:
         """Down for ``seconds``, then up again (also when cancelled meanwhile).
@@ -96,7 +97,7 @@ class Gate:
             await trio.sleep(seconds)
         finally:
             self.up()
-        await self._listening.wait()
+        await self._listening.wait_value(True)
 
     async def _listen(self, host: str, port: int) -> list[trio.SocketListener]:
         # Reopening the same port right after closing it: SO_REUSEADDR (trio sets
@@ -111,7 +112,7 @@ class Gate:
         return await trio.open_tcp_listeners(port, host=host)
 
     async def _run(self, stream: trio.SocketStream) -> None:
-        if not self._up.is_set():  # accepted just as the gate went down
+        if not self._up.value:  # accepted just as the gate went down
             reset(stream)
             return
         self._open.add(stream)

@@ -32,6 +32,7 @@ from typing import NoReturn
 
 import h11
 import trio
+from trio_util import AsyncValue
 
 from paysim.chaos.gate import Gate, reset
 from paysim.webhooks import WebhookVerificationError, verify
@@ -108,7 +109,7 @@ class WebhookReceiver:
         self.gate = Gate(self._connection)
         self.receipts: list[Receipt] = []
         self.answers: Counter[str] = Counter()
-        self._arrived = trio.Event()
+        self._received = AsyncValue(0)  # how many requests were recorded (trio-util)
 
     async def serve(
         self,
@@ -124,8 +125,12 @@ class WebhookReceiver:
 
     async def wait_for_payments(self, count: int, answer: str | None = "ok") -> None:
         """Block until webhooks answered ``answer`` (None: any) name ``count`` payments."""
-        while len({r.payment_id for r in self.receipts if answer in (None, r.answer)}) < count:
-            await self._arrived.wait()
+
+        def enough(_: int) -> bool:
+            paid = {r.payment_id for r in self.receipts if answer in (None, r.answer)}
+            return len(paid) >= count
+
+        await self._received.wait_value(enough)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -170,8 +175,6 @@ class WebhookReceiver:
         if signature_ok:
             answer = self._plan.decide(reservation_id, status, refunded, attempt)
         self.answers[answer] += 1
-        self._arrived.set()
-        self._arrived = trio.Event()
         self.receipts.append(
             Receipt(
                 t=now,
@@ -186,6 +189,7 @@ class WebhookReceiver:
                 answer=answer,
             )
         )
+        self._received.value += 1  # after the append: waiters test the receipts at once
         if answer == "5xx":
             return answer, self._plan.status_5xx(reservation_id, attempt)
         return answer, 200 if answer == "ok" else 400

@@ -26,13 +26,7 @@ Phases (each timed, shown in the progress line and the report):
    then **snapshot** again for any payment not seen settled.
 4. **verify**: ``invariants.check_all``; the table, ``--json``, ``--html``.
 
-Server settings chosen here, and why: WEBHOOK_RETRY_SCHEDULE=default scaled
-by the time scale (10 ms doubling up to 3 s at 0.01) with WEBHOOK_MAX_ATTEMPTS
-40, so a receiver that is down for seconds is outlasted, never given up on;
-WEBHOOK_TIMEOUT_MS 300 (the receiver's "timeout" answers take 300 ms more);
-WEBHOOK_CONCURRENCY 32, because timed-out attempts hold a sender each;
-SHUTDOWN_GRACE_MS 8000 (see below); DRAIN_DELAY_MS 200 (no load balancer to
-wait for); INTENT_TTL_MS 600000 (TIMEOUT payments expire 6 s after creation).
+The server's settings (and why): ``server_env``.
 """
 
 from __future__ import annotations
@@ -51,7 +45,6 @@ import grpc
 import trio
 
 from paysim._proto.proto.payment.v1 import payment_pb2_grpc
-from paysim.benchmarks.delivery import _cpu_seconds, _series
 from paysim.chaos import invariants
 from paysim.chaos.driver import Driver, Timing
 from paysim.chaos.events import EventLog, OutageProxy, PutEventsSink, SqsCollector
@@ -62,23 +55,20 @@ from paysim.chaos.scenarios import (
     DEFAULT_DELAY_MS,
     DELAY_SCENARIO_MS,
     INTENT_TTL_MS,
-    MAX_DELAY_MS,
     TARGET_INTENT_TTL_MS,
     TERMINAL,
 )
-from paysim.chaos.stack import ServerProcess, aws_env, moto_resources, moto_server, paysim_server
+from paysim.chaos.server_env import REGION, server_env
+from paysim.chaos.stack import ServerProcess, moto_resources, moto_server, paysim_server
 from paysim.chaos.summary import summarize
 from paysim.config import AwsSettings
+from paysim.loadgen.procstat import process_cpu_s
+from paysim.loadgen.scrape import series
 
-REGION = "us-east-1"
 RECEIVER_PATH = "/webhooks"
-REORDER_HOLD_MS = 5_000  # simulated; 50 ms at the default time scale
 SLOW_MARGIN_S = 0.3
 SAMPLE_S = 1.0
 TAIL_S = 0.5  # with SIGTERM: statuses are asked for this long after the last create
-# Payments due within half the grace resolve on time, the rest early: with TIMEOUT
-# payments pending for up to 6 s at SIGTERM, both happen; 4 s remain to flush.
-SHUTDOWN_GRACE_MS = 8_000
 
 
 def place_windows(windows: Windows, load_s: float, rng: random.Random) -> list[float]:
@@ -268,53 +258,12 @@ class ChaosRun:
             return
         started = time.time()
         assert events_endpoint is not None
-        async with paysim_server(self._server_env(events_endpoint)) as server:
+        env = server_env(self.o, self.secret, self.aws, events_endpoint)
+        async with paysim_server(env) as server:
             self.server = server
             self.pids["server"] = server.process.pid
             self.phases["setup"] += time.time() - started
             yield f"127.0.0.1:{server.grpc_port}"
-
-    def _server_env(self, events_endpoint: str) -> dict[str, str]:
-        f = self.o.faults
-        env = aws_env(REGION)
-        for name in list(env):
-            if name.startswith(("CHAOS_", "WEBHOOK_", "EVENTS_", "SIMULATION_", "AWS_ENDPOINT")):
-                del env[name]  # the run decides these, not the caller's shell
-        env.update(
-            ENVIRONMENT="development",
-            LOG_FORMAT="json",
-            LOG_LEVEL="info",
-            PYTHONUNBUFFERED="1",
-            GRPC_HOST="127.0.0.1",
-            GRPC_PORT="0",
-            HTTP_HOST="127.0.0.1",
-            HTTP_PORT="0",
-            SIMULATION_TIME_SCALE=repr(self.o.time_scale),
-            SIMULATION_SEED=str(self.o.seed),
-            RANDOM_APPROVE_RATE=repr(self.o.random_approve_rate),
-            WEBHOOK_SECRET=self.secret,
-            WEBHOOK_RETRY_SCHEDULE="default",
-            WEBHOOK_MAX_ATTEMPTS="40",
-            WEBHOOK_TIMEOUT_MS=str(self.o.webhook_timeout_ms),
-            WEBHOOK_CONCURRENCY="32",
-            CHAOS_WEBHOOK_DUPLICATE_RATE=repr(f.duplicate_rate),
-            CHAOS_WEBHOOK_REORDER_RATE=repr(f.reorder_rate),
-            CHAOS_WEBHOOK_REORDER_HOLD_MS=str(REORDER_HOLD_MS),
-            CHAOS_SEED=str(self.o.seed),
-            EVENTS_ENABLED="true",
-            EVENTS_CALL_TIMEOUT_MS="2000",
-            # botocore's per-service variable is named after the service id, "EventBridge".
-            AWS_ENDPOINT_URL_EVENTBRIDGE=events_endpoint,
-            EVENT_BUS_NAME=self.aws.event_bus_name,
-            PAYMENT_EVENT_SOURCE=self.aws.event_source,
-            DEFAULT_DELAY_MS=str(DEFAULT_DELAY_MS),
-            DELAY_SCENARIO_MS=str(DELAY_SCENARIO_MS),
-            INTENT_TTL_MS=str(INTENT_TTL_MS),
-            MAX_DELAY_MS=str(MAX_DELAY_MS),
-            SHUTDOWN_GRACE_MS=str(SHUTDOWN_GRACE_MS),
-            DRAIN_DELAY_MS="200",
-        )
-        return env
 
     # -- phases -----------------------------------------------------------------------
     async def _load(self) -> None:
@@ -406,8 +355,7 @@ class ChaosRun:
             return time.time() - max((r.t for r in self.receiver.receipts[-1:]), default=0) > 2.0
         m = await self.server.metrics()
         return bool(m) and (
-            _series(m, "paysim_webhook_queue_depth") == 0
-            and _series(m, "paysim_events_backlog") == 0
+            series(m, "paysim_webhook_queue_depth") == 0 and series(m, "paysim_events_backlog") == 0
         )
 
     async def _queue_drained(self, quiet_s: float = 2.0) -> None:
@@ -421,6 +369,7 @@ class ChaosRun:
 
     # -- progress and timeline --------------------------------------------------------
     async def _sample(self) -> None:
+        # A poll of other processes' counters: nothing to wait on, so no trio-util here.
         next_print = trio.current_time() + self.o.progress_s
         while True:
             self.tracker.update(self.receiver)
@@ -443,11 +392,12 @@ class ChaosRun:
             "webhooks_ok": float(answers["ok"]),
             "webhooks_faulted": float(sum(answers.values()) - answers["ok"]),
             "events": float(len(self.events.events)) if self.events else 0.0,
-            "server_events_backlog": _series(m, "paysim_events_backlog"),
-            "server_webhook_queue": _series(m, "paysim_webhook_queue_depth"),
+            "server_events_backlog": series(m, "paysim_events_backlog"),
+            "server_webhook_queue": series(m, "paysim_webhook_queue_depth"),
         }
         for name, pid in self.pids.items():
-            point[f"cpu_{name}"] = _cpu_seconds(pid)
+            cpu = process_cpu_s(pid)
+            point[f"cpu_{name}"] = math.nan if cpu is None else cpu
         return point
 
     def _progress_line(self) -> str:

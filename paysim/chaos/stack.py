@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
+from trio_util import AsyncValue
 
 from paysim.adapters.aws import Resources, ensure_resources, make_client
-from paysim.benchmarks.delivery import _scrape
 from paysim.config import AwsSettings
-from paysim.devstack import DEV_CREDENTIALS, _wait_port
+from paysim.devstack import DEV_CREDENTIALS
+from paysim.loadgen.ports import wait_port_open
+from paysim.loadgen.scrape import scrape
 from paysim.loadgen.spawn import free_port
 
 if TYPE_CHECKING:
@@ -85,7 +87,7 @@ async def moto_server(region: str) -> AsyncIterator[tuple[str, int]]:
     port = free_port()
     cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     async with child(cmd, aws_env(region)) as process:
-        await _wait_port(port)
+        await wait_port_open(port)
         yield f"http://127.0.0.1:{port}", process.pid
 
 
@@ -118,7 +120,8 @@ class ServerLog:
     records: list[dict[str, Any]] = field(default_factory=list)
     rpc_lines: int = 0
     stderr: bytearray = field(default_factory=bytearray)
-    changed: trio.Event = field(default_factory=trio.Event)
+    # trio-util: how many chunks were read, bumped per chunk; waiters test the records.
+    chunks: AsyncValue = field(default_factory=lambda: AsyncValue(0))
     ended: trio.Event = field(default_factory=trio.Event)
 
     async def read(self, stream: trio.abc.ReceiveStream) -> None:
@@ -128,11 +131,10 @@ class ServerLog:
                 *lines, buf = (buf + chunk).split(b"\n")
                 for line in lines:
                     self._line(line)
-                self.changed.set()
-                self.changed = trio.Event()
+                self.chunks.value += 1
         finally:
             self.ended.set()
-            self.changed.set()
+            self.chunks.value += 1
 
     async def read_stderr(self, stream: trio.abc.ReceiveStream) -> None:
         while chunk := await stream.receive_some(65536):
@@ -167,7 +169,7 @@ class ServerLog:
                 if self.ended.is_set():
                     tail = bytes(self.stderr[-2000:]).decode(errors="replace")
                     raise RuntimeError(f"the server exited before {event!r}:\n{tail}")
-                await self.changed.wait()
+                await self.chunks.wait_transition()
         return record
 
 
@@ -181,7 +183,7 @@ class ServerProcess:
     async def metrics(self) -> dict[str, float]:
         """Every sample on its /metrics; {} when it cannot be read (e.g. it has stopped)."""
         try:
-            return await trio.to_thread.run_sync(_scrape, self.http_port)
+            return await trio.to_thread.run_sync(scrape, self.http_port)
         except OSError:
             return {}
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from paysim.benchmarks.delivery import _by_label
 from paysim.chaos import invariants
 from paysim.chaos.options import Windows
 from paysim.chaos.report import FaultRow, Result
+from paysim.loadgen.scrape import by_label
 
 if TYPE_CHECKING:
     from paysim.chaos.run import ChaosRun
@@ -72,9 +72,9 @@ def events_mode(run: ChaosRun) -> str:
 
 def fault_rows(run: ChaosRun, vs: dict[str, invariants.PaymentView]) -> list[FaultRow]:
     f, m, answers = run.o.faults, run.metrics, run.receiver.answers
-    attempts = _by_label(m, "paysim_webhook_attempts_total", "result")
-    chaos = _by_label(m, "paysim_webhook_chaos_total", "kind")
-    failed_events = _by_label(m, "paysim_events_failed_attempts_total", "reason")
+    attempts = by_label(m, "paysim_webhook_attempts_total", "result")
+    chaos = by_label(m, "paysim_webhook_chaos_total", "kind")
+    failed_events = by_label(m, "paysim_events_failed_attempts_total", "reason")
     acked: dict[str, int] = {}
     for r in run.receiver.receipts:
         if r.answer == "ok":

@@ -1,8 +1,8 @@
 """The HTTP/1.1 endpoint for probes and metrics, on trio streams with h11.
 
 Theory of operation: ``serve_http`` opens the listeners, reports the port via
-``task_status`` and runs one accept loop per listener; each connection runs
-``handle_connection`` in the server's own nursery. A connection reads one
+``task_status`` and hands them to ``trio.serve_listeners``; each connection
+runs ``handle_connection`` in the server's own nursery. A connection reads one
 request (head and body, fully buffered), answers it through
 ``HttpApp.handle``, then starts the next cycle (keep-alive; pipelined
 requests are answered one after another).
@@ -30,8 +30,11 @@ Policy decisions (limits from ``HttpLimits``):
   kubelet probe sends its whole head at once, so it is served before anyone
   can take its slot; an attacker holding every slot with slow heads only
   evicts its own connections. Only when every slot is busy with a request
-  being answered does the accept loop itself write a canned 503 with
-  ``Connection: close`` and close; no task is spawned.
+  being answered does the connection's task write a canned 503 with
+  ``Connection: close`` and close at once, reading nothing
+  (``http_slots.ConnectionSlots`` keeps the count).
+* Accepting is ``trio.serve_listeners``: on EMFILE, ENFILE, ENOMEM or
+  ENOBUFS it logs (``trio.serve_listeners``) and retries after 100 ms.
 * Any bytes are answered (400, 431, 413...) or the connection is closed:
   nothing a client sends raises out of a connection.
 * Every response has Content-Type, Content-Length and ``Server: paysim``;
@@ -47,11 +50,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from http import HTTPStatus
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, urlsplit
@@ -61,6 +64,7 @@ import structlog
 import trio
 
 from paysim.config import HttpSettings
+from paysim.entrypoints.http_slots import ConnectionSlots, Slot
 from paysim.entrypoints.listeners import open_listeners
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import ProcessMetrics
@@ -70,8 +74,6 @@ log = structlog.get_logger("paysim.http")
 _RECEIVE_CHUNK = 16384
 _LINGER_S = 1.0
 _LINGER_MAX_BYTES = 1 << 20
-_ACCEPT_BACKOFF_S = 0.1
-_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 @dataclass(frozen=True)
@@ -212,57 +214,11 @@ class HttpApp:
         return HttpResponse(200, body, content_type=content_type)
 
 
-class _Slot:
-    """One connection's place among ``_Slots``; ``scope`` wraps the connection's life."""
-
-    __slots__ = ("evicted", "scope", "slots")
-
-    def __init__(self, slots: _Slots) -> None:
-        self.slots = slots
-        self.scope = trio.CancelScope()
-        self.evicted = False
-
-    def waiting(self) -> None:
-        """The connection now waits for a request head: it may be evicted (oldest first)."""
-        self.slots.waiting[self] = None
-
-    def busy(self) -> None:
-        """A request head has arrived: the connection keeps its slot until it answers."""
-        self.slots.waiting.pop(self, None)
-
-    def release(self) -> None:
-        self.busy()
-        if not self.evicted:  # an evicted slot was handed over already
-            self.slots.used -= 1
-
-
-class _Slots:
-    """At most ``limit`` connections; when full, the one that has waited longest
-    for a request head gives its slot to the newcomer."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self.waiting: dict[_Slot, None] = {}  # insertion order: the longest waiting first
-
-    def take(self) -> _Slot | None:
-        if self.used < self.limit:
-            self.used += 1
-        elif self.waiting:
-            victim = next(iter(self.waiting))
-            del self.waiting[victim]
-            victim.evicted = True
-            victim.scope.cancel()
-        else:
-            return None
-        return _Slot(self)
-
-
 class _Connection:
     """The state of one connection; ``run`` drives it until it must close."""
 
     def __init__(
-        self, stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits, slot: _Slot | None
+        self, stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits, slot: Slot | None
     ) -> None:
         self.stream, self.app, self.limits, self.slot = stream, app, limits, slot
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
@@ -397,12 +353,12 @@ class _Connection:
 
 
 async def handle_connection(
-    stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits, slot: _Slot | None = None
+    stream: trio.abc.Stream, app: HttpApp, limits: HttpLimits, slot: Slot | None = None
 ) -> None:
     """Serve HTTP/1.1 on ``stream`` until the connection ends; always closes ``stream``.
 
     A client that goes away (BrokenResourceError) ends the connection quietly;
-    so does eviction (``slot.scope`` cancelled, see ``_Slots``).
+    so does eviction (``slot.scope`` cancelled, see ``ConnectionSlots``).
     """
     try:
         with (
@@ -437,13 +393,19 @@ async def serve_http(
     reported port is the first listener's (each address family may get its
     own; pass a host in tests). A taken port raises OSError; ``reuse_port``
     (``paysim serve --workers`` only) binds with SO_REUSEPORT, so that the
-    workers share the port (``listeners.open_listeners``).
+    workers share the port (``listeners.open_listeners``). The accept loops
+    are ``trio.serve_listeners`` (which also backs off on EMFILE and its
+    kin); each connection's task first takes a slot (``ConnectionSlots``).
     Cancellation closes the listeners and every open connection.
     """
     listeners = await open_listeners(host, port, reuse_port=reuse_port)
-    slots = _Slots(limits.max_connections)  # open connections, over every listener
+    slots = ConnectionSlots(limits.max_connections)  # open connections, over every listener
 
-    async def run_connection(stream: trio.SocketStream, slot: _Slot) -> None:
+    async def connection(stream: trio.SocketStream) -> None:
+        slot = slots.take()
+        if slot is None:  # every slot is answering a request
+            await _reject(stream, app)
+            return
         try:
             await handle_connection(stream, app, limits, slot)
         except Exception:  # a bug in one connection must not take the endpoint down
@@ -451,36 +413,21 @@ async def serve_http(
         finally:
             slot.release()
 
-    async def reject(stream: trio.SocketStream) -> None:
-        # A fresh socket's send buffer takes this at once; the timeout is a backstop.
-        with trio.move_on_after(_LINGER_S), contextlib.suppress(trio.BrokenResourceError):
-            await stream.send_all(_REJECT_BYTES)
-            await stream.send_eof()
-        app.record(None, 503)
-        await trio.aclose_forcefully(stream)
-
-    async def accept_loop(listener: trio.SocketListener, nursery: trio.Nursery) -> NoReturn:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                    raise
-                log.warning("http accept failed, backing off", errno=exc.errno)
-                await trio.sleep(_ACCEPT_BACKOFF_S)
-                continue
-            slot = slots.take()
-            if slot is None:  # every slot is answering a request
-                await reject(stream)
-                continue
-            nursery.start_soon(run_connection, stream, slot)
-
     try:
         async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(accept_loop, listener, nursery)
+            serve = partial(trio.serve_listeners, connection, listeners, handler_nursery=nursery)
+            await nursery.start(serve)
             task_status.started(listeners[0].socket.getsockname()[1])
     finally:
         for listener in listeners:
             await trio.aclose_forcefully(listener)
     raise AssertionError("unreachable: the accept loops never return")
+
+
+async def _reject(stream: trio.SocketStream, app: HttpApp) -> None:
+    """A canned 503 with ``Connection: close``; nothing is read. The caller closes ``stream``."""
+    # A fresh socket's send buffer takes this at once; the timeout is a backstop.
+    with trio.move_on_after(_LINGER_S), contextlib.suppress(trio.BrokenResourceError):
+        await stream.send_all(_REJECT_BYTES)
+        await stream.send_eof()
+    app.record(None, 503)

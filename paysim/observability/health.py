@@ -12,8 +12,10 @@ only look.
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncGenerator
+from typing import cast
 
-import trio
+from trio_util import AsyncValue
 
 
 class ServingState(enum.Enum):
@@ -23,24 +25,28 @@ class ServingState(enum.Enum):
 
 
 class Readiness:
-    """The process's serving state, with change notification for Watch streams."""
+    """The process's serving state; readers wait for readiness changes (Watch streams).
+
+    Both values are trio-util ``AsyncValue``s: a change wakes exactly the
+    readers waiting for it, with no event to re-arm.
+    """
 
     def __init__(self) -> None:
-        self._state = ServingState.STARTING
-        self._store_available = True
-        self._changed = trio.Event()
+        # (state, the store answers), and whether that makes the process ready.
+        self._serving = AsyncValue((ServingState.STARTING, True))
+        self._ready = AsyncValue(False)
 
     @property
     def state(self) -> ServingState:
-        return self._state
+        return cast(ServingState, self._serving.value[0])
 
     @property
     def is_ready(self) -> bool:
-        return self._state is ServingState.SERVING and self._store_available
+        return cast(bool, self._ready.value)
 
     @property
     def store_available(self) -> bool:
-        return self._store_available
+        return cast(bool, self._serving.value[1])
 
     @property
     def is_live(self) -> bool:
@@ -48,28 +54,31 @@ class Readiness:
         return True
 
     def mark_serving(self) -> None:
-        if self._state is ServingState.STARTING:
-            self._set(ServingState.SERVING)
+        if self.state is ServingState.STARTING:
+            self._set(ServingState.SERVING, self.store_available)
 
     def mark_draining(self) -> None:
-        if self._state is not ServingState.DRAINING:
-            self._set(ServingState.DRAINING)
+        self._set(ServingState.DRAINING, self.store_available)
 
     def mark_store(self, available: bool) -> None:
         """The shared store answers (True) or is unreachable (False)."""
-        if available is not self._store_available:
-            self._store_available = available
-            self._notify()
+        self._set(self.state, available)
 
-    def _set(self, state: ServingState) -> None:
-        self._state = state
-        self._notify()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+    def _set(self, state: ServingState, store_available: bool) -> None:
+        # An AsyncValue wakes its waiters only when the value really changes.
+        self._serving.value = (state, store_available)
+        self._ready.value = state is ServingState.SERVING and store_available
 
     async def wait_changed(self) -> ServingState:
         """Block until the state or the store's availability changes; the new state."""
-        await self._changed.wait()
-        return self._state
+        await self._serving.wait_transition()
+        return self.state
+
+    def ready_values(self) -> AsyncGenerator[bool, None]:
+        """Whether the process is ready now, then again at each change.
+
+        Eventually consistent (``AsyncValue.eventual_values``): the latest
+        value is always reached, but a flip and back while the reader is busy
+        may be skipped. The caller closes it (``contextlib.aclosing``).
+        """
+        return cast(AsyncGenerator[bool, None], self._ready.eventual_values())

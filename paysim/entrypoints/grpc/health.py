@@ -3,15 +3,19 @@
 The overall service ``""`` and every registered service report SERVING while
 the process is ready, NOT_SERVING while it starts or drains (so Kubernetes'
 native gRPC probes follow ``/readyz``). An unknown service is NOT_FOUND for
-Check and SERVICE_UNKNOWN for Watch, as the protocol says.
+Check and SERVICE_UNKNOWN for Watch, as the protocol says. Watch follows
+``Readiness.ready_values`` (a trio-util ``AsyncValue``), so it sends a status
+only when readiness really changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import purerpc
+import trio
 from grpc_health.v1 import health_pb2
 from purerpc.grpclib.status import StatusCode
 from purerpc.rpc import Cardinality, RPCSignature
@@ -40,14 +44,13 @@ class HealthServicer(purerpc.Servicer):  # type: ignore[misc]
         return _Status(status=status)
 
     async def Watch(self, req: Any) -> AsyncIterator[Any]:
-        last = self._status(req.service)
-        yield _Status(status=last)
-        while True:
-            await self._readiness.wait_changed()
-            status = self._status(req.service)
-            if status != last:
-                last = status
-                yield _Status(status=status)
+        """The status now, then each change, until the client ends the call."""
+        if req.service not in self._services:
+            yield _Status(status=_Status.SERVICE_UNKNOWN)
+            await trio.sleep_forever()  # it never changes; the protocol keeps the call open
+        async with contextlib.aclosing(self._readiness.ready_values()) as values:
+            async for ready in values:
+                yield _Status(status=_Status.SERVING if ready else _Status.NOT_SERVING)
 
     @property
     def service(self) -> purerpc.Service:
