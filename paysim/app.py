@@ -53,7 +53,6 @@ from grpc_health.v1 import health_pb2
 from paysim import __version__, process
 from paysim._proto.proto.payment.v1 import payment_pb2
 from paysim.adapters.aws import make_client
-from paysim.adapters.eventbridge import EventPublisher
 from paysim.adapters.fanout_notifier import FanoutNotifier
 from paysim.adapters.http1_client import Http1Client
 from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
@@ -61,11 +60,15 @@ from paysim.adapters.memory_store import MemoryStore
 from paysim.adapters.redis_store import RedisStore, open_redis_store
 from paysim.backoff import Backoff
 from paysim.config import Settings
+from paysim.delivery.event_publisher import EventPublisher
+from paysim.delivery.ssrf import SsrfPolicy
+from paysim.delivery.webhook_dispatcher import WebhookDispatcher
 from paysim.entrypoints.grpc.health import HealthServicer
 from paysim.entrypoints.grpc.payment_api import PaymentApi
 from paysim.entrypoints.grpc.reflection import ReflectionServicer
 from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Registry
 from paysim.entrypoints.http import HttpApp, HttpLimits, serve_http
+from paysim.entrypoints.journal_route import add_journal_route
 from paysim.errors import StoreUnavailable
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
@@ -73,8 +76,6 @@ from paysim.ports import Notifier, PaymentStore
 from paysim.replica import run_replica
 from paysim.service import PaymentService
 from paysim.simulator import Simulator
-from paysim.webhooks.dispatcher import WebhookDispatcher
-from paysim.webhooks.ssrf import SsrfPolicy
 
 log = structlog.get_logger("paysim.app")
 
@@ -229,9 +230,7 @@ async def _run(
                         on_done=fanout.channel_done,
                     )
                     await root.start(dispatcher.run)
-                    http_app.add_route(
-                        "/debug/deliveries", frozenset({"GET"}), dispatcher.journal.handle
-                    )
+                    add_journal_route(http_app, dispatcher.journal)
                     fanout.add(dispatcher)
                     outboxes.append(
                         Outbox("webhook", dispatcher.wait_idle, dispatcher.pending_payment_ids)

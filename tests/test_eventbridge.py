@@ -27,13 +27,13 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from paysim.adapters import aws as aws_adapter
 from paysim.adapters.aws import Resources, ensure_resources, make_client
-from paysim.adapters.eventbridge import (
+from paysim.config import AwsSettings, EventSettings
+from paysim.delivery.event_publisher import (
     MAX_BATCH_BYTES,
     EventPublisher,
     backoff_ceiling,
     entry_size,
 )
-from paysim.config import AwsSettings, EventSettings
 from paysim.domain.events import DETAIL_TYPE, event_detail
 from paysim.domain.models import (
     Metadata,

@@ -21,6 +21,7 @@ import pytest
 import trio
 
 from paysim.config import WebhookSettings
+from paysim.delivery.webhook_dispatcher import SCHEDULES, WebhookDispatcher
 from paysim.domain.models import (
     Metadata,
     Money,
@@ -32,7 +33,6 @@ from paysim.domain.models import (
     StatusChange,
 )
 from paysim.observability.metrics import Metrics
-from paysim.webhooks.dispatcher import SCHEDULES, WebhookDispatcher
 
 SECRET = "test-secret"
 URL = "http://127.0.0.1:9/hooks/payments"

@@ -22,11 +22,11 @@ import pytest
 import trio
 
 from paysim.config import Settings, WebhookSettings
+from paysim.delivery.ssrf import SsrfPolicy
+from paysim.delivery.target import SendableCheck, Target, UnsendableUrl, check_sendable
+from paysim.delivery.webhook_dispatcher import WebhookDispatcher
 from paysim.errors import InvalidArgument
 from paysim.observability.metrics import Metrics
-from paysim.webhooks.dispatcher import WebhookDispatcher
-from paysim.webhooks.ssrf import SsrfPolicy
-from paysim.webhooks.target import SendableCheck, Target, UnsendableUrl, check_sendable
 from tests.grpc_helpers import (
     StartApp,
     call,

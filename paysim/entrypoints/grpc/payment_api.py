@@ -17,6 +17,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from paysim._proto.proto.common.v1 import types_pb2
 from paysim._proto.proto.payment.v1 import payment_grpc, payment_pb2
+from paysim.delivery import ssrf
+from paysim.delivery import target as webhook_target
 from paysim.domain import forced_outcomes, validation
 from paysim.domain.models import (
     EMPTY_TAGS,
@@ -30,8 +32,6 @@ from paysim.domain.models import (
 )
 from paysim.errors import InvalidArgument
 from paysim.service import PaymentService
-from paysim.webhooks import ssrf
-from paysim.webhooks import target as webhook_target
 
 E = TypeVar("E", bound=enum.IntEnum)
 

@@ -85,12 +85,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from paysim.backoff import Schedule
 from paysim.config import WebhookSettings
+from paysim.delivery import signing, ssrf
+from paysim.delivery.journal import Attempt, DeliveryJournal
+from paysim.delivery.target import Target, UnsendableUrl
 from paysim.domain.events import status_name, webhook_body
 from paysim.domain.models import StatusChange
 from paysim.observability.metrics import Metrics
-from paysim.webhooks import signing, ssrf
-from paysim.webhooks.journal import Attempt, DeliveryJournal
-from paysim.webhooks.target import Target, UnsendableUrl
 
 log = structlog.get_logger("paysim.webhooks")
 
