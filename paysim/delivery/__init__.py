@@ -11,12 +11,14 @@ Rooms (import what you need from the module; this package imports nothing)::
     webhook_queue        one FIFO per payment, bounded in all: queueing and "idle"
     webhook_sender       one signed POST to a pinned address, classified
     webhook_chaos        injected duplicates and reordering (development only)
-    webhook_metrics      the dispatcher's and publisher's series, made by ``Metrics``
     pinning              URL -> Target, host -> SSRF-approved address (cached)
     ssrf, target         the SSRF policy and the sendable-URL parse (also used at the edge)
     signing              the contract's signature headers, and ``verify`` for consumers
     journal              the last attempts per payment, as data (served by entrypoints)
     event_publisher      EventPublisher: EventBridge PutEvents, batched and retried
+    event_batches        entries, batch limits, why a call failed (pure)
 
-Every retrier here waits by a ``paysim.backoff.Schedule``.
+Every retrier here waits by a ``paysim.backoff.Schedule``; both channels record
+through ``Metrics`` (``metrics.webhooks``, ``metrics.events``, defined in
+``paysim.observability.delivery_metrics``). Nothing here imports an entrypoint.
 """
