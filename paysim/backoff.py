@@ -2,7 +2,8 @@
 
 ``Schedule`` is a capped exponential with full jitter (attempt n waits
 uniform(0, min(cap, base * factor**(n-1))) s): the webhook dispatcher's retry
-schedules are ``Schedule`` values, and so is ``STORE_RETRY``.
+schedules are ``Schedule`` values, and so are the EventBridge publisher's
+``PUBLISH_RETRY`` and ``STORE_RETRY``.
 
 How a loop that met ``StoreUnavailable`` waits before it tries again:
 
@@ -28,8 +29,16 @@ class Schedule:
     factor: float
     cap_s: float
 
+    def ceiling(self, attempt: int) -> float:
+        """The longest wait after failed attempt ``attempt`` (1-based).
+
+        The exponent stops growing at 64 (long past any cap), so a retrier that
+        never gives up (the EventBridge publisher) cannot overflow a float.
+        """
+        return min(self.cap_s, self.base_s * self.factor ** min(attempt - 1, 64))
+
     def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, min(self.cap_s, self.base_s * self.factor ** (attempt - 1)))
+        return rng.uniform(0.0, self.ceiling(attempt))
 
 
 STORE_RETRY = Schedule(base_s=0.05, factor=2.0, cap_s=2.0)

@@ -29,17 +29,21 @@ from grpc_health.v1 import health_pb2
 
 from paysim._proto.proto.payment.v1 import payment_pb2
 from paysim.adapters.aws import make_client
-from paysim.adapters.eventbridge import EventPublisher
 from paysim.adapters.http1_client import Http1Client
 from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
 from paysim.adapters.memory_store import MemoryStore
 from paysim.adapters.redis_store import open_redis_store
 from paysim.config import Settings, SimulationSettings
+from paysim.delivery.event_publisher import EventPublisher
+from paysim.delivery.ssrf import SsrfPolicy
+from paysim.delivery.target import SendableCheck
+from paysim.delivery.webhook_dispatcher import DispatcherSeams, WebhookDispatcher
 from paysim.entrypoints.grpc.health import HealthServicer
 from paysim.entrypoints.grpc.payment_api import PaymentApi
 from paysim.entrypoints.grpc.reflection import ReflectionServicer
 from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Registry
 from paysim.entrypoints.http import HttpApp, HttpLimits, serve_http
+from paysim.entrypoints.journal_route import add_journal_route
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
 from paysim.outbox import Channel, Outbox
@@ -48,9 +52,6 @@ from paysim.replica import Replica
 from paysim.service import PaymentService
 from paysim.simulator import Simulator
 from paysim.upkeep import run_sweeper
-from paysim.webhooks.dispatcher import WebhookDispatcher
-from paysim.webhooks.ssrf import SsrfPolicy
-from paysim.webhooks.target import SendableCheck
 
 
 @dataclass(frozen=True)
@@ -167,10 +168,10 @@ async def open_outbox(
             metrics,
             time_scale=settings.simulation.time_scale,
             on_done=outbox.channel_done,
-            policy=resources.webhook_policy,
+            seams=DispatcherSeams(policy=resources.webhook_policy),
         )
         await nursery.start(dispatcher.run)
-        http_app.add_route("/debug/deliveries", frozenset({"GET"}), dispatcher.journal.handle)
+        add_journal_route(http_app, dispatcher.journal)
         outbox.add(
             Channel("webhook", dispatcher, dispatcher.wait_idle, dispatcher.pending_payment_ids)
         )

@@ -58,7 +58,7 @@ from paysim.chaos.scenarios import (
     REFUNDED,
 )
 from paysim.config import AwsSettings
-from paysim.webhooks.signing import build_headers
+from paysim.delivery.signing import build_headers
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "chaos-test-secret"

@@ -27,13 +27,13 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from paysim.adapters import aws as aws_adapter
 from paysim.adapters.aws import Resources, ensure_resources, make_client
-from paysim.adapters.eventbridge import (
-    MAX_BATCH_BYTES,
-    EventPublisher,
-    backoff_ceiling,
-    entry_size,
-)
 from paysim.config import AwsSettings, EventSettings
+from paysim.delivery.event_batches import MAX_BATCH_BYTES, entry_size
+from paysim.delivery.event_publisher import (
+    PUBLISH_RETRY,
+    EventPublisher,
+    PublisherSeams,
+)
 from paysim.domain.events import DETAIL_TYPE, event_detail
 from paysim.domain.models import (
     Metadata,
@@ -145,7 +145,7 @@ class FakeEvents:
 
 
 class MaxJitter(random.Random):
-    """Full jitter at its ceiling: every backoff sleeps exactly backoff_ceiling(n)."""
+    """Full jitter at its ceiling: every backoff sleeps exactly PUBLISH_RETRY.ceiling(n)."""
 
     def uniform(self, a: float, b: float) -> float:
         return b
@@ -176,8 +176,9 @@ def make_publisher(
         AwsSettings(),
         metrics,
         client,
-        rng=rng if rng is not None else MaxJitter(),
-        run_blocking=run_blocking,
+        seams=PublisherSeams(
+            rng=rng if rng is not None else MaxJitter(), run_blocking=run_blocking
+        ),
     )
     return publisher, metrics
 
@@ -414,7 +415,7 @@ async def test_an_endpoint_down_for_a_while_loses_nothing(
     rng = random.Random(7)
     expected = [t0 + 0.1]
     for attempt in range(1, 6):
-        expected.append(expected[-1] + rng.uniform(0.0, backoff_ceiling(attempt)))
+        expected.append(expected[-1] + rng.uniform(0.0, PUBLISH_RETRY.ceiling(attempt)))
     assert client.times == pytest.approx(expected, abs=1e-9)
     assert [ids_of(entries) for _, entries in client.calls] == [
         ["pi_0000", "pi_0001", "pi_0002"]
@@ -425,10 +426,12 @@ async def test_an_endpoint_down_for_a_while_loses_nothing(
 
 
 def test_backoff_ceiling_doubles_from_0_1_s_up_to_30_s() -> None:
-    assert [backoff_ceiling(n) for n in range(1, 6)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6])
-    assert backoff_ceiling(9) == pytest.approx(25.6)
-    assert backoff_ceiling(10) == 30.0
-    assert backoff_ceiling(10_000) == 30.0
+    assert [PUBLISH_RETRY.ceiling(n) for n in range(1, 6)] == pytest.approx(
+        [0.1, 0.2, 0.4, 0.8, 1.6]
+    )
+    assert PUBLISH_RETRY.ceiling(9) == pytest.approx(25.6)
+    assert PUBLISH_RETRY.ceiling(10) == 30.0
+    assert PUBLISH_RETRY.ceiling(10_000) == 30.0
 
 
 @pytest.mark.parametrize(

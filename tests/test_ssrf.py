@@ -11,8 +11,7 @@ import pytest
 import trio
 
 from paysim.config import Settings, WebhookSettings
-from paysim.errors import InvalidArgument
-from paysim.webhooks.ssrf import (
+from paysim.delivery.ssrf import (
     BlockedDestination,
     SsrfPolicy,
     blocked_reason,
@@ -20,6 +19,7 @@ from paysim.webhooks.ssrf import (
     check_literal,
     resolve,
 )
+from paysim.errors import InvalidArgument
 
 PRODUCTION = SsrfPolicy(allow_loopback=False, allow_private=False, allowed_hosts=frozenset())
 DEVELOPMENT = SsrfPolicy(allow_loopback=True, allow_private=True, allowed_hosts=frozenset())

@@ -21,6 +21,7 @@ import pytest
 import trio
 
 from paysim.config import WebhookSettings
+from paysim.delivery.webhook_dispatcher import SCHEDULES, DispatcherSeams, WebhookDispatcher
 from paysim.domain.models import (
     Metadata,
     Money,
@@ -32,7 +33,6 @@ from paysim.domain.models import (
     StatusChange,
 )
 from paysim.observability.metrics import Metrics
-from paysim.webhooks.dispatcher import SCHEDULES, WebhookDispatcher
 
 SECRET = "test-secret"
 URL = "http://127.0.0.1:9/hooks/payments"
@@ -125,8 +125,7 @@ async def make(nursery) -> AsyncIterator[Callable[..., Harness]]:
             settings(**changes),
             client,
             metrics,
-            rng=random.Random(7),
-            wall_clock=trio.current_time,
+            seams=DispatcherSeams(rng=random.Random(7), wall_clock=trio.current_time),
             time_scale=time_scale,
         )
         nursery.start_soon(dispatcher.run)

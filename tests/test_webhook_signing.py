@@ -17,13 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from paysim.webhooks import Verified, WebhookVerificationError, verify, verify_cli
-from paysim.webhooks.signing import (
+from paysim.delivery.signing import (
     build_headers,
     legacy_signature,
     standard_key,
     standard_signature,
 )
+from paysim.webhooks import Verified, WebhookVerificationError, verify, verify_cli
 
 SECRET = "payment-sim-dev-secret"
 OLD_SECRET = "the-secret-being-rotated-out"

@@ -22,11 +22,11 @@ import pytest
 import trio
 
 from paysim.config import Settings, WebhookSettings
+from paysim.delivery.ssrf import SsrfPolicy
+from paysim.delivery.target import SendableCheck, Target, UnsendableUrl, check_sendable
+from paysim.delivery.webhook_dispatcher import DispatcherSeams, WebhookDispatcher
 from paysim.errors import InvalidArgument
 from paysim.observability.metrics import Metrics
-from paysim.webhooks.dispatcher import WebhookDispatcher
-from paysim.webhooks.ssrf import SsrfPolicy
-from paysim.webhooks.target import SendableCheck, Target, UnsendableUrl, check_sendable
 from tests.grpc_helpers import (
     StartApp,
     call,
@@ -140,8 +140,7 @@ async def running() -> AsyncIterator[Running]:
             WebhookSettings(secrets=(SECRET,), max_attempts=3, concurrency=2),
             client,
             metrics,
-            rng=random.Random(7),
-            wall_clock=trio.current_time,
+            seams=DispatcherSeams(rng=random.Random(7), wall_clock=trio.current_time),
             on_done=done.append,
         )
         async with trio.open_nursery() as nursery:
@@ -202,8 +201,7 @@ async def test_an_unexpected_error_fails_the_attempt_not_the_dispatcher(
             WebhookSettings(secrets=(SECRET,), max_attempts=3, concurrency=2),
             client,
             metrics,
-            rng=random.Random(7),
-            wall_clock=trio.current_time,
+            seams=DispatcherSeams(rng=random.Random(7), wall_clock=trio.current_time),
             on_done=done.append,
         )
         async with trio.open_nursery() as nursery:

@@ -133,6 +133,18 @@ class _Pool:
         self.slots = trio.Semaphore(size)
 
 
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """How to address a host whose URL names it by a pre-resolved address.
+
+    ``host_header`` is sent as Host; ``server_hostname`` is the TLS name to
+    send and verify. None keeps what the URL says.
+    """
+
+    host_header: str | None = None
+    server_hostname: str | None = None
+
+
 class Http1Client:
     """Keep-alive HTTP/1.1 requests; see the module docstring."""
 
@@ -187,23 +199,26 @@ class Http1Client:
         body: bytes = b"",
         headers: Sequence[tuple[str, str]] = (),
         idempotent: bool | None = None,
-        host_header: str | None = None,
-        server_hostname: str | None = None,
+        pin: Pin | None = None,
     ) -> Http1Response:
         """Send one request and read the whole response (of any status).
 
         ``idempotent`` decides the keep-alive retry (None: by the method). No
         timeout but the connect's: bound the call with ``trio.fail_after``.
+        ``pin`` is for a URL whose host is an address resolved beforehand: its
         ``host_header`` and ``server_hostname`` (the TLS name to send and verify)
-        replace the URL's host in those roles, for a URL whose host is an address
-        resolved beforehand (pinned); connections are pooled per TLS name too.
+        replace the URL's host in those roles; connections are pooled per TLS
+        name too.
         """
         if self._closed:
             raise RuntimeError("the client is closed")
         origin, target, host_header_of_url = self._split(url)
-        host_header = host_header_of_url if host_header is None else host_header
-        if server_hostname is not None and origin[0] == "https":
-            origin = (origin[0], origin[1], origin[2], server_hostname)
+        host_header = host_header_of_url
+        if pin is not None:
+            if pin.host_header is not None:
+                host_header = pin.host_header
+            if pin.server_hostname is not None and origin[0] == "https":
+                origin = (origin[0], origin[1], origin[2], pin.server_hostname)
         for name, _ in headers:
             _check_name(name)
         all_headers = [("Host", host_header), *self._headers, *headers]

@@ -41,7 +41,7 @@ from typing import Any
 import httpx
 import trio
 
-from paysim.adapters.http1_client import Http1Client, Http1ConnectError, Http1Error
+from paysim.adapters.http1_client import Http1Client, Http1ConnectError, Http1Error, Pin
 
 _DROPPED = frozenset({b"host", b"content-length", b"transfer-encoding"})
 
@@ -101,8 +101,7 @@ class H11Transport(httpx.AsyncBaseTransport):
                     str(request.url),
                     body=body,
                     headers=headers,
-                    host_header=host_header,
-                    server_hostname=sni if isinstance(sni, str) else None,
+                    pin=Pin(host_header, sni if isinstance(sni, str) else None),
                 )
             if scope.cancelled_caught:
                 raise httpx.ReadTimeout("no complete response in time", request=request)

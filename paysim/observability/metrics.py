@@ -17,6 +17,7 @@ code names, route names): never pass client-controlled text as a label.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,6 +32,7 @@ from prometheus_client.exposition import choose_encoder
 
 import paysim
 from paysim.domain.models import SCENARIO_NAMES
+from paysim.observability.delivery_metrics import EventMetrics, WebhookMetrics
 
 # prometheus.DefBuckets, which go-grpc-prometheus uses for handling time.
 HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -276,3 +278,13 @@ class Metrics(ProcessMetrics):
     def shutdown_unresolved(self, count: int) -> None:
         """Count payments the shutdown left without an announced outcome."""
         self._shutdown_unresolved.inc(count)
+
+    # -- the delivery channels (registered when a channel first asks) ---------
+
+    @cached_property
+    def webhooks(self) -> WebhookMetrics:
+        return WebhookMetrics(self.registry)
+
+    @cached_property
+    def events(self) -> EventMetrics:
+        return EventMetrics(self.registry)

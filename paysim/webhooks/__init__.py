@@ -1,6 +1,8 @@
-"""Webhooks: signing and sending them (paysim's side), verifying them (a consumer's side).
+"""Webhooks for their consumers: verifying a delivery (the public, documented kit).
 
-A consumer verifies a delivery with::
+paysim's own side (signing and sending) lives in ``paysim.delivery``; the
+signature format is defined once, in ``paysim.delivery.signing``. A consumer
+verifies a delivery with::
 
     from paysim.webhooks import verify
     verified = verify(body, request.headers, secrets)  # raises WebhookVerificationError
@@ -10,6 +12,6 @@ A consumer verifies a delivery with::
 
 from __future__ import annotations
 
-from paysim.webhooks.signing import Verified, WebhookVerificationError, verify
+from paysim.delivery.signing import Verified, WebhookVerificationError, verify
 
 __all__ = ["Verified", "WebhookVerificationError", "verify"]

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from paysim.webhooks.signing import WebhookVerificationError, verify
+from paysim.delivery.signing import WebhookVerificationError, verify
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

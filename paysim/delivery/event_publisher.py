@@ -24,8 +24,8 @@ Theory of operation:
 * A batch stays with its sender until every entry in it is published. Entries
   reported in ``FailedEntries`` are retried, and only those; an exception
   (throttling, connection, timeout, server error, anything else) retries the
-  whole batch. Between attempts the sender sleeps with exponential backoff and
-  full jitter: ``uniform(0, min(30 s, 0.1 s * 2 ** (attempt - 1)))``.
+  whole batch. Between attempts the sender sleeps by ``PUBLISH_RETRY`` (a
+  ``paysim.backoff.Schedule``, full jitter): ``uniform(0, min(30 s, 0.1 s * 2 ** (attempt - 1)))``.
 * ``flush`` sends what is buffered without waiting for the interval and
   returns when the backlog is empty (at shutdown, under the caller's deadline).
 
@@ -53,7 +53,7 @@ Policy decisions:
   ``paysim_events_unsent_total``, then discarded. An entry whose call was
   abandoned mid-flight may in fact have been delivered: delivery is at least
   once, and the report errs on the side of "maybe not sent".
-* **The thread runner is injectable** (``run_blocking``): tests under trio's
+* **The thread runner is injectable** (``PublisherSeams.run_blocking``): tests under trio's
   MockClock pass one that calls the client inline, because the mock clock
   jumps forward while a worker thread runs. The jitter RNG is injectable too.
 """
@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import weakref
 from collections import Counter as Tally
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -72,141 +71,49 @@ from typing import Any, NoReturn
 
 import structlog
 import trio
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
-from botocore.exceptions import ConnectionError as BotoConnectionError
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from trio_util import AsyncValue
 
+from paysim.backoff import Schedule
 from paysim.config import AwsSettings, EventSettings
+from paysim.delivery.event_batches import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ENTRIES,
+    TRANSIENT,
+    Batch,
+    Entry,
+    classify,
+    entry_size,
+)
 from paysim.domain.events import event_entry
 from paysim.domain.models import StatusChange
 from paysim.observability.metrics import Metrics
 
 log = structlog.get_logger("paysim.events")
 
-MAX_BATCH_ENTRIES = 10
-MAX_BATCH_BYTES = 256 * 1024
-BACKOFF_BASE_S = 0.1
-BACKOFF_CAP_S = 30.0
+# Between attempts of one batch: full jitter, doubling from 0.1 s, capped at 30 s.
+PUBLISH_RETRY = Schedule(base_s=0.1, factor=2.0, cap_s=30.0)
 _UNSENT_IDS_PER_LINE = 100
 
 RunBlocking = Callable[[Callable[[], Any]], Awaitable[Any]]
 
-_THROTTLING = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "LimitExceededException",
-    }
-)
-_TRANSIENT = frozenset({"throttled", "connection", "timeout", "server"})
-REASONS = ("failed_entry", "throttled", "connection", "timeout", "server", "rejected", "error")
 
+@dataclass(frozen=True)
+class PublisherSeams:
+    """What tests replace: the jitter's randomness, and ``run_blocking(fn)``, which
+    runs a blocking call and returns its result (default: in a worker thread
+    behind the publisher's ``CapacityLimiter``; tests under a MockClock call inline).
+    """
 
-class _EventMetrics:
-    """The publisher's series, registered once per ``Metrics`` registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.published = Counter(
-            "paysim_events_published",
-            "Event entries accepted by EventBridge (answered with an EventId).",
-            registry=registry,
-        )
-        self.failed_attempts = Counter(
-            "paysim_events_failed_attempts",
-            "Event entry attempts that failed and will be retried, by reason.",
-            ("reason",),
-            registry=registry,
-        )
-        self.dropped = Counter(
-            "paysim_events_dropped",
-            "Event entries dropped before sending: buffer overflow or too large.",
-            ("reason",),
-            registry=registry,
-        )
-        self.unsent = Counter(
-            "paysim_events_unsent",
-            "Event entries still unpublished when the publisher was stopped.",
-            registry=registry,
-        )
-        self.backlog = Gauge(
-            "paysim_events_backlog",
-            "Event entries not yet published (waiting, in a call, or to be retried).",
-            registry=registry,
-        )
-        self.failed_by_reason = {r: self.failed_attempts.labels(r) for r in REASONS}
-        self.dropped_overflow = self.dropped.labels("overflow")
-        self.dropped_too_large = self.dropped.labels("too_large")
-        self.dropped_error = self.dropped.labels("error")
-
-
-_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _EventMetrics] = weakref.WeakKeyDictionary()
-
-
-def _event_metrics(metrics: Metrics) -> _EventMetrics:
-    found = _METRICS.get(metrics.registry)
-    if found is None:
-        found = _METRICS[metrics.registry] = _EventMetrics(metrics.registry)
-    return found
-
-
-def entry_size(entry: dict[str, Any]) -> int:
-    """An entry's size as PutEvents counts it (UTF-8 bytes), plus its bus name."""
-    size = sum(len(str(entry.get(key, "")).encode()) for key in ("Source", "DetailType", "Detail"))
-    size += len(str(entry.get("EventBusName", "")).encode())
-    size += sum(len(r.encode()) for r in entry.get("Resources", ()))
-    if entry.get("Time") is not None:
-        size += 14
-    return size
-
-
-def backoff_ceiling(attempt: int) -> float:
-    """The upper bound of the sleep after failed attempt number ``attempt`` (1-based)."""
-    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0 ** min(attempt - 1, 32))
-
-
-def _classify(exc: Exception) -> str:
-    """A failed call's reason label; every reason is retried."""
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if error.get("Code") in _THROTTLING or status == 429:
-            return "throttled"
-        if status >= 500:
-            return "server"
-        return "rejected"
-    if isinstance(exc, BotoConnectionError | HTTPClientError):
-        return "connection"
-    if isinstance(exc, BotoCoreError):
-        return "rejected"  # e.g. NoCredentialsError, ParamValidationError
-    return "error"
-
-
-@dataclass(slots=True)
-class _Entry:
-    payment_id: str
-    event_id: str
-    entry: dict[str, Any]
-    size: int
-    enqueued_at: float
-
-
-@dataclass(eq=False, slots=True)
-class _Batch:
-    entries: list[_Entry]
-    done: trio.Event = field(default_factory=trio.Event)
-    # The entries of ``entries`` not yet published (its sender updates it).
-    unpublished: list[_Entry] = field(default_factory=list)
+    rng: random.Random = field(default_factory=random.Random)
+    run_blocking: RunBlocking | None = None
 
 
 class EventPublisher:
     """Publishes status changes to EventBridge; see the module docstring.
 
     ``client`` is a boto3 ``events`` client (or anything with its
-    ``put_events``); the caller owns it. ``rng`` draws the backoff jitter;
-    ``run_blocking(fn)`` runs a blocking call and returns its result (default:
-    in a worker thread behind this publisher's ``CapacityLimiter``).
+    ``put_events``); the caller owns it. ``seams`` replace, for tests, the
+    backoff's randomness and the thread runner.
     """
 
     def __init__(
@@ -216,9 +123,8 @@ class EventPublisher:
         metrics: Metrics,
         client: Any,
         *,
-        rng: random.Random | None = None,
-        run_blocking: RunBlocking | None = None,
         on_done: Callable[[str], None] = lambda event_id: None,
+        seams: PublisherSeams | None = None,
     ) -> None:
         # Called once per change when this publisher is finished with it:
         # published, or dropped (counted and logged). Not for entries still
@@ -228,15 +134,17 @@ class EventPublisher:
         self._source = aws.event_source
         self._bus_name = aws.event_bus_name
         self._client = client
-        self._m = _event_metrics(metrics)
-        self._rng = rng if rng is not None else random.Random()
+        self._m = metrics.events
+        seams = seams if seams is not None else PublisherSeams()
+        self._rng = seams.rng
         self._limiter = trio.CapacityLimiter(settings.concurrency)
-        self._run_blocking: RunBlocking = run_blocking or self._in_thread
+        self._run_blocking: RunBlocking = seams.run_blocking or self._in_thread
         self._slots = trio.Semaphore(settings.concurrency)
-        self._queue: deque[_Entry] = deque()
+        self._queue: deque[Entry] = deque()
         self._in_flight = 0
-        self._batches: set[_Batch] = set()
-        self._changed = trio.Event()
+        self._batches: set[Batch] = set()
+        # Bumped whenever entries join the queue; ``run`` waits for its next change.
+        self._arrivals = AsyncValue(0)
         self._running = False
         self._flushing = 0
 
@@ -290,9 +198,9 @@ class EventPublisher:
                 payment_id=oldest.payment_id,
                 buffer_size=self._settings.buffer_size,
             )
-        self._queue.append(_Entry(payment_id, change.event_id, entry, size, trio.current_time()))
+        self._queue.append(Entry(payment_id, change.event_id, entry, size, trio.current_time()))
         self._m.backlog.inc()
-        self._changed.set()
+        self._arrivals.value += 1
 
     # -- the long-running part ------------------------------------------------
 
@@ -362,8 +270,7 @@ class EventPublisher:
                 await self._wait_changed()
 
     async def _wait_changed(self) -> None:
-        self._changed = trio.Event()
-        await self._changed.wait()
+        await self._arrivals.wait_transition()
 
     def _batch_full(self) -> bool:
         if len(self._queue) >= min(MAX_BATCH_ENTRIES, self._settings.buffer_size):
@@ -375,9 +282,9 @@ class EventPublisher:
                 return True
         return False
 
-    def _take_batch(self) -> _Batch | None:
+    def _take_batch(self) -> Batch | None:
         """Move the oldest entries that fit one PutEvents call into a new batch."""
-        taken: list[_Entry] = []
+        taken: list[Entry] = []
         total = 0
         while self._queue and len(taken) < MAX_BATCH_ENTRIES:
             size = self._queue[0].size
@@ -388,13 +295,13 @@ class EventPublisher:
         if not taken:
             return None
         self._in_flight += len(taken)
-        batch = _Batch(taken, unpublished=taken)
+        batch = Batch(taken, unpublished=taken)
         self._batches.add(batch)
         return batch
 
     # -- sending ------------------------------------------------------------------
 
-    async def _send(self, batch: _Batch) -> None:
+    async def _send(self, batch: Batch) -> None:
         """Publish every entry of ``batch``, retrying with backoff; holds one slot."""
         pending = batch.entries
         attempt = 0
@@ -411,9 +318,9 @@ class EventPublisher:
                             entries=len(batch.entries),
                         )
                     return
-                delay = self._rng.uniform(0.0, backoff_ceiling(attempt))
+                delay = PUBLISH_RETRY.delay(attempt, self._rng)
                 report = (
-                    log.warning if reason in _TRANSIENT or reason == "failed_entry" else log.error
+                    log.warning if reason in TRANSIENT or reason == "failed_entry" else log.error
                 )
                 report(
                     "PutEvents failed, retrying",
@@ -428,12 +335,12 @@ class EventPublisher:
             if pending:  # cancelled: hand the entries back to whoever still sends
                 self._in_flight -= len(pending)
                 self._queue.extendleft(reversed(pending))
-                self._changed.set()
+                self._arrivals.value += 1
             self._batches.discard(batch)
             batch.done.set()
             self._slots.release()
 
-    async def _put(self, pending: list[_Entry]) -> tuple[list[_Entry], str, str]:
+    async def _put(self, pending: list[Entry]) -> tuple[list[Entry], str, str]:
         """One PutEvents call; returns (entries still unpublished, reason, error text)."""
         call = partial(self._client.put_events, Entries=[e.entry for e in pending])
         try:
@@ -442,10 +349,10 @@ class EventPublisher:
         except trio.TooSlowError:
             return self._failed(pending, "timeout"), "timeout", "no answer in time"
         except Exception as exc:
-            reason = _classify(exc)
+            reason = classify(exc)
             return self._failed(pending, reason), reason, f"{type(exc).__name__}: {exc}"
         results = response.get("Entries") or []
-        failed: list[_Entry] = []
+        failed: list[Entry] = []
         codes: Tally[str] = Tally()
         for i, entry in enumerate(pending):
             result = results[i] if i < len(results) else {}
@@ -464,7 +371,7 @@ class EventPublisher:
         detail = ", ".join(f"{code} x{n}" for code, n in sorted(codes.items()))
         return self._failed(failed, "failed_entry"), "failed_entry", detail
 
-    def _failed(self, entries: list[_Entry], reason: str) -> list[_Entry]:
+    def _failed(self, entries: list[Entry], reason: str) -> list[Entry]:
         self._m.failed_by_reason[reason].inc(len(entries))
         return entries
 

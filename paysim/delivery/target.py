@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import httpx
 
+from paysim.delivery import ssrf
 from paysim.errors import InvalidArgument
-from paysim.webhooks import ssrf
 
 _FIELD = "webhook_url"
 _HOST_HINT = (

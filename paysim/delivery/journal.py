@@ -1,0 +1,48 @@
+"""The delivery journal: the last webhook attempts of the most recent payments, as data.
+
+The webhook dispatcher owns one and records every attempt in it; the HTTP
+entrypoint reads it (``GET /debug/deliveries?payment_id=…``, served by
+``paysim.entrypoints.journal_route``). Bounded twice (attempts per payment,
+payments in all, least recently touched dropped first), so it cannot grow
+without limit. It records what an operator needs to debug a receiver (time,
+status code or error, latency) and never headers, bodies or secrets.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    event_id: str
+    status: str
+    attempt: int
+    at: float
+    url: str
+    outcome: str  # delivered | retry | gave_up | gone | blocked | unsendable
+    http_status: int | None
+    error: str | None
+    latency_ms: float
+
+
+class DeliveryJournal:
+    def __init__(self, max_payments: int = 10_000, per_payment: int = 20) -> None:
+        self._max_payments = max_payments
+        self._per_payment = per_payment
+        self._entries: OrderedDict[str, deque[Attempt]] = OrderedDict()
+
+    def record(self, payment_id: str, attempt: Attempt) -> None:
+        entries = self._entries.get(payment_id)
+        if entries is None:
+            entries = self._entries[payment_id] = deque(maxlen=self._per_payment)
+            if len(self._entries) > self._max_payments:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(payment_id)
+        entries.append(attempt)
+
+    def attempts(self, payment_id: str) -> list[Attempt]:
+        """The payment's recorded attempts, oldest first (empty if none)."""
+        return list(self._entries.get(payment_id, ()))

@@ -1,0 +1,151 @@
+"""One webhook attempt: sign, pin, POST, and say what happened, never raising.
+
+``WebhookSender.send`` is called by the dispatcher's workers; it owns nothing
+but its ``Pinner`` (the httpx client belongs to the app root, which closes
+it). It returns a ``Sent``: the result label for the metrics (``2xx``, ``4xx``,
+``timeout``, ``error``, ``blocked``, ``unsendable``...), the HTTP status if
+any, an error a person can act on, and a ``Retry-After`` (429/503) in seconds.
+
+Containment: nothing a receiver or a stored URL does escapes ``send``. An
+unexpected exception is that attempt's ``error``, logged with its type and
+where it was raised, never with a traceback (its frames hold the signed body
+and headers). Redirects are not followed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import structlog
+import trio
+
+from paysim.config import WebhookSettings
+from paysim.delivery import signing, ssrf
+from paysim.delivery.pinning import Pinner
+from paysim.delivery.target import UnsendableUrl
+from paysim.domain.models import StatusChange
+
+log = structlog.get_logger("paysim.webhooks")
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What one attempt did."""
+
+    result: str
+    url: str  # redacted: for the journal
+    seconds: float
+    http_status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.http_status is not None and 200 <= self.http_status < 300
+
+
+class WebhookSender:
+    def __init__(
+        self,
+        settings: WebhookSettings,
+        client: httpx.AsyncClient,
+        wall_clock: Callable[[], float],
+        policy: ssrf.SsrfPolicy | None = None,
+    ) -> None:
+        """``policy``: where webhooks may go (default: built from ``settings``)."""
+        self._settings = settings
+        self._client = client
+        self._now = wall_clock
+        self._pinner = Pinner(
+            policy if policy is not None else ssrf.SsrfPolicy.from_settings(settings)
+        )
+
+    async def send(self, change: StatusChange, body: bytes, attempt: int) -> Sent:
+        """POST ``body`` for ``change`` (attempt number ``attempt``); see the module docstring."""
+        started = trio.current_time()
+        http_status: int | None = None
+        error: str | None = None
+        retry_after: float | None = None
+        redacted = "(unsendable URL)"
+        try:
+            target = self._pinner.target(change.payment.webhook_url)
+            redacted = target.redacted
+            pinned = await self._pinner.pinned(target)
+            headers = signing.build_headers(
+                secrets=self._settings.secrets,
+                style=self._settings.signature_style,
+                webhook_id=change.event_id,
+                timestamp=int(self._now()),
+                attempt=attempt,
+                body=body,
+            )
+            headers.append(("Host", target.host_header))
+            response = await self._client.post(
+                pinned,
+                content=body,
+                headers=headers,
+                timeout=self._settings.timeout_s,
+                follow_redirects=False,
+                extensions=target.extensions,
+            )
+            http_status = response.status_code
+            if http_status in (429, 503):
+                retry_after = _retry_after(response.headers.get("retry-after"), self._now())
+            result = f"{http_status // 100}xx"
+        except UnsendableUrl as exc:
+            error, result = f"unsendable: {exc}", "unsendable"
+        except ssrf.BlockedDestination as exc:
+            error, result = f"blocked: {exc}", "blocked"
+        except httpx.TimeoutException:
+            error, result = "timeout", "timeout"
+        except (httpx.HTTPError, OSError) as exc:
+            error, result = _describe(exc), "error"
+        except Exception as exc:  # containment: see the module docstring
+            error, result = f"unexpected {type(exc).__name__}", "error"
+            # No traceback on purpose (its frames hold the signed body): TRY400 does not apply.
+            log.error(  # noqa: TRY400
+                "webhook attempt failed unexpectedly",
+                payment_id=change.payment.payment_intent_id,
+                event_id=change.event_id,
+                error=type(exc).__name__,
+                where=_where(exc),
+            )
+        seconds = trio.current_time() - started
+        return Sent(result, redacted, seconds, http_status, error, retry_after)
+
+
+def _describe(exc: BaseException) -> str:
+    """An error kind a person can act on, without reprs or addresses."""
+    if isinstance(exc, httpx.ConnectError):
+        return "connection failed"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "protocol error from the receiver"
+    if isinstance(exc, OSError):
+        return "address resolution or connection failed"
+    return type(exc).__name__
+
+
+def _where(exc: BaseException) -> str:
+    """``file.py:line`` where ``exc`` was raised: enough to find a bug, no frame contents."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "unknown"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
