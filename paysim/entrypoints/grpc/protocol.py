@@ -126,7 +126,6 @@ class ServerConnection:
         max_header_list_size: int = 16_384,
         connection_window: int | None = None,
         frame_limits: FrameLimits | None = None,
-        clock: Callable[[], float] = trio.current_time,
     ) -> None:
         self.max_message_length = max_message_length
         limits = frame_limits or FrameLimits()
@@ -138,7 +137,7 @@ class ServerConnection:
         config.normalize_outbound_headers = False
         config.validate_inbound_headers = False
         config.normalize_inbound_headers = False
-        h2c = GuardedH2Connection(config, limits, clock)
+        h2c = GuardedH2Connection(config, limits, trio.current_time)
         self.h2_connection = h2c
         # One largest message (with its prefix and some padding) fits a stream's window.
         self.stream_window = min(max_message_length + 5 + 1024, 2**31 - 1)
