@@ -5,7 +5,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 venv := ".venv/bin"
 image := env("PAYSIM_IMAGE", "paysim:dev")
-# The oldest Kubernetes the manifests must work on (tests/test_packaging.py pins the same).
+# The oldest Kubernetes the manifests must work on (tests/project/test_packaging.py pins the same).
 k8s_version := "1.31.0"
 
 alias serve := run

@@ -8,7 +8,7 @@ when the *thread* that forked exits, which trio's idle threads do after 10 s.)
 
 The server is started as the platform would run it, ``python -m paysim
 serve``, on port 0 with JSON logs; its ports are read from its "paysim
-serving" log line (as tests/test_drain.py does). ``ServerLog`` keeps every
+serving" log line (as tests/e2e/test_drain.py does). ``ServerLog`` keeps every
 line except the per-RPC ones, so the shutdown report ("unresolved payments at
 shutdown", "undelivered webhooks at shutdown", ...) can be checked after a
 SIGTERM. AWS credentials given to moto and the server are throw-away values

@@ -23,13 +23,13 @@ from paysim.adapters.redis_store import RedisStore, StoreStartError, open_redis_
 from paysim.config import StoreSettings
 from paysim.domain.models import PaymentStatus, StatusChange
 from paysim.errors import StoreUnavailable
+from tests.integration.delivery.test_http1_client import self_signed_certificate
 from tests.redis_fixtures import (  # noqa: F401 - fixtures
     redis_server,
     redis_settings,
     start_redis,
 )
-from tests.test_domain import make_payment
-from tests.test_http1_client import self_signed_certificate
+from tests.unit.domain.test_domain import make_payment
 
 S = PaymentStatus
 T0 = 1_764_000_000.0

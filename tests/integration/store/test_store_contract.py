@@ -29,7 +29,7 @@ from paysim.domain.models import (
 )
 from paysim.ports import IdempotencyRecord, PaymentStore
 from tests.redis_fixtures import redis_server, redis_settings  # noqa: F401 - fixtures
-from tests.test_domain import make_payment
+from tests.unit.domain.test_domain import make_payment
 
 S = PaymentStatus
 RETENTION = 60.0

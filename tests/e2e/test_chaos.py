@@ -60,7 +60,7 @@ from paysim.chaos.scenarios import (
 from paysim.config import AwsSettings
 from paysim.delivery.signing import build_headers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "chaos-test-secret"
 
 # -- the receiver and its faults ------------------------------------------------------

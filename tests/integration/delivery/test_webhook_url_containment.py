@@ -35,7 +35,7 @@ from tests.grpc_helpers import (
     make_settings,
     payment_stub,
 )
-from tests.test_webhook_dispatcher import SECRET, Receiver, change
+from tests.unit.delivery.test_webhook_dispatcher import SECRET, Receiver, change
 
 # Accepted by request validation and by the SSRF literal check in development,
 # refused by httpx: each of these used to end the process.

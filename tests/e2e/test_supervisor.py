@@ -43,8 +43,8 @@ from paysim.supervisor import (
     exit_status,
     worker_env,
 )
+from tests.e2e.test_app_lifecycle import CLI, ROOT, LineReader, cli_env, http_get
 from tests.redis_fixtures import RedisProcess, start_redis
-from tests.test_app_lifecycle import CLI, ROOT, LineReader, cli_env, http_get
 
 # -- the command line ------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from tests.grpc_helpers import (
     payment_stub,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEALTH_BODY = b'{"status":"healthy","service":"payment-sim-api"}'
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -9,7 +9,7 @@ import pytest
 from paysim.domain import currency, validation
 from paysim.domain.models import Money
 from paysim.errors import InvalidArgument
-from tests.test_domain import VALID
+from tests.unit.domain.test_domain import VALID
 
 
 @pytest.mark.parametrize(

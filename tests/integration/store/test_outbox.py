@@ -29,10 +29,10 @@ from paysim.outbox import Channel, Outbox
 from paysim.replica import Replica
 from paysim.service import PaymentService
 from paysim.simulator import Simulator
+from tests.integration.store.test_redis_store import expire_lease
 from tests.redis_fixtures import redis_server, redis_settings  # noqa: F401 - fixtures
-from tests.test_domain import make_payment
-from tests.test_redis_store import expire_lease
-from tests.test_service import intent
+from tests.unit.domain.test_domain import make_payment
+from tests.unit.service.test_service import intent
 
 
 class WebhookLike:

@@ -16,7 +16,7 @@ import trio
 
 from paysim.adapters.http1_client import Http1Client
 from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
-from tests.test_http1_client import OK, Server, self_signed_certificate, start
+from tests.integration.delivery.test_http1_client import OK, Server, self_signed_certificate, start
 
 __all__ = ["start"]  # the fixture, used by name
 

@@ -32,7 +32,7 @@ from paysim.entrypoints.grpc.h2_guard import FrameLimits, Rate
 from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Registry
 from paysim.observability.metrics import Metrics
 from tests.h2_client import RawClient
-from tests.test_grpc_transport import BLOCK, ECHO, REQ, Probe, echo_body
+from tests.integration.grpc.test_grpc_transport import BLOCK, ECHO, REQ, Probe, echo_body
 
 OK, INVALID_ARGUMENT, DEADLINE, INTERNAL, UNIMPLEMENTED = 0, 3, 4, 13, 12
 MAX_MESSAGE = 64 * 1024

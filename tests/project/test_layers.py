@@ -27,7 +27,7 @@ import pytest
 from paysim import errors
 from paysim.entrypoints.grpc.errors import status_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 TOOLING = ("paysim/benchmarks", "paysim/chaos", "paysim/loadgen")
 GENERATED = "paysim._proto"  # generated code: imported as is, everywhere

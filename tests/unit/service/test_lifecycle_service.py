@@ -18,7 +18,7 @@ from paysim.domain import listing
 from paysim.domain.events import webhook_body
 from paysim.domain.models import CancelCommand, Money, PaymentStatus, Scenario
 from paysim.errors import InvalidArgument
-from tests.test_service import EPOCH, Harness, create, intent, open_service
+from tests.unit.service.test_service import EPOCH, Harness, create, intent, open_service
 
 S = PaymentStatus
 

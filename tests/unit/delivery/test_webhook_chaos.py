@@ -16,7 +16,7 @@ import trio
 
 from paysim.config import ConfigError, Settings
 from paysim.domain.models import PaymentStatus, StatusChange
-from tests.test_webhook_dispatcher import Harness, Receiver, change, make, nursery
+from tests.unit.delivery.test_webhook_dispatcher import Harness, Receiver, change, make, nursery
 
 __all__ = ["make", "nursery"]  # fixtures, used by name
 

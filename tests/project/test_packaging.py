@@ -43,7 +43,7 @@ from paysim.entrypoints.http import HttpApp, HttpRequest
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 BASE = K8S / "base"
 OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
@@ -372,7 +372,7 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_local_state() -> None:
     for dropped in (
         ".venv/bin/python",
         ".git/HEAD",
-        "tests/test_packaging.py",
+        "tests/project/test_packaging.py",
         "bench-results/run.json",
         "paysim/__pycache__/cli.cpython-311.pyc",
         "paysim/benchmarks/h2load.py",  # developer benchmarks: not in the image

@@ -56,6 +56,7 @@ from paysim.entrypoints.http import (
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
 from paysim.simulator import Simulator
+from tests.e2e.test_app_lifecycle import CLI, ROOT, cli_env, http_get
 from tests.grpc_helpers import (
     call,
     check_health,
@@ -65,7 +66,6 @@ from tests.grpc_helpers import (
     payment_stub,
 )
 from tests.h2_client import RawClient, frame
-from tests.test_app_lifecycle import CLI, ROOT, cli_env, http_get
 
 CREATE = "/payment.v1.PaymentService/CreatePaymentIntent"
 GET_STATUS = "/payment.v1.PaymentService/GetPaymentStatus"

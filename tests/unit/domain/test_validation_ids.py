@@ -9,7 +9,7 @@ import pytest
 from paysim.domain import validation
 from paysim.domain.models import Metadata, PaymentStatus
 from paysim.errors import InvalidArgument
-from tests.test_domain import VALID
+from tests.unit.domain.test_domain import VALID
 
 # One of each kind the rule names; every one of them passed before.
 INVISIBLE = {

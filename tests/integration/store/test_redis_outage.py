@@ -22,6 +22,7 @@ import trio
 from paysim._proto.proto.payment.v1 import payment_pb2 as pb
 from paysim.config import Settings, StoreSettings
 from paysim.domain.models import PaymentStatus
+from tests.e2e.test_app_lifecycle import http_get
 from tests.grpc_helpers import (
     AppHandle,
     StartApp,
@@ -32,7 +33,6 @@ from tests.grpc_helpers import (
     payment_stub,
 )
 from tests.redis_fixtures import RedisProcess, start_redis
-from tests.test_app_lifecycle import http_get
 
 DELAY_S = 1.0  # the PG answers 1 s after each create: during the outage
 WAIT_S = 10.0  # the bound on every wait below (they take well under a second)

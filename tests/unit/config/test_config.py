@@ -14,7 +14,7 @@ import pytest
 
 from paysim.config import ConfigError, Environment, Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 DAY_MS = 86_400_000
 
