@@ -38,6 +38,7 @@ from paysim.entrypoints.http import (
     json_response,
     serve_http,
 )
+from paysim.loadgen.ports import wait_port_open
 from paysim.loadgen.spawn import free_port
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
@@ -50,18 +51,6 @@ DEV_CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "paysim-dev",  # moto accepts anything; never real keys
     "AWS_SESSION_TOKEN": "paysim-dev",
 }
-
-
-async def _wait_port(port: int, timeout_s: float = 30.0) -> None:
-    with trio.fail_after(timeout_s):
-        while True:
-            try:
-                stream = await trio.open_tcp_stream("127.0.0.1", port)
-            except OSError:
-                await trio.sleep(0.1)
-            else:
-                await stream.aclose()
-                return
 
 
 def receiver_app(secrets: tuple[str, ...], out: Any = None) -> HttpApp:
@@ -133,7 +122,7 @@ async def run_dev(settings: Settings, receiver_port: int = 8050) -> None:
     )
     worker: trio.Process | None = None
     try:
-        await _wait_port(moto_port)
+        await wait_port_open(moto_port)
         events = await trio.to_thread.run_sync(make_client, "events", aws, endpoint)
         sqs = await trio.to_thread.run_sync(make_client, "sqs", aws, endpoint)
         resources = await ensure_resources(events, sqs, aws)
