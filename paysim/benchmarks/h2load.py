@@ -78,20 +78,30 @@ def _handled(http_port: int) -> dict[str, float]:
     return out
 
 
-def _h2load(
-    port: int,
-    body: Path,
-    requests: int,
-    connections: int,
-    streams: int,
-    log: Path | None,
-    cores: str = "1",
-) -> tuple[str, list[float]]:
+@dataclass(frozen=True)
+class Load:
+    """How h2load drives a server: the request body file, how many requests (after
+    ``warmup`` unmeasured ones), how many at once, and where h2load runs."""
+
+    body: Path
+    requests: int
+    warmup: int
+    connections: int
+    streams: int  # concurrent streams per connection
+    cores: str = "1"  # taskset list
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, body: Path, cores: str = "1") -> Load:
+        """From the ``--requests --warmup --connections --streams`` options."""
+        return cls(body, args.requests, args.warmup, args.connections, args.streams, cores)
+
+
+def _h2load(port: int, load: Load, requests: int, log: Path | None) -> tuple[str, list[float]]:
     cmd = [
-        "taskset", "-c", cores, "h2load",
-        "-n", str(requests), "-c", str(connections), "-m", str(streams),
+        "taskset", "-c", load.cores, "h2load",
+        "-n", str(requests), "-c", str(load.connections), "-m", str(load.streams),
         "-H", "content-type: application/grpc", "-H", "te: trailers",
-        "-d", str(body),
+        "-d", str(load.body),
     ]  # fmt: skip
     if log is not None:
         cmd += ["--log-file", str(log)]
@@ -116,21 +126,20 @@ def percentile(sorted_ms: list[float], q: float) -> float:
 def measure(
     name: str,
     port: int,
-    body: Path,
-    args: argparse.Namespace,
-    http_port: int | None,
+    load: Load,
     workdir: Path,
-    cores: str = "1",
+    http_port: int | None = None,
     server_pids: Callable[[], list[int]] | None = None,
 ) -> Result:
-    """Warm up, then measure; ``cores``: where h2load runs (taskset list);
-    ``server_pids``: the server's processes, whose CPU time is then reported."""
-    _h2load(port, body, args.warmup, args.connections, args.streams, None, cores)
+    """Warm up, then measure; ``http_port``: the server's metrics, whose gRPC
+    outcomes are then counted; ``server_pids``: the server's processes, whose CPU
+    time is then reported."""
+    _h2load(port, load, load.warmup, None)
     before = _handled(http_port) if http_port else {}
     pids = server_pids() if server_pids is not None else []
     cpu_before = _cpu_s(pids)
     log = workdir / f"{name}.log"
-    out, durations = _h2load(port, body, args.requests, args.connections, args.streams, log, cores)
+    out, durations = _h2load(port, load, load.requests, log)
     cpu_after = _cpu_s(pids)
     after = _handled(http_port) if http_port else {}
     # h2load writes "finished in 789.57ms" under a second, "finished in 12.3s" above.
@@ -216,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         body = workdir / "request.bin"
         body.write_bytes(request_body())
+        load = Load.from_args(args, body)
 
         grpc_port, http_port = free_port(), free_port()
         # The gRPC path alone: no event bus here (the delivery benchmark covers it).
@@ -227,10 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                 measure(
                     "paysim",
                     grpc_port,
-                    body,
-                    args,
-                    http_port,
+                    load,
                     workdir,
+                    http_port,
                     server_pids=lambda: [proc.pid],  # taskset execs into the server
                 )
             )
@@ -243,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             proc = _start(baseline, dict(os.environ))
             try:
                 wait_port(port)
-                results.append(measure("grpc.aio-constant", port, body, args, None, workdir))
+                results.append(measure("grpc.aio-constant", port, load, workdir))
             finally:
                 stop_process(proc)
 

@@ -36,7 +36,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from paysim.benchmarks.h2load import Result, measure, request_body, stop_process
+from paysim.benchmarks.h2load import Load, Result, measure, request_body, stop_process
 from paysim.loadgen.ports import wait_port
 from paysim.loadgen.spawn import free_port, server_env
 
@@ -145,11 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                     measure(
                         name.replace(" ", ""),
                         grpc_port,
-                        body,
-                        args,
-                        http_port if workers == 1 else None,
+                        Load.from_args(args, body, cores="1" if workers == 1 else "0,1"),
                         workdir,
-                        cores="1" if workers == 1 else "0,1",
+                        http_port if workers == 1 else None,
                         server_pids=functools.partial(_tree, proc),
                     )
                 )

@@ -1,0 +1,5 @@
+"""``python -m paysim.benchmarks.lifecycle``: see the package docstring."""
+
+from paysim.benchmarks.lifecycle.cli import main
+
+raise SystemExit(main())

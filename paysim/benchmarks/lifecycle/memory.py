@@ -1,0 +1,194 @@
+"""Memory per payment, each case in a fresh child process (``--memory``).
+
+``run_child`` starts ``python -m paysim.benchmarks.lifecycle --child CASE ...``,
+which runs ``memory_pending`` or ``memory_churn`` and prints its
+``MemoryResult`` as one JSON line.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import trio
+import trio.testing
+
+from paysim import runtime
+from paysim.adapters.memory_store import MemoryStore
+from paysim.benchmarks.lifecycle.inprocess import EPOCH, make_service, rss_kib
+from paysim.config import Settings, SimulationSettings
+from paysim.domain.models import (
+    CreateIntent,
+    Metadata,
+    Money,
+    PaymentMethod,
+    Scenario,
+)
+
+
+@dataclass
+class MemoryResult:
+    case: str
+    payments: int
+    stored_at_end: int
+    rss_at_end_mib: float
+    bytes_per_payment: float
+    peak_mib: float
+    real_s: float
+    stored_after_retention: int | None = None
+    rss_after_retention_mib: float | None = None
+    blocks_after_retention: int | None = None  # sys.getallocatedblocks() minus the baseline
+    peak_stored: int | None = None
+    create_us: float | None = None
+
+
+def _setup_process() -> int:
+    """As ``paysim serve``: GC thresholds, start-up objects frozen. The baseline RSS (KiB)."""
+    runtime.tune_gc(Settings().gc_thresholds)
+    runtime.freeze_startup_objects()
+    gc.collect()
+    return rss_kib()
+
+
+def _command(i: int, delay_ms: str | None) -> CreateIntent:
+    """A request as the gRPC edge would build it: its own strings, its own tags."""
+    tags = {"delay_ms": delay_ms} if delay_ms is not None else {}
+    return CreateIntent(
+        reservation_id=f"rsv-{i:012d}",
+        user_id=f"user-{i % 1000:06d}",
+        amount=Money(10_000 + i % 7, "KRW"),
+        method=PaymentMethod.CREDIT_CARD,
+        scenario=Scenario.UNSPECIFIED,
+        webhook_url=f"https://shop.example.com/webhooks/payments?shard={i % 16}",
+        idempotency_key="",
+        metadata=Metadata(
+            source="bench",
+            user_agent=f"bench-client/1.{i % 10}",
+            ip_address=f"10.{i % 256}.{i // 256 % 256}.{i // 65536 % 256}",
+            session_id=f"sess-{i:012d}",
+            tags=tags,
+        ),
+        delay_override_s=int(delay_ms) / 1000 if delay_ms is not None else None,
+    )
+
+
+def memory_pending(count: int) -> MemoryResult:
+    settings = SimulationSettings(max_pending_payments=count + 1)
+    store = MemoryStore()
+
+    async def run() -> tuple[int, int, float, float]:
+        async with trio.open_nursery() as nursery:
+            service = make_service(nursery, store, settings)
+            baseline = _setup_process()
+            started = time.perf_counter()
+            for i in range(count):
+                await service.create_intent(_command(i, "600000"))
+            create_s = time.perf_counter() - started
+            await trio.testing.wait_all_tasks_blocked()  # every timer task started
+            gc.collect()
+            rss = rss_kib()
+            real_s = time.perf_counter() - started
+            nursery.cancel_scope.cancel()
+            return baseline, rss, create_s, real_s
+
+    baseline, rss, create_s, real_s = trio.run(run)
+    peak = rss_kib("VmHWM") - baseline
+    return MemoryResult(
+        case=f"{count:,} pending (timers armed)",
+        payments=count,
+        stored_at_end=len(store),
+        rss_at_end_mib=(rss - baseline) / 1024,
+        bytes_per_payment=(rss - baseline) * 1024 / count,
+        peak_mib=peak / 1024,
+        real_s=real_s,
+        create_us=create_s / count * 1e6,
+    )
+
+
+def memory_churn(count: int, minutes: float) -> MemoryResult:
+    retention_s = 60.0
+    settings = SimulationSettings(
+        retention_s=retention_s, default_delay_s=2.0, max_pending_payments=count + 1
+    )
+    store = MemoryStore(retention_s=retention_s)
+    window_s = minutes * 60.0
+    ticks = round(window_s * 100)  # a batch every 10 ms of simulated time
+
+    def wall_clock() -> float:
+        return EPOCH + trio.current_time()
+
+    samples: list[tuple[int, int]] = []  # (stored, RSS KiB), every simulated second
+
+    async def sample_every_second() -> None:
+        while True:
+            await trio.sleep(1.0)
+            samples.append((len(store), rss_kib()))
+
+    async def run() -> dict[str, float]:
+        async with trio.open_nursery() as nursery:
+            service = make_service(nursery, store, settings, wall_clock)
+            nursery.start_soon(service.run_sweeper, settings.sweep_interval_s)
+            nursery.start_soon(sample_every_second)
+            baseline = _setup_process()
+            blocks = sys.getallocatedblocks()
+            started = time.perf_counter()
+            made = 0
+            for tick in range(ticks):
+                target = count * (tick + 1) // ticks
+                while made < target:
+                    await service.create_intent(_command(made, None))
+                    made += 1
+                await trio.sleep(0.01)
+            await trio.sleep(3.0)  # the last payments' timers
+            gc.collect()
+            at_end = {"stored": len(store), "rss": rss_kib() - baseline}
+            await trio.sleep(retention_s + 5.0)
+            gc.collect()
+            after = {
+                "stored": len(store),
+                "rss": rss_kib() - baseline,
+                "blocks": sys.getallocatedblocks() - blocks,
+            }
+            real_s = time.perf_counter() - started
+            nursery.cancel_scope.cancel()
+            return {
+                "baseline": baseline,
+                "stored_end": at_end["stored"],
+                "rss_end": at_end["rss"],
+                "stored_after": after["stored"],
+                "rss_after": after["rss"],
+                "blocks_after": after["blocks"],
+                "real_s": real_s,
+            }
+
+    r = trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+    peak = rss_kib("VmHWM") - r["baseline"]
+    return MemoryResult(
+        case=f"{count:,} churned over {minutes:g} min, retention {retention_s:g} s",
+        payments=count,
+        stored_at_end=int(r["stored_end"]),
+        rss_at_end_mib=r["rss_end"] / 1024,
+        bytes_per_payment=r["rss_end"] * 1024 / max(1, r["stored_end"]),
+        peak_mib=peak / 1024,
+        real_s=r["real_s"],
+        stored_after_retention=int(r["stored_after"]),
+        rss_after_retention_mib=r["rss_after"] / 1024,
+        blocks_after_retention=int(r["blocks_after"]),
+        peak_stored=max((stored for stored, _ in samples), default=0),
+    )
+
+
+def run_child(args: list[str]) -> MemoryResult:
+    out = subprocess.run(
+        [sys.executable, "-m", "paysim.benchmarks.lifecycle", "--child", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"child {args} failed:\n{out.stdout}{out.stderr}")
+    return MemoryResult(**json.loads(out.stdout.strip().splitlines()[-1]))
