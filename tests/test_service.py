@@ -30,7 +30,7 @@ from paysim.domain.models import (
     PaymentStatus,
     Scenario,
 )
-from paysim.domain.validation import validate_create
+from paysim.domain.validation import CreateRequest, validate_create
 from paysim.errors import IdempotencyConflict, InvalidArgument, NotFound, Overloaded
 from paysim.observability.metrics import Metrics
 from paysim.service import PaymentService
@@ -118,7 +118,8 @@ def intent(
         "max_delay_s": SimulationSettings().max_delay_s,
     }
     fields.update(changes)
-    return validate_create(**fields)
+    max_delay_s = fields.pop("max_delay_s")
+    return validate_create(CreateRequest(**fields), max_delay_s=max_delay_s)
 
 
 async def create(h: Harness, cmd: CreateIntent) -> Payment:
