@@ -102,7 +102,7 @@ from paysim.errors import (
     PaysimError,
 )
 from paysim.observability.metrics import Metrics
-from paysim.service import PaymentService
+from paysim.service import PaymentService, ServiceParts
 from paysim.simulator import MAX_EXTRAS, Fire, Simulator
 
 T = TypeVar("T")
@@ -367,11 +367,13 @@ class World:
         self.simulator = CheckedSimulator(nursery, SETTINGS.max_pending_payments)
         self.notifier = RecordingNotifier()
         self.service = PaymentService(
-            store=self.store,
-            simulator=self.simulator,
-            notifier=self.notifier,
-            metrics=Metrics(),
-            settings=SETTINGS,
+            ServiceParts(
+                store=self.store,
+                simulator=self.simulator,
+                notifier=self.notifier,
+                metrics=Metrics(),
+            ),
+            SETTINGS,
             rng=random.Random(seed),
             wall_clock=wall_clock,
         )

@@ -98,7 +98,7 @@ from paysim.domain.models import (
 )
 from paysim.domain.validation import validate_list
 from paysim.observability.metrics import Metrics
-from paysim.service import PaymentService
+from paysim.service import PaymentService, ServiceParts
 from paysim.simulator import Simulator
 
 EPOCH = 1_700_000_000.0
@@ -134,11 +134,13 @@ def _service(
     metrics = Metrics()
     simulator = Simulator(nursery, settings.max_pending_payments, metrics.pending_changed)
     return PaymentService(
-        store=store,
-        simulator=simulator,
-        notifier=DropNotifier(),
-        metrics=metrics,
-        settings=settings,
+        ServiceParts(
+            store=store,
+            simulator=simulator,
+            notifier=DropNotifier(),
+            metrics=metrics,
+        ),
+        settings,
         wall_clock=wall_clock,
     )
 
