@@ -47,7 +47,7 @@ from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
 from paysim.ports import Notifier
 from paysim.replica import Replica
-from paysim.service import PaymentService
+from paysim.service import PaymentService, ServiceParts
 from paysim.simulator import Simulator
 
 log = structlog.get_logger("paysim.app")
@@ -97,11 +97,13 @@ async def run(
                 wiring.open_simulator(settings.simulation, metrics) as simulator,
             ):
                 service = PaymentService(
-                    store=store,
-                    simulator=simulator,
-                    notifier=outbox,
-                    metrics=metrics,
-                    settings=settings.simulation,
+                    ServiceParts(
+                        store=store,
+                        simulator=simulator,
+                        notifier=outbox,
+                        metrics=metrics,
+                    ),
+                    settings.simulation,
                 )
                 replica = None
                 if shared is not None:

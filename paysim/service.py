@@ -19,6 +19,7 @@ import functools
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
@@ -56,26 +57,34 @@ log = structlog.get_logger("paysim.service")
 _CAS_ATTEMPTS = 8
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceParts:
+    """What the service works with; the wiring opens each before and closes it after."""
+
+    store: PaymentStore
+    simulator: Simulator
+    notifier: Notifier
+    metrics: Metrics
+
+
 class PaymentService:
     def __init__(
         self,
-        *,
-        store: PaymentStore,
-        simulator: Simulator,
-        notifier: Notifier,
-        metrics: Metrics,
+        parts: ServiceParts,
         settings: SimulationSettings,
+        *,
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
-        self._simulator = simulator
-        self._notifier = notifier
-        self._metrics = metrics
+        """``rng`` defaults to one seeded by ``settings.seed``; both seams are for tests."""
+        self._store = parts.store
+        self._simulator = parts.simulator
+        self._notifier = parts.notifier
+        self._metrics = parts.metrics
         self._settings = settings
         self._rng = rng if rng is not None else random.Random(settings.seed)
         self._now = wall_clock
-        self._keys = idempotency.Keys(store, settings.idempotency_ttl_s, wall_clock)
+        self._keys = idempotency.Keys(parts.store, settings.idempotency_ttl_s, wall_clock)
         self._clock = settings.clock
         self._default_scenario = Scenario.from_name(settings.default_scenario)
         self._timing = outcomes.Timing(

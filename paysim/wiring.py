@@ -28,7 +28,7 @@ import trio
 from grpc_health.v1 import health_pb2
 
 from paysim._proto.proto.payment.v1 import payment_pb2
-from paysim.adapters.aws import make_client
+from paysim.adapters.aws import ClientTuning, make_client
 from paysim.adapters.http1_client import Http1Client
 from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
 from paysim.adapters.memory_store import MemoryStore
@@ -104,8 +104,10 @@ async def open_resources(
                     make_client,
                     "events",
                     settings.aws,
-                    read_timeout_s=settings.events.call_timeout_s,
-                    max_pool_connections=settings.events.concurrency,
+                    tuning=ClientTuning(
+                        read_timeout_s=settings.events.call_timeout_s,
+                        max_pool_connections=settings.events.concurrency,
+                    ),
                 )
             )
         yield Resources(http_client, events_client, SsrfPolicy.from_settings(settings.webhook))

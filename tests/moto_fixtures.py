@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from paysim.adapters.aws import Resources, ensure_resources, make_client
+from paysim.adapters.aws import ResourceNames, Resources, ensure_resources, make_client
 from paysim.config import AwsSettings
 
 if TYPE_CHECKING:
@@ -152,7 +152,5 @@ async def aws_resources(
         events_client,
         sqs_client,
         aws_settings,
-        queue_name=aws_names.queue,
-        dlq_name=aws_names.dlq,
-        rule_name=aws_names.rule,
+        names=ResourceNames(queue=aws_names.queue, dlq=aws_names.dlq, rule=aws_names.rule),
     )

@@ -28,11 +28,11 @@ Policy decisions:
   own trio deadline; botocore's retries would sleep inside a worker thread,
   invisible to that deadline, and multiply with ours (3 x N attempts). A caller
   that has no retry loop of its own (a one-shot setup) can pass
-  ``max_attempts=3``.
+  ``ClientTuning(max_attempts=3)``.
 * **Timeouts are short and per service**: connect 3 s; read 10 s, except SQS,
   whose read timeout (30 s) must outlast a 20 s long poll. Callers with a
-  tighter budget pass ``read_timeout_s`` (the EventBridge publisher's deadline
-  is EVENTS_CALL_TIMEOUT_MS). These timeouts are what really ends a blocked
+  tighter budget pass ``ClientTuning(read_timeout_s=...)`` (the EventBridge
+  publisher's deadline is EVENTS_CALL_TIMEOUT_MS). These timeouts are what really ends a blocked
   thread: a trio deadline can only abandon it.
 * **Every blocking call of ``ensure_resources`` runs through
   ``trio.to_thread.run_sync``** behind a ``CapacityLimiter`` and under
@@ -84,16 +84,44 @@ class AwsSetupError(Exception):
     """``ensure_resources`` could not bring a resource to the contract's shape."""
 
 
+@dataclass(frozen=True, slots=True)
+class ClientTuning:
+    """How a boto3 client times out, retries and pools (see the module docstring).
+
+    ``read_timeout_s=None`` picks the service's default. ``max_attempts`` counts
+    the first call: 1 means botocore never retries. ``max_pool_connections``
+    bounds the HTTP connections, so it should be at least the number of threads
+    that call the client at once.
+    """
+
+    connect_timeout_s: float = CONNECT_TIMEOUT_S
+    read_timeout_s: float | None = None
+    max_attempts: int = 1
+    max_pool_connections: int = 10
+
+
+DEFAULT_TUNING = ClientTuning()
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceNames:
+    """The names ``ensure_resources`` gives the queue, its DLQ and the rule."""
+
+    queue: str = QUEUE_NAME
+    dlq: str = DLQ_NAME
+    rule: str = RULE_NAME
+
+
+DEFAULT_NAMES = ResourceNames()
+
+
 @overload
 def make_client(
     service: Literal["events"],
     aws: AwsSettings,
     endpoint_url: str | None = None,
     *,
-    connect_timeout_s: float = ...,
-    read_timeout_s: float | None = ...,
-    max_attempts: int = ...,
-    max_pool_connections: int = ...,
+    tuning: ClientTuning = ...,
 ) -> EventBridgeClient: ...
 
 
@@ -103,10 +131,7 @@ def make_client(
     aws: AwsSettings,
     endpoint_url: str | None = None,
     *,
-    connect_timeout_s: float = ...,
-    read_timeout_s: float | None = ...,
-    max_attempts: int = ...,
-    max_pool_connections: int = ...,
+    tuning: ClientTuning = ...,
 ) -> SQSClient: ...
 
 
@@ -116,10 +141,7 @@ def make_client(
     aws: AwsSettings,
     endpoint_url: str | None = None,
     *,
-    connect_timeout_s: float = ...,
-    read_timeout_s: float | None = ...,
-    max_attempts: int = ...,
-    max_pool_connections: int = ...,
+    tuning: ClientTuning = ...,
 ) -> Any: ...
 
 
@@ -128,30 +150,24 @@ def make_client(
     aws: AwsSettings,
     endpoint_url: str | None = None,
     *,
-    connect_timeout_s: float = CONNECT_TIMEOUT_S,
-    read_timeout_s: float | None = None,
-    max_attempts: int = 1,
-    max_pool_connections: int = 10,
+    tuning: ClientTuning = DEFAULT_TUNING,
 ) -> Any:
     """A boto3 client for ``service`` in ``aws.region`` (profile ``aws.profile``).
 
     ``endpoint_url=None`` leaves the endpoint to boto3 (AWS, or
-    ``AWS_ENDPOINT_URL[_<SERVICE>]``). ``read_timeout_s=None`` picks the
-    service's default (see the module docstring). ``max_attempts`` counts the
-    first call: 1 means botocore never retries. ``max_pool_connections`` bounds
-    the HTTP connections, so it should be at least the number of threads that
-    call the client at once.
+    ``AWS_ENDPOINT_URL[_<SERVICE>]``). ``tuning`` holds the client's timeouts,
+    retries and pool size (``ClientTuning``).
     """
     read_timeout = (
-        read_timeout_s
-        if read_timeout_s is not None
+        tuning.read_timeout_s
+        if tuning.read_timeout_s is not None
         else _READ_TIMEOUT_S.get(service, DEFAULT_READ_TIMEOUT_S)
     )
     config = Config(
-        connect_timeout=connect_timeout_s,
+        connect_timeout=tuning.connect_timeout_s,
         read_timeout=read_timeout,
-        retries={"mode": "standard", "total_max_attempts": max_attempts},
-        max_pool_connections=max_pool_connections,
+        retries={"mode": "standard", "total_max_attempts": tuning.max_attempts},
+        max_pool_connections=tuning.max_pool_connections,
     )
     if endpoint_url is None:
         endpoint_url = contract_endpoint(service, os.environ)
@@ -231,9 +247,7 @@ async def ensure_resources(
     sqs_client: SQSClient,
     aws: AwsSettings,
     *,
-    queue_name: str = QUEUE_NAME,
-    dlq_name: str = DLQ_NAME,
-    rule_name: str = RULE_NAME,
+    names: ResourceNames = DEFAULT_NAMES,
     limiter: trio.CapacityLimiter | None = None,
     call_timeout_s: float = 10.0,
 ) -> Resources:
@@ -248,6 +262,7 @@ async def ensure_resources(
     """
     call = _Caller(limiter or trio.CapacityLimiter(1), call_timeout_s)
     bus_name = aws.event_bus_name
+    queue_name, dlq_name, rule_name = names.queue, names.dlq, names.rule
 
     if bus_name != "default":
         try:

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 from trio_util import AsyncValue
 
-from paysim.adapters.aws import Resources, ensure_resources, make_client
+from paysim.adapters.aws import (
+    ClientTuning,
+    ResourceNames,
+    Resources,
+    ensure_resources,
+    make_client,
+)
 from paysim.config import AwsSettings
 from paysim.devstack import DEV_CREDENTIALS
 from paysim.loadgen.ports import wait_port_open
@@ -101,16 +107,18 @@ async def moto_resources(endpoint: str, aws: AwsSettings, run_id: str) -> tuple[
         events,
         sqs,
         aws,
-        queue_name=f"paysim-chaos-{run_id}",
-        dlq_name=f"paysim-chaos-{run_id}-dlq",
-        rule_name=f"paysim-chaos-{run_id}",
+        names=ResourceNames(
+            queue=f"paysim-chaos-{run_id}",
+            dlq=f"paysim-chaos-{run_id}-dlq",
+            rule=f"paysim-chaos-{run_id}",
+        ),
     )
     return sqs, resources
 
 
 def _clients(endpoint: str, aws: AwsSettings) -> tuple[EventBridgeClient, SQSClient]:
     events = make_client("events", aws, endpoint)
-    return events, make_client("sqs", aws, endpoint, max_pool_connections=16)
+    return events, make_client("sqs", aws, endpoint, tuning=ClientTuning(max_pool_connections=16))
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from paysim.domain import currency as currencies
@@ -149,45 +150,53 @@ def forced_outcome(tags: Mapping[str, str]) -> str | None:
     return name
 
 
-def validate_create(
-    *,
-    reservation_id: str,
-    user_id: str,
-    amount: int,
-    currency: str,
-    amount_present: bool,
-    method: PaymentMethod,
-    scenario: Scenario,
-    webhook_url: str,
-    idempotency_key: str,
-    metadata: Metadata,
-    max_delay_s: float,
-) -> CreateIntent:
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """The fields of a CreatePaymentIntent request as the edge received them, unchecked.
+
+    ``amount_present`` says whether the request carried an amount at all (a
+    message field's presence); the enums are already decoded by the edge.
+    """
+
+    reservation_id: str
+    user_id: str
+    amount: int
+    currency: str
+    amount_present: bool
+    method: PaymentMethod
+    scenario: Scenario
+    webhook_url: str
+    idempotency_key: str
+    metadata: Metadata
+
+
+def validate_create(request: CreateRequest, *, max_delay_s: float) -> CreateIntent:
     """Check every field of a CreatePaymentIntent request; build the complete command.
 
     The tags are parsed here too: ``delay_ms`` (at most ``max_delay_s``) and
     ``test_outcome``. The webhook URL's sendability is the edge's injected check.
     """
-    check_id("reservation_id", reservation_id, MAX_ID_LEN, required=True)
-    check_id("user_id", user_id, MAX_ID_LEN, required=True)
-    money = check_money("amount", amount, currency, present=amount_present)
-    check_webhook_url("webhook_url", webhook_url)
-    check_id("idempotency_key", idempotency_key, MAX_KEY_LEN)
+    r = request
+    check_id("reservation_id", r.reservation_id, MAX_ID_LEN, required=True)
+    check_id("user_id", r.user_id, MAX_ID_LEN, required=True)
+    money = check_money("amount", r.amount, r.currency, present=r.amount_present)
+    check_webhook_url("webhook_url", r.webhook_url)
+    check_id("idempotency_key", r.idempotency_key, MAX_KEY_LEN)
     for name in ("source", "user_agent", "ip_address"):
-        check_text(f"metadata.{name}", getattr(metadata, name), MAX_META_LEN)
-    check_id("metadata.session_id", metadata.session_id, MAX_META_LEN)
-    check_tags("metadata.tags", metadata.tags)
-    delay = delay_override_s(metadata.tags, max_delay_s)
-    forced = forced_outcome(metadata.tags)
+        check_text(f"metadata.{name}", getattr(r.metadata, name), MAX_META_LEN)
+    check_id("metadata.session_id", r.metadata.session_id, MAX_META_LEN)
+    check_tags("metadata.tags", r.metadata.tags)
+    delay = delay_override_s(r.metadata.tags, max_delay_s)
+    forced = forced_outcome(r.metadata.tags)
     return CreateIntent(
-        reservation_id=reservation_id,
-        user_id=user_id,
+        reservation_id=r.reservation_id,
+        user_id=r.user_id,
         amount=money,
-        method=method,
-        scenario=scenario,
-        webhook_url=webhook_url,
-        idempotency_key=idempotency_key,
-        metadata=metadata,
+        method=r.method,
+        scenario=r.scenario,
+        webhook_url=r.webhook_url,
+        idempotency_key=r.idempotency_key,
+        metadata=r.metadata,
         delay_override_s=delay,
         forced_outcome=forced,
     )

@@ -69,15 +69,14 @@ class _Wiring:
 
 def make_sqs_client(settings: Settings) -> Any:
     """A boto3 SQS client; the endpoint is boto3's (AWS_ENDPOINT_URL[_SQS] or AWS)."""
-    from paysim.adapters.aws import make_client
+    from paysim.adapters.aws import ClientTuning, make_client
 
-    return make_client(
-        "sqs",
-        settings.aws,
+    tuning = ClientTuning(
         # Above the long poll, so that botocore ends a stuck call before we give up on it.
         read_timeout_s=settings.worker.wait_time_s + SQS_CALL_TIMEOUT_S,
         max_pool_connections=sqs_threads(settings.worker),
     )
+    return make_client("sqs", settings.aws, tuning=tuning)
 
 
 async def run_worker(

@@ -16,7 +16,7 @@ from paysim.domain.models import (
     StatusChange,
 )
 from paysim.observability.metrics import Metrics
-from paysim.service import PaymentService
+from paysim.service import PaymentService, ServiceParts
 from paysim.simulator import Simulator
 
 EPOCH = 1_700_000_000.0
@@ -49,10 +49,12 @@ def make_service(
     metrics = Metrics()
     simulator = Simulator(nursery, settings.max_pending_payments, metrics.pending_changed)
     return PaymentService(
-        store=store,
-        simulator=simulator,
-        notifier=DropNotifier(),
-        metrics=metrics,
-        settings=settings,
+        ServiceParts(
+            store=store,
+            simulator=simulator,
+            notifier=DropNotifier(),
+            metrics=metrics,
+        ),
+        settings,
         wall_clock=wall_clock,
     )

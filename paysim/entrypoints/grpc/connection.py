@@ -57,7 +57,12 @@ from purerpc.grpclib.events import MessageReceived, RequestEnded, RequestReceive
 from purerpc.grpclib.status import Status, StatusCode
 
 from paysim.entrypoints.grpc.calls import OK_TRAILERS, RESPONSE_HEADERS, Call, CallRunner
-from paysim.entrypoints.grpc.protocol import ServerConnection, StreamFailed, StreamReset
+from paysim.entrypoints.grpc.protocol import (
+    ConnectionLimits,
+    ServerConnection,
+    StreamFailed,
+    StreamReset,
+)
 
 if TYPE_CHECKING:
     from paysim.entrypoints.grpc.transport import GrpcServer
@@ -71,14 +76,14 @@ class Connection(CallRunner):
         self.stream = stream
         limits = server.limits
         self.limits = limits
-        self.conn = ServerConnection(
-            limits.max_message_bytes,
-            (RESPONSE_HEADERS, OK_TRAILERS),
+        bounds = ConnectionLimits(
+            max_message_length=limits.max_message_bytes,
             max_concurrent_streams=limits.max_concurrent_streams,
             max_header_list_size=limits.max_header_list_size,
             connection_window=limits.connection_window,
-            frame_limits=limits.frames,
+            frames=limits.frames,
         )
+        self.conn = ServerConnection(bounds, (RESPONSE_HEADERS, OK_TRAILERS))
         self.h2 = self.conn.h2_connection
         self.calls: dict[int, Call] = {}
         self._starting: list[Call] = []  # opened by the current read, not yet started

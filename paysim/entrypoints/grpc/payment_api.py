@@ -133,7 +133,7 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
         self._check_webhook_url = check_webhook_url
 
     async def CreatePaymentIntent(self, req: Any) -> Any:
-        cmd = validation.validate_create(
+        request = validation.CreateRequest(
             reservation_id=req.reservation_id,
             user_id=req.user_id,
             amount=req.amount.amount,
@@ -144,8 +144,8 @@ class PaymentApi(payment_grpc.PaymentServiceServicer):  # type: ignore[misc]
             webhook_url=req.webhook_url,
             idempotency_key=req.idempotency_key,
             metadata=_metadata(req.metadata, req.HasField("metadata")),
-            max_delay_s=self._max_delay_s,
         )
+        cmd = validation.validate_create(request, max_delay_s=self._max_delay_s)
         if cmd.webhook_url:
             self._check_webhook_url(cmd.webhook_url)
         created = await self._service.create_intent(cmd)

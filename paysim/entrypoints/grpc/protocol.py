@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import h2.config
@@ -54,7 +55,13 @@ from paysim.entrypoints.grpc.messages import (
     unsupported_encoding,
 )
 
-__all__ = ["ACCEPT_ENCODING", "ServerConnection", "StreamFailed", "StreamReset"]
+__all__ = [
+    "ACCEPT_ENCODING",
+    "ConnectionLimits",
+    "ServerConnection",
+    "StreamFailed",
+    "StreamReset",
+]
 
 _DEFAULT_WINDOW = 65_535  # RFC 9113 §6.9.2: every window starts here
 _TIMEOUT = re.compile(r"[0-9]{1,8}[HMSmun]")
@@ -114,21 +121,32 @@ def _header_problem(headers: HeaderDict) -> StreamFailed | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one connection's peer may send: HTTP/2 settings and frame limits.
+
+    ``connection_window=None``: room for two largest messages.
+    """
+
+    max_message_length: int
+    max_concurrent_streams: int = 256
+    max_header_list_size: int = 16_384
+    connection_window: int | None = None
+    frames: FrameLimits = field(default_factory=FrameLimits)
+
+
 class ServerConnection:
     """Server side of one HTTP/2 connection; never raises for a single bad stream."""
 
     def __init__(
         self,
-        max_message_length: int,
+        limits: ConnectionLimits,
         constant_headers: Sequence[Sequence[tuple[str, str]]] = (),
         *,
-        max_concurrent_streams: int = 256,
-        max_header_list_size: int = 16_384,
-        connection_window: int | None = None,
-        frame_limits: FrameLimits | None = None,
+        clock: Callable[[], float] = trio.current_time,
     ) -> None:
-        self.max_message_length = max_message_length
-        limits = frame_limits or FrameLimits()
+        self.max_message_length = limits.max_message_length
+        frames = limits.frames
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         # Outbound headers are ours and well-formed: skip h2's per-header checks.
         # Inbound headers are checked here (``_header_problem``) and by purerpc's
@@ -137,23 +155,23 @@ class ServerConnection:
         config.normalize_outbound_headers = False
         config.validate_inbound_headers = False
         config.normalize_inbound_headers = False
-        h2c = GuardedH2Connection(config, limits, trio.current_time)
+        h2c = GuardedH2Connection(config, frames, clock)
         self.h2_connection = h2c
         # One largest message (with its prefix and some padding) fits a stream's window.
-        self.stream_window = min(max_message_length + 5 + 1024, 2**31 - 1)
-        self.connection_window = min(connection_window or 2 * self.stream_window, 2**31 - 1)
+        self.stream_window = min(limits.max_message_length + 5 + 1024, 2**31 - 1)
+        self.connection_window = min(limits.connection_window or 2 * self.stream_window, 2**31 - 1)
         h2c.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+                SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
                 SettingCodes.INITIAL_WINDOW_SIZE: self.stream_window,
-                SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
-                SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
+                SettingCodes.MAX_FRAME_SIZE: frames.max_frame_size,
+                SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
             },
         )
-        h2c.max_inbound_frame_size = limits.max_frame_size
+        h2c.max_inbound_frame_size = frames.max_frame_size
         h2c.decoder = CachingDecoder(h2c.decoder)
-        h2c.decoder.max_header_list_size = max_header_list_size
+        h2c.decoder.max_header_list_size = limits.max_header_list_size
         h2c.encoder = CachingEncoder(h2c.encoder, constant_headers)
         self.readers: dict[int, MessageReader] = {}
         self.settings_received = False

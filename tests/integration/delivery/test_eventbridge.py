@@ -26,7 +26,7 @@ import trio.testing
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from paysim.adapters import aws as aws_adapter
-from paysim.adapters.aws import Resources, ensure_resources, make_client
+from paysim.adapters.aws import ResourceNames, Resources, ensure_resources, make_client
 from paysim.config import AwsSettings, EventSettings
 from paysim.delivery.event_batches import MAX_BATCH_BYTES, entry_size
 from paysim.delivery.event_publisher import (
@@ -255,9 +255,7 @@ async def test_ensure_resources_creates_the_contract_resources(
         events_client,
         sqs_client,
         aws_settings,
-        queue_name=aws_names.queue,
-        dlq_name=aws_names.dlq,
-        rule_name=aws_names.rule,
+        names=ResourceNames(queue=aws_names.queue, dlq=aws_names.dlq, rule=aws_names.rule),
     )
     assert again == r
     targets = await _call(

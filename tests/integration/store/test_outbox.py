@@ -27,7 +27,7 @@ from paysim.domain.models import CancelCommand, PaymentStatus, StatusChange
 from paysim.observability.metrics import Metrics
 from paysim.outbox import Channel, Outbox
 from paysim.replica import Replica
-from paysim.service import PaymentService
+from paysim.service import PaymentService, ServiceParts
 from paysim.simulator import Simulator
 from tests.integration.store.test_redis_store import expire_lease
 from tests.redis_fixtures import redis_server, redis_settings  # noqa: F401 - fixtures
@@ -179,11 +179,13 @@ async def replica(
 
         outbox = outbox_of(*channels, forget=forget)
         service = PaymentService(
-            store=store,
-            simulator=Simulator(nursery, 100, metrics.pending_changed),
-            notifier=outbox,
-            metrics=metrics,
-            settings=SimulationSettings(default_delay_s=600.0),
+            ServiceParts(
+                store=store,
+                simulator=Simulator(nursery, 100, metrics.pending_changed),
+                notifier=outbox,
+                metrics=metrics,
+            ),
+            SimulationSettings(default_delay_s=600.0),
         )
         yield ReplicaUnderTest(store, service, outbox, finished)
         nursery.cancel_scope.cancel()

@@ -240,7 +240,7 @@ def test_a_simulated_answer_keeps_the_decided_outcome_when_it_matches(
 
 
 def test_the_new_payment_is_pending_at_version_one() -> None:
-    cmd = validation.validate_create(**VALID)
+    cmd = validate()
     outcome = Outcome(status=S.COMPLETED, delay_s=1.5)
     p = cmd.new_payment("pay_9", Scenario.APPROVE, outcome, 50.0, 950.0)
     assert (p.status, p.version, p.created_at, p.updated_at, p.expires_at) == (
@@ -366,12 +366,18 @@ VALID: dict[str, Any] = {
     "webhook_url": "https://example.com/hooks/payment",
     "idempotency_key": "key-1",
     "metadata": Metadata(source="web", tags={"delay_ms": "1500", "k": "v"}),
-    "max_delay_s": 600.0,
 }
+MAX_DELAY_S = 600.0
+
+
+def validate(**changes: Any) -> CreateIntent:
+    """``validate_create`` on ``VALID`` with ``changes``, as the edge calls it."""
+    request = validation.CreateRequest(**{**VALID, **changes})
+    return validation.validate_create(request, max_delay_s=MAX_DELAY_S)
 
 
 def test_valid_input_builds_the_command() -> None:
-    cmd = validation.validate_create(**VALID)
+    cmd = validate()
     assert cmd == CreateIntent(
         reservation_id="res_123",
         user_id="user_456",
@@ -404,7 +410,7 @@ def test_valid_input_builds_the_command() -> None:
     ],
 )
 def test_valid_variants_pass(changes: dict[str, Any]) -> None:
-    validation.validate_create(**{**VALID, **changes})
+    validate(**changes)
 
 
 CTRL = "res\x00id"
@@ -463,7 +469,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 )
 def test_invalid_create_names_the_field(changes: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidArgument) as info:
-        validation.validate_create(**{**VALID, **changes})
+        validate(**changes)
     assert info.value.field == field
     assert str(info.value).startswith(f"invalid {field}: ")
 
@@ -473,11 +479,11 @@ DELAY_FIELD = "metadata.tags[delay_ms]"
 
 def test_the_test_outcome_tag_is_parsed_into_the_command() -> None:
     tags = {"test_outcome": "insufficient_funds"}
-    cmd = validation.validate_create(**{**VALID, "metadata": Metadata(tags=tags)})
+    cmd = validate(metadata=Metadata(tags=tags))
     assert cmd.forced_outcome == "insufficient_funds"
     assert cmd.delay_override_s is None
     with pytest.raises(InvalidArgument) as info:
-        validation.validate_create(**{**VALID, "metadata": Metadata(tags={"test_outcome": "x"})})
+        validate(metadata=Metadata(tags={"test_outcome": "x"}))
     assert info.value.field == "metadata.tags[test_outcome]"
 
 
@@ -510,7 +516,7 @@ def test_huge_delay_override_is_invalid_argument_not_a_crash() -> None:
     raw = "1" + "0" * 400  # 401 characters: within MAX_TAG_VALUE_LEN, so the tag parse refuses it
     tags = {"delay_ms": raw}
     with pytest.raises(InvalidArgument) as info:
-        validation.validate_create(**{**VALID, "metadata": Metadata(tags=tags)})
+        validate(metadata=Metadata(tags=tags))
     assert info.value.field == DELAY_FIELD
     with pytest.raises(InvalidArgument) as info:
         validation.delay_override_s(tags, 600.0)

@@ -9,7 +9,7 @@ import pytest
 from paysim.domain import currency, validation
 from paysim.domain.models import Money
 from paysim.errors import InvalidArgument
-from tests.unit.domain.test_domain import VALID
+from tests.unit.domain.test_domain import validate
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,7 @@ from tests.unit.domain.test_domain import VALID
 def test_minor_units_come_from_the_iso_table(code: str, units: int) -> None:
     assert currency.minor_units(code) == units
     assert Money(1, code).minor_units == units
-    validation.validate_create(**{**VALID, "currency": code})
+    validate(currency=code)
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,7 @@ def test_minor_units_come_from_the_iso_table(code: str, units: int) -> None:
 def test_codes_that_are_not_a_currency_of_payment_are_refused(code: str) -> None:
     assert not currency.is_currency(code)
     with pytest.raises(InvalidArgument) as info:
-        validation.validate_create(**{**VALID, "currency": code})
+        validate(currency=code)
     assert info.value.field == "amount.currency"
     assert f"{code} is not an ISO 4217 currency" in info.value.reason
 

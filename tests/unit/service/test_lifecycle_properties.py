@@ -86,6 +86,7 @@ from paysim.domain.models import (
 )
 from paysim.domain.state import MAX_REFUNDS
 from paysim.domain.validation import (
+    CreateRequest,
     check_simulate_delay,
     validate_cancel,
     validate_create,
@@ -101,7 +102,7 @@ from paysim.errors import (
     PaysimError,
 )
 from paysim.observability.metrics import Metrics
-from paysim.service import PaymentService
+from paysim.service import PaymentService, ServiceParts
 from paysim.simulator import MAX_EXTRAS, Fire, Simulator
 
 T = TypeVar("T")
@@ -366,11 +367,13 @@ class World:
         self.simulator = CheckedSimulator(nursery, SETTINGS.max_pending_payments)
         self.notifier = RecordingNotifier()
         self.service = PaymentService(
-            store=self.store,
-            simulator=self.simulator,
-            notifier=self.notifier,
-            metrics=Metrics(),
-            settings=SETTINGS,
+            ServiceParts(
+                store=self.store,
+                simulator=self.simulator,
+                notifier=self.notifier,
+                metrics=Metrics(),
+            ),
+            SETTINGS,
             rng=random.Random(seed),
             wall_clock=wall_clock,
         )
@@ -452,7 +455,7 @@ class World:
             tags["delay_ms"] = op.delay_ms
         if op.test_outcome is not None:
             tags[forced_outcomes.TAG] = op.test_outcome
-        return validate_create(
+        request = CreateRequest(
             reservation_id=op.reservation,
             user_id=op.user,
             amount=op.amount,
@@ -463,8 +466,8 @@ class World:
             webhook_url="https://example.com/hook" if op.webhook else "",
             idempotency_key=op.key,
             metadata=Metadata(source="prop", tags=tags),
-            max_delay_s=SETTINGS.max_delay_s,
         )
+        return validate_create(request, max_delay_s=SETTINGS.max_delay_s)
 
     async def create_op(self, op: Create) -> PaysimError | None:
         """Parse (as the edge does, refusing bad tags before the service), then create."""

@@ -30,10 +30,10 @@ from paysim.domain.models import (
     PaymentStatus,
     Scenario,
 )
-from paysim.domain.validation import validate_create
+from paysim.domain.validation import CreateRequest, validate_create
 from paysim.errors import IdempotencyConflict, InvalidArgument, NotFound, Overloaded
 from paysim.observability.metrics import Metrics
-from paysim.service import PaymentService
+from paysim.service import PaymentService, ServiceParts
 from paysim.simulator import Simulator
 
 S = PaymentStatus
@@ -85,11 +85,13 @@ async def open_service(
         store = store if store is not None else MemoryStore(sim_settings.retention_s)
         notifier = RecordingNotifier()
         service = PaymentService(
-            store=store,
-            simulator=simulator,
-            notifier=notifier,
-            metrics=metrics,
-            settings=sim_settings,
+            ServiceParts(
+                store=store,
+                simulator=simulator,
+                notifier=notifier,
+                metrics=metrics,
+            ),
+            sim_settings,
             rng=random.Random(seed),
             wall_clock=wall_clock,
         )
@@ -118,7 +120,8 @@ def intent(
         "max_delay_s": SimulationSettings().max_delay_s,
     }
     fields.update(changes)
-    return validate_create(**fields)
+    max_delay_s = fields.pop("max_delay_s")
+    return validate_create(CreateRequest(**fields), max_delay_s=max_delay_s)
 
 
 async def create(h: Harness, cmd: CreateIntent) -> Payment:
@@ -658,11 +661,13 @@ async def test_settings_seed_is_used_when_no_rng_is_given(
             metrics = Metrics()
             notifier = RecordingNotifier()
             service = PaymentService(
-                store=MemoryStore(),
-                simulator=Simulator(nursery, 1000, metrics.pending_changed),
-                notifier=notifier,
-                metrics=metrics,
-                settings=settings,
+                ServiceParts(
+                    store=MemoryStore(),
+                    simulator=Simulator(nursery, 1000, metrics.pending_changed),
+                    notifier=notifier,
+                    metrics=metrics,
+                ),
+                settings,
             )
             ids = [
                 (await service.create_intent(intent(Scenario.RANDOM))).payment.payment_intent_id
