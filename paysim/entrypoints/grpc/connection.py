@@ -189,7 +189,10 @@ class Connection(CallRunner):
                 # The peer is not reading what we send: read nothing more until it does.
                 self.flush()
                 await self._wait_wrote()
-            with trio.CancelScope(deadline=self._read_deadline()) as scope:
+            deadline = self._read_deadline()
+            if deadline == math.inf:  # calls in flight: look again after idle_timeout_s
+                deadline = trio.current_time() + limits.idle_timeout_s
+            with trio.CancelScope(deadline=deadline) as scope:
                 self._read_scope = scope
                 try:
                     data = await self.stream.receive_some(limits.read_size)
@@ -344,10 +347,11 @@ class Connection(CallRunner):
     # -- one call ----------------------------------------------------------
 
     def _call_ended(self) -> None:
+        # No deadline to move here: a read that began with calls in flight is
+        # bounded by idle_timeout_s from its start (``_read_deadline``), and
+        # re-checks against ``idle_since`` when that fires.
         if not self.calls:
             self.idle_since = trio.current_time()
-            if self._read_scope is not None:
-                self._read_scope.deadline = self._read_deadline()
             if self.draining:
                 self._idle.set()
 
