@@ -16,7 +16,7 @@ default:
 
 # install with the dev extra and run the whole test suite (ruff, mypy, pytest)
 test:
-    (command -v redis-server || (apt-get update && apt-get install -y redis-server)) && python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest
+    (command -v redis-server && command -v chromedriver || (apt-get update && apt-get install -y redis-server chromium chromium-driver)) && python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest
 
 # the CI entry point, exactly as CI runs it
 ci:

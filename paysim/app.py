@@ -92,13 +92,16 @@ async def run(
                 signals.start_soon(process.watch_signals, shutdown, force)
             async with (
                 wiring.open_resources(settings, events_client, events=notifier is None) as res,
+                wiring.open_console(settings, metrics) as console,
                 wiring.open_store(settings, readiness) as (store, shared),
-                wiring.open_outbox(settings, res, metrics, shared, http_app, notifier) as outbox,
+                wiring.open_outbox(
+                    settings, res, metrics, shared, wiring.Surfaces(http_app, console), notifier
+                ) as outbox,
                 wiring.open_simulator(settings.simulation, metrics) as simulator,
             ):
                 service = PaymentService(
                     ServiceParts(
-                        store=store,
+                        store=wiring.observed(store, console),
                         simulator=simulator,
                         notifier=outbox,
                         metrics=metrics,
@@ -111,6 +114,9 @@ async def run(
                     replica = Replica(shared, service, outbox, interval_s)
                 wired = wiring.Wired(settings, readiness, metrics, outbox, simulator, replica)
                 registry = wiring.build_registry(settings, service, readiness, res.webhook_policy)
+                wiring.add_console_routes(
+                    wiring.Surfaces(http_app, console), service, res.webhook_policy
+                )
                 async with (
                     wiring.open_upkeep(settings, service, replica),
                     wiring.open_servers(settings, registry, http_app, metrics) as servers,

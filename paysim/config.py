@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from paysim.backoff import SCHEDULES
+from paysim.console.settings import ConsoleSettings, read_console
 from paysim.domain.clock import SimClock
 from paysim.domain.models import SCENARIO_NAMES
 from paysim.env_reader import STORE_SCHEMES as STORE_SCHEMES
@@ -215,6 +216,7 @@ class Settings:
     worker: WorkerSettings = WorkerSettings()
     log: LogSettings = LogSettings()
     store: StoreSettings = StoreSettings()
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     shutdown_grace_s: float = 20.0
     # After SIGTERM readiness turns NOT_SERVING at once and the process keeps
     # serving this long (endpoint removal in Kubernetes is asynchronous).
@@ -249,6 +251,7 @@ class Settings:
             worker=_worker(r, d.worker),
             log=_log(r, d.log, production=env_kind is Environment.PRODUCTION),
             store=_store(r, d.store, store_url),
+            console=read_console(r, d.console),
             shutdown_grace_s=r.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace_s),
             drain_delay_s=r.millis("DRAIN_DELAY_MS", d.drain_delay_s),
             pending_on_shutdown=r.choice(

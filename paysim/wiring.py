@@ -6,7 +6,8 @@ ends. ``app.run`` nests them in the order they must outlive each other::
 
     open_resources   the HTTP client for webhooks, the EventBridge client
     open_store       the store; with Redis its batch sender and readiness
-    open_outbox      the outbox and its channels (webhooks, events)
+    open_console     the console's memory and live overview (if it is served)
+    open_outbox      the outbox and its channels (webhooks, events, the console)
     open_simulator   the simulator nursery: one timer task per pending payment
     open_upkeep      the retention sweeper and, sharing a store, the lease loop
     open_servers     the gRPC server and the HTTP endpoint
@@ -33,7 +34,15 @@ from paysim.adapters.http1_client import Http1Client
 from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
 from paysim.adapters.memory_store import MemoryStore
 from paysim.adapters.redis_store import open_redis_store
-from paysim.config import Settings, SimulationSettings
+from paysim.config import Environment, Settings, SimulationSettings
+from paysim.console.actions import Actions
+from paysim.console.api import Console
+from paysim.console.auth import Guard
+from paysim.console.hub import Hub
+from paysim.console.observed import ObservedStore, WebhookGate
+from paysim.console.overview import Overview
+from paysim.console.recorder import Recorder
+from paysim.console.routes import add_console
 from paysim.delivery.event_publisher import EventPublisher
 from paysim.delivery.ssrf import SsrfPolicy
 from paysim.delivery.target import SendableCheck
@@ -71,6 +80,14 @@ class Resources:
     http_client: CookielessClient  # webhooks go out through it
     events_client: Any  # a boto3 ``events`` client, or None without an event bus
     webhook_policy: SsrfPolicy  # where webhooks may go: checked at the edge and when sent
+
+
+@dataclass(frozen=True)
+class Surfaces:
+    """Where the outbox's channels show themselves: the HTTP endpoint, the console."""
+
+    http_app: HttpApp
+    console: Console | None = None
 
 
 @dataclass(frozen=True)
@@ -149,18 +166,25 @@ async def open_outbox(
     resources: Resources,
     metrics: Metrics,
     shared: SharedStore | None,
-    http_app: HttpApp,
+    surfaces: Surfaces,
     notifier: Notifier | None,
 ) -> AsyncIterator[Outbox]:
-    """The outbox with its channels: webhooks, and events if enabled.
+    """The outbox with its channels: the console's recorder, webhooks, and events if enabled.
 
-    ``notifier`` (tests) replaces every channel, and nothing is tracked for
-    the store. The channels' tasks end with the block.
+    ``notifier`` (tests) replaces every channel but the console's, and nothing
+    is tracked for the store. The channels' tasks end with the block.
     """
+    console = surfaces.console
     if notifier is not None:
-        yield Outbox([Channel("recording", notifier)])
+        outbox = Outbox([Channel("recording", notifier)])
+        if console is not None:
+            outbox.add(Channel("console", console.recorder))
+        yield outbox
         return
     outbox = Outbox(forget=shared.outbox_done if shared is not None else None)
+    if console is not None:
+        console.recorder.report_done(outbox.channel_done)
+        outbox.add(Channel("console", console.recorder))
     if shared is not None:
         shared.track_deliveries(outbox.delivering)
     async with trio.open_nursery() as nursery:
@@ -173,9 +197,13 @@ async def open_outbox(
             seams=DispatcherSeams(policy=resources.webhook_policy),
         )
         await nursery.start(dispatcher.run)
-        add_journal_route(http_app, dispatcher.journal)
+        add_journal_route(surfaces.http_app, dispatcher.journal)
+        webhooks: Notifier = dispatcher
+        if console is not None:
+            webhooks = console.gate = WebhookGate(dispatcher, console.recorder, outbox.channel_done)
+            console.journal = dispatcher.journal
         outbox.add(
-            Channel("webhook", dispatcher, dispatcher.wait_idle, dispatcher.pending_payment_ids)
+            Channel("webhook", webhooks, dispatcher.wait_idle, dispatcher.pending_payment_ids)
         )
         if settings.events.enabled:
             publisher = EventPublisher(
@@ -189,6 +217,49 @@ async def open_outbox(
             outbox.add(Channel("event", publisher, publisher.flush, publisher.pending_payment_ids))
         yield outbox
         nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_console(settings: Settings, metrics: Metrics) -> AsyncIterator[Console | None]:
+    """The console's memory, hub and live overview (None when it is not served here).
+
+    Off in production unless CONSOLE_TOKEN is set (``ConsoleSettings.served``).
+    The overview's sampler ends with the block.
+    """
+    production = settings.environment is Environment.PRODUCTION
+    if not settings.console.served(production=production):
+        yield None
+        return
+    hub = Hub()
+    recorder = Recorder(hub, settings.simulation.clock)
+    console = Console(
+        settings.console,
+        Guard(settings.console.token, read_only=settings.console.read_only),
+        hub,
+        recorder,
+        Overview(recorder, metrics.registry, hub),
+        journal=None,
+        gate=None,
+        events_enabled=settings.events.enabled,
+        max_delay_s=settings.simulation.max_delay_s,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(console.overview.run)
+        yield console
+        nursery.cancel_scope.cancel()
+
+
+def observed(store: PaymentStore, console: Console | None) -> PaymentStore:
+    """The store the service uses: told to the console, if there is one."""
+    return store if console is None else ObservedStore(store, console.recorder)
+
+
+def add_console_routes(surfaces: Surfaces, service: PaymentService, policy: SsrfPolicy) -> None:
+    """Serve the console (if there is one) on the HTTP endpoint, acting through ``service``."""
+    console = surfaces.console
+    if console is not None:
+        console.service = service
+        add_console(surfaces.http_app, console, Actions(console, service, SendableCheck(policy)))
 
 
 @asynccontextmanager

@@ -46,3 +46,7 @@ class DeliveryJournal:
     def attempts(self, payment_id: str) -> list[Attempt]:
         """The payment's recorded attempts, oldest first (empty if none)."""
         return list(self._entries.get(payment_id, ()))
+
+    def recent(self) -> list[tuple[str, list[Attempt]]]:
+        """Every payment's attempts (oldest first), least recently touched payment first."""
+        return [(pid, list(entries)) for pid, entries in self._entries.items()]

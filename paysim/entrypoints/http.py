@@ -65,6 +65,7 @@ import trio
 
 from paysim.config import HttpSettings
 from paysim.entrypoints.http_slots import ConnectionSlots, Slot
+from paysim.entrypoints.http_stream import Send, send_stream
 from paysim.entrypoints.listeners import open_listeners
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import ProcessMetrics
@@ -125,12 +126,17 @@ class HttpRequest:
 
 @dataclass(frozen=True)
 class HttpResponse:
-    """A complete response; ``headers`` are extra ones (never Content-Length/-Type)."""
+    """A complete response; ``headers`` are extra ones (never Content-Length/-Type).
+
+    With ``stream`` (Server-Sent Events) the body is what ``stream(send)``
+    sends: see ``paysim.entrypoints.http_stream``.
+    """
 
     status: int
     body: bytes
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
+    stream: Callable[[Send], Awaitable[None]] | None = None
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
@@ -316,6 +322,10 @@ class _Connection:
 
     async def _send(self, response: HttpResponse) -> bool:
         """Send ``response``; False when the write timed out (the caller closes)."""
+        if response.stream is not None:  # http_stream: the connection closes after it
+            head = None if self.is_head else response.stream
+            await send_stream(self.conn, self.stream, response, head, self.limits.request_timeout_s)
+            return False
         headers = [
             ("Content-Type", response.content_type),
             ("Content-Length", str(len(response.body))),

@@ -1,0 +1,210 @@
+// paysim console: plain JS, no build step, no CDN. Every value from the server
+// is written with textContent (never innerHTML).
+"use strict";
+const $ = (id) => document.getElementById(id);
+const MAX_ROWS = 200;
+const state = { rows: new Map(), selected: null, meta: null, series: null, tick: 0 };
+
+async function api(path) {
+  const r = await fetch(path, { credentials: "same-origin" });
+  if (!r.ok) throw new Error((await r.json().catch(() => ({}))).error || r.statusText);
+  return r.json();
+}
+async function post(path, body) {
+  const r = await fetch(path, {
+    method: "POST", credentials: "same-origin",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(data.error || r.statusText);
+  return data;
+}
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  if (cls) e.className = cls;
+  return e;
+}
+const time = (t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false }) + "." + String(Math.floor((t % 1) * 1000)).padStart(3, "0");
+
+function filters() {
+  return { q: $("q").value.trim(), status: $("f-status").value, user_id: $("f-user").value.trim(),
+    reservation_id: $("f-reservation").value.trim(), idempotency_key: $("f-key").value.trim() };
+}
+function matches(p, f) {
+  if (f.q && !p.id.includes(f.q)) return false;
+  for (const k of ["status", "user_id", "reservation_id", "idempotency_key"]) if (f[k] && p[k] !== f[k]) return false;
+  return true;
+}
+async function loadList() {
+  const f = filters();
+  const qs = new URLSearchParams({ q: f.q, status: f.status, user: f.user_id, reservation: f.reservation_id, key: f.idempotency_key, limit: MAX_ROWS });
+  const data = await api("/console/api/payments?" + qs);
+  state.rows = new Map(data.payments.map((p) => [p.id, p]));
+  renderCounts(data.counts);
+  renderList();
+}
+let renderPending = false;
+function renderList() {
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => {
+    renderPending = false;
+    const body = $("payments").tBodies[0];
+    const rows = [...state.rows.values()].sort((a, b) => b.created_at - a.created_at).slice(0, MAX_ROWS);
+    body.replaceChildren(...rows.map((p) => {
+      const tr = el("tr");
+      tr.dataset.id = p.id;
+      if (p.id === state.selected) tr.className = "sel";
+      tr.append(el("td", time(p.created_at)), el("td", p.id), el("td", p.status, "st st-" + p.status),
+        el("td", `${p.amount} ${p.currency}` + (p.refunded ? ` (refunded ${p.refunded})` : "")),
+        el("td", p.user_id), el("td", p.reservation_id));
+      tr.onclick = () => select(p.id);
+      return tr;
+    }));
+  });
+}
+function renderCounts(counts) {
+  $("counts").replaceChildren(...Object.entries(counts || {}).map(([k, v]) => el("span", `${k}: ${v}`, "st st-" + k)));
+}
+
+async function select(id) {
+  state.selected = id;
+  renderList();
+  await loadDetail();
+}
+async function loadDetail() {
+  const id = state.selected;
+  if (!id) return;
+  let data;
+  try { data = await api("/console/api/payment?id=" + encodeURIComponent(id)); }
+  catch (e) { $("d-message").textContent = e.message; return; }
+  if (id !== state.selected) return;
+  const p = data.payment;
+  $("detail").hidden = false;
+  $("d-title").textContent = p.id;
+  const fields = [["status", p.status], ["amount", `${p.amount} ${p.currency}`], ["refunded", p.refunded],
+    ["scenario", p.scenario], ["user", p.user_id], ["reservation", p.reservation_id],
+    ["idempotency key", p.idempotency_key || "–"], ["webhook", p.webhook || "(none)"],
+    ["failure", p.failure_reason || "–"]];
+  $("d-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", k), el("dd", v, k === "status" ? "st st-" + v : "")]));
+  $("d-status").textContent = p.status;
+  const items = data.timeline.map((t) => {
+    let text;
+    if (t.kind === "webhook") {
+      const result = t.http_status ? `HTTP ${t.http_status}` : (t.error || "");
+      text = `webhook ${t.outcome}${t.attempt ? " (attempt " + t.attempt + ")" : ""}: ${result}` +
+        (t.latency_ms !== undefined ? `, ${t.latency_ms} ms` : "") + (t.url ? ` → ${t.url}` : "");
+    } else if (t.kind === "event") text = `event published: ${t.detail}`;
+    else if (t.kind === "note") text = t.detail;
+    else text = `${t.from ? t.from + " → " : ""}${t.to} (${t.cause})` + (t.refund ? ` refund ${t.refund.amount}` : "");
+    return el("li", `${time(t.at)}  ${text}`, "t-" + t.kind);
+  });
+  if (data.note) items.push(el("li", data.note, "t-note"));
+  $("timeline").replaceChildren(...items);
+}
+
+async function act(action) {
+  const body = { action, payment_id: state.selected };
+  if (action === "decline") body.code = $("decline-code").value;
+  if (action === "refund" && $("refund-amount").value.trim()) body.amount = $("refund-amount").value.trim();
+  $("d-message").textContent = "";
+  try { await post("/console/api/action", body); $("d-message").textContent = ""; }
+  catch (e) { $("d-message").textContent = e.message; }
+  await loadDetail();
+}
+
+async function loadEndpoints() {
+  const data = await api("/console/api/endpoints");
+  $("endpoints").tBodies[0].replaceChildren(...data.endpoints.map((e) => {
+    const tr = el("tr");
+    tr.dataset.host = e.host;
+    const errs = el("td");
+    for (const x of e.errors) errs.append(el("div", `${time(x.at)} ${x.payment_id}: ${x.http_status ? "HTTP " + x.http_status : x.error || x.outcome}`));
+    const toggle = el("button", e.disabled ? "Enable" : "Disable");
+    toggle.onclick = async () => { await post("/console/api/endpoint", { host: e.host, enabled: e.disabled }); loadEndpoints(); };
+    tr.append(el("td", e.host + (e.disabled ? " (disabled)" : "")), el("td", e.delivered), el("td", e.retrying),
+      el("td", e.failed + (e.skipped ? ` (+${e.skipped} skipped)` : "")), errs, el("td").appendChild(toggle).parentNode);
+    return tr;
+  }));
+}
+
+function drawChart(s) {
+  const c = $("chart"), g = c.getContext("2d");
+  g.clearRect(0, 0, c.width, c.height);
+  const series = [[s.creates, "#2563eb"], [s.settled, "#16a34a"], [s.failed, "#dc2626"]];
+  const n = Math.max(...series.map(([v]) => v.length), 2);
+  const max = Math.max(1, ...series.flatMap(([v]) => v));
+  g.fillStyle = "#667"; g.font = "10px sans-serif"; g.fillText(String(Math.round(max)) + "/s", 2, 10);
+  for (const [v, color] of series) {
+    g.strokeStyle = color; g.lineWidth = 1.5; g.beginPath();
+    v.forEach((y, i) => {
+      const px = ((n - v.length + i) / (n - 1)) * c.width, py = c.height - 2 - (y / max) * (c.height - 14);
+      i ? g.lineTo(px, py) : g.moveTo(px, py);
+    });
+    g.stroke();
+  }
+}
+function overview(s) {
+  const last = (v) => (v.length ? v[v.length - 1] : 0);
+  $("f-creates").textContent = last(s.creates); $("f-settled").textContent = last(s.settled);
+  $("f-pending").textContent = s.pending; $("f-delivered").textContent = last(s.delivered);
+  $("f-failed").textContent = last(s.failed);
+  $("f-lag").textContent = s.lag_p99_s == null ? "–" : `≤ ${s.lag_p99_s} s`;
+  renderCounts(s.counts);
+  drawChart(s);
+  if (++state.tick % 2 === 0) loadEndpoints().catch(() => {});
+  if (state.selected) loadDetail().catch(() => {});
+}
+
+function connect() {
+  const source = new EventSource("/console/api/events");
+  source.addEventListener("hello", () => {
+    $("live").textContent = "live"; $("live").className = "badge";
+    loadList().catch(() => {}); loadEndpoints().catch(() => {});
+  });
+  source.addEventListener("payment", (ev) => {
+    const p = JSON.parse(ev.data);
+    if (matches(p, filters())) state.rows.set(p.id, p); else state.rows.delete(p.id);
+    if (state.rows.size > MAX_ROWS * 2) loadList().catch(() => {});
+    renderList();
+    if (p.id === state.selected) loadDetail().catch(() => {});
+  });
+  source.addEventListener("overview", (ev) => overview(JSON.parse(ev.data)));
+  source.addEventListener("dropped", (ev) => {
+    const n = JSON.parse(ev.data).count;
+    $("dropped").hidden = false;
+    $("dropped").textContent = `${n} updates dropped (this page fell behind): list reloaded`;
+    loadList().catch(() => {});
+  });
+  source.onerror = () => { $("live").textContent = "reconnecting…"; $("live").className = "badge off"; };
+}
+
+async function start() {
+  const meta = await api("/console/api/meta");
+  state.meta = meta;
+  $("readonly").hidden = !meta.read_only;
+  for (const s of ["PENDING", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED", "REFUNDED", "EXPIRED"]) $("f-status").append(el("option", s));
+  for (const s of meta.scenarios) $("c-scenario").append(el("option", s));
+  for (const d of meta.decline_codes) { const o = el("option", `${d.code} (${d.response_code})`); o.value = d.code; $("decline-code").append(o); }
+  $("c-webhook").value = meta.default_webhook_url;
+  for (const b of document.querySelectorAll("#actions button")) { b.onclick = () => act(b.dataset.action); b.disabled = meta.read_only; }
+  for (const id of ["q", "f-status", "f-user", "f-reservation", "f-key"]) $(id).addEventListener("input", () => loadList().catch(() => {}));
+  $("filters").onsubmit = (e) => e.preventDefault();
+  $("create").onsubmit = async (e) => {
+    e.preventDefault();
+    const body = { amount: $("c-amount").value, currency: $("c-currency").value, scenario: $("c-scenario").value, webhook_url: $("c-webhook").value };
+    if ($("c-delay").value.trim()) body.delay_ms = $("c-delay").value.trim();
+    try { const r = await post("/console/api/create", body); select(r.payment_id); }
+    catch (err) { $("d-message").textContent = err.message; $("detail").hidden = false; }
+  };
+  $("recover").onclick = async () => {
+    const v = $("recover-since").value;
+    const since = v ? new Date(v).getTime() / 1000 : 0;
+    try { const r = await post("/console/api/recover", { since }); $("recover").textContent = `Recover (${r.resent} resent)`; }
+    catch (err) { $("recover").textContent = "Recover: " + err.message; }
+    loadEndpoints().catch(() => {});
+  };
+  connect();
+}
+start();
