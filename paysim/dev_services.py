@@ -103,5 +103,9 @@ class ReservationStandIn(HttpApp):
             return json_response(400, {"error": "status must be a string"})
         patch = ReservationPatch(reservation_id, status, datetime.datetime.now(datetime.UTC))
         self._patches.append(patch)
-        print(f"[reservations] reservation {reservation_id} {status}", file=self._out, flush=True)
+        print(
+            f"[reservations] reservation {reservation_id} {status} (PATCH from the worker)",
+            file=self._out,
+            flush=True,
+        )
         return json_response(200, {"reservation_id": reservation_id, "status": status})

@@ -48,7 +48,8 @@ from paysim.loadgen.spawn import free_port
 
 __all__ = ["DEV_CREDENTIALS", "DevPorts", "receiver_app", "run_dev"]
 
-log = structlog.get_logger("paysim.dev").bind(process="dev")
+log = structlog.get_logger("paysim.dev")
+DEV = "dev"  # the process field of the dev stack's own lines (the API's say "api")
 
 DEV_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "paysim-dev",
@@ -145,8 +146,18 @@ async def run_dev(settings: Settings, ports: DevPorts | None = None) -> None:
     with trio.CancelScope() as force:
         async with trio.open_nursery() as root:
             root.start_soon(process.watch_signals, shutdown, force)
+            root.start_soon(_say_how_it_stops, shutdown)
             await _run_stack(settings, ports, shutdown, force)
             root.cancel_scope.cancel()
+
+
+async def _say_how_it_stops(shutdown: trio.Event) -> None:
+    await shutdown.wait()
+    print(
+        "\nstopping in order: the API drains, the worker finishes, then the AWS emulator "
+        "(Ctrl-C again to stop at once)\n",
+        flush=True,
+    )
 
 
 async def _run_stack(
@@ -171,7 +182,9 @@ async def _run_stack(
         events = await trio.to_thread.run_sync(make_client, "events", aws, endpoint)
         sqs = await trio.to_thread.run_sync(make_client, "sqs", aws, endpoint)
         resources = await ensure_resources(events, sqs, aws)
-        log.info("aws emulator ready", endpoint=endpoint, queue_url=resources.queue_url)
+        log.info(
+            "aws emulator ready", endpoint=endpoint, queue_url=resources.queue_url, process=DEV
+        )
         async with trio.open_nursery() as stand_ins:
             await stand_ins.start(
                 serve_http,
@@ -187,6 +200,7 @@ async def _run_stack(
                 **env,
                 "PAYMENT_WEBHOOK_QUEUE_URL": resources.queue_url,
                 "RESERVATION_API_URL": f"http://127.0.0.1:{ports.reservations}",
+                "WORKER_HTTP_PORT": str(settings.worker.http_port),
             }
             worker_command = [sys.executable, "-m", "paysim", "worker"]
             async with _open_child(
@@ -198,7 +212,7 @@ async def _run_stack(
                     events_client=events,
                     on_serving=lambda: print(_instructions(settings, ports), flush=True),
                 )
-                log.info("api stopped; stopping the worker")
-            log.info("worker stopped; stopping the aws emulator")
+                log.info("api stopped; stopping the worker", process=DEV)
+            log.info("worker stopped; stopping the aws emulator", process=DEV)
             stand_ins.cancel_scope.cancel()
-    log.info("dev stack stopped")
+    log.info("dev stack stopped", process=DEV)

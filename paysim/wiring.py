@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 import trio
 from grpc_health.v1 import health_pb2
 
@@ -33,8 +34,12 @@ from paysim.adapters.http1_client import Http1Client
 from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
 from paysim.adapters.memory_store import MemoryStore
 from paysim.adapters.redis_store import open_redis_store
-from paysim.config import Settings, SimulationSettings
-from paysim.delivery.event_publisher import EventPublisher
+from paysim.config import Environment, Settings, SimulationSettings
+from paysim.delivery.event_publisher import (
+    NO_CREDENTIALS_HINT,
+    EventPublisher,
+    has_aws_credentials,
+)
 from paysim.delivery.ssrf import SsrfPolicy
 from paysim.delivery.target import SendableCheck
 from paysim.delivery.webhook_dispatcher import DispatcherSeams, WebhookDispatcher
@@ -52,6 +57,8 @@ from paysim.replica import Replica
 from paysim.service import PaymentService
 from paysim.simulator import Simulator
 from paysim.upkeep import run_sweeper
+
+log = structlog.get_logger("paysim.wiring")
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,9 @@ async def open_resources(
         trust_env=False,
     ) as http_client:
         if events and settings.events.enabled and events_client is None:
+            if not await _events_can_be_signed(settings):
+                yield Resources(http_client, None, SsrfPolicy.from_settings(settings.webhook))
+                return
             events_client = await trio.to_thread.run_sync(
                 functools.partial(
                     make_client,
@@ -109,6 +119,19 @@ async def open_resources(
                 )
             )
         yield Resources(http_client, events_client, SsrfPolicy.from_settings(settings.webhook))
+
+
+async def _events_can_be_signed(settings: Settings) -> bool:
+    """False (events off, said once) in development when boto3 finds no AWS
+    credentials: every PutEvents would fail and be retried until shutdown.
+    Elsewhere an operator fixes credentials in place: said once, events stay on."""
+    if await trio.to_thread.run_sync(has_aws_credentials, settings.aws):
+        return True
+    if settings.environment is Environment.DEVELOPMENT:
+        log.warning("events off: no AWS credentials found", hint=NO_CREDENTIALS_HINT)
+        return False
+    log.error("no AWS credentials found: events cannot be published", hint=NO_CREDENTIALS_HINT)
+    return True
 
 
 @asynccontextmanager
@@ -175,7 +198,7 @@ async def open_outbox(
         outbox.add(
             Channel("webhook", dispatcher, dispatcher.wait_idle, dispatcher.pending_payment_ids)
         )
-        if settings.events.enabled:
+        if settings.events.enabled and resources.events_client is not None:
             publisher = EventPublisher(
                 settings.events,
                 settings.aws,
