@@ -46,8 +46,12 @@ dev:
 worker:
     {{venv}}/paysim worker
 
-# h2load benchmark of the gRPC path (needs nghttp2-client); the benchmarks run from a checkout only
+# the load generator every user has: paysim bench (ghz-style; see paysim bench --help)
 bench *ARGS:
+    {{venv}}/paysim bench {{ARGS}}
+
+# developer benchmark: h2load on the gRPC path (needs nghttp2-client; runs from a checkout only)
+bench-h2load *ARGS:
     {{venv}}/python -m paysim.benchmarks.h2load {{ARGS}}
 
 # delivery-path benchmark: webhooks and events at a fixed rate

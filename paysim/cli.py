@@ -41,7 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"paysim {__version__}")
     sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="run the gRPC service (configured by environment)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the gRPC service (configured by environment)",
+        description="Run the payment API: gRPC on GRPC_PORT (8030), health and metrics on "
+        "HTTP_PORT (8031). Every setting is an environment variable (README, Configuration); "
+        "without AWS, set EVENTS_ENABLED=false.",
+    )
     serve.add_argument("--grpc-port", type=int, help="overrides GRPC_PORT")
     serve.add_argument("--http-port", type=int, help="overrides HTTP_PORT")
     serve.add_argument(
@@ -59,17 +65,40 @@ def _parser() -> argparse.ArgumentParser:
         description="Consume payment events from SQS and confirm or cancel the reservations.",
     )
     dev = sub.add_parser(
-        "dev", help="the whole local stack: AWS emulator, API, worker, webhook receiver"
+        "dev",
+        help="the whole local stack: AWS emulator, API, worker, webhook receiver",
+        description="Run the whole local stack in one terminal, no Docker, no AWS account: "
+        "an AWS emulator (EventBridge, SQS), the API (gRPC :8030, HTTP :8031), the "
+        "reservation worker (:8040), a webhook receiver (:8050) and a reservation-service "
+        "stand-in (:8060) that print what they receive. Ctrl-C stops it in order; a second "
+        "Ctrl-C stops at once.",
     )
+    dev.add_argument("--grpc-port", type=int, help="overrides GRPC_PORT (8030)")
+    dev.add_argument("--http-port", type=int, help="overrides HTTP_PORT (8031)")
+    dev.add_argument("--worker-port", type=int, help="overrides WORKER_HTTP_PORT (8040)")
     dev.add_argument("--receiver-port", type=int, default=8050, help="webhook receiver port")
-    webhook = sub.add_parser("webhook", help="webhook tools")
+    dev.add_argument(
+        "--reservations-port",
+        type=int,
+        default=8060,
+        help="reservation-service stand-in port (RESERVATION_API_URL of the worker)",
+    )
+    webhook = sub.add_parser(
+        "webhook",
+        help="webhook tools",
+        description="Tools for the webhooks paysim sends.",
+    )
     webhook_sub = webhook.add_subparsers(dest="webhook_command", required=True)
     verify = webhook_sub.add_parser(
-        "verify", help="check a received webhook's signature and timestamp (exit 0 if valid)"
+        "verify",
+        help="check a received webhook's signature and timestamp (exit 0 if valid)",
+        description="Check a received webhook's signature and timestamp against the secret "
+        "(both signature styles); exit 0 if valid, 1 if not.",
     )
     verify_cli.add_arguments(verify)
     bench = sub.add_parser(
-        "bench", help="ghz-style gRPC load generator for this API (see paysim bench --help)"
+        "bench",
+        help="ghz-style gRPC load generator for this API (see paysim bench --help)",
     )
     bench_options.add_arguments(bench)
     chaos = sub.add_parser(
@@ -82,6 +111,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def api_ports(settings: Settings) -> dict[int, str]:
+    """The API's ports and the settings that choose them, for the port-in-use message."""
+    return {settings.grpc.port: "GRPC_PORT", settings.http.port: "HTTP_PORT"}
+
+
 def serve(settings: Settings) -> int:
     from paysim import app, runtime, supervisor
     from paysim.observability import logging as paysim_logging
@@ -90,10 +124,10 @@ def serve(settings: Settings) -> int:
         runtime.freeze_startup_objects()
         supervisor.report_serving()  # a worker of serve --workers tells its supervisor
 
-    paysim_logging.configure(settings.log.level, settings.log.json)
+    paysim_logging.configure(settings.log.level, settings.log.json, process="api")
     runtime.tune_gc(settings.gc_thresholds)
     return process.run_main(
-        "paysim", functools.partial(app.run, settings, on_serving=on_serving), "GRPC_PORT/HTTP_PORT"
+        "paysim", functools.partial(app.run, settings, on_serving=on_serving), api_ports(settings)
     )
 
 
@@ -114,7 +148,7 @@ def serve_workers(settings: Settings, env: dict[str, str], workers: int) -> int:
     return supervisor.run(workers, settings, env)
 
 
-def dev(settings: Settings, receiver_port: int) -> int:
+def dev(settings: Settings, receiver_port: int, reservations_port: int) -> int:
     from paysim import devstack, runtime
     from paysim.observability import logging as paysim_logging
 
@@ -126,17 +160,27 @@ def dev(settings: Settings, receiver_port: int) -> int:
             file=sys.stderr,
         )
         return 2
-    paysim_logging.configure(settings.log.level, settings.log.json)
+    paysim_logging.configure(settings.log.level, settings.log.json, process="api")
     runtime.tune_gc(settings.gc_thresholds)
     return process.run_main(
         "paysim dev",
-        functools.partial(devstack.run_dev, settings, receiver_port),
-        "the dev ports (8030, 8031, 8040, 8050)",
+        functools.partial(
+            devstack.run_dev, settings, devstack.DevPorts(receiver_port, reservations_port)
+        ),
+        {
+            **api_ports(settings),
+            receiver_port: "--receiver-port",
+            reservations_port: "--reservations-port",
+        },
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
     if args.command == "webhook":
         return verify_cli.main(args)
     if args.command == "chaos":
@@ -152,12 +196,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         env["GRPC_PORT"] = str(args.grpc_port)
     if getattr(args, "http_port", None) is not None:
         env["HTTP_PORT"] = str(args.http_port)
+    if getattr(args, "worker_port", None) is not None:
+        env["WORKER_HTTP_PORT"] = str(args.worker_port)
     try:
         settings = Settings.from_env(env)
     except ConfigError as exc:
         print(f"paysim: configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.command in (None, "serve"):
+    if args.command == "serve":
         workers = getattr(args, "workers", 1)
         return serve_workers(settings, env, workers) if workers > 1 else serve(settings)
     if args.command == "worker":
@@ -165,5 +211,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return worker_main(settings)
     if args.command == "dev":
-        return dev(settings, args.receiver_port)
+        return dev(settings, args.receiver_port, args.reservations_port)
     return 2  # pragma: no cover - argparse rejects unknown commands

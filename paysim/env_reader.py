@@ -71,10 +71,18 @@ class EnvReader:
         return None if raw is None else self.integer(name, 0)
 
     def port(self, name: str, default: int) -> int:
-        value = self.integer(name, default, 0)
-        if value > 65535:
-            raise ConfigError(name, f"must be a TCP port (0-65535), got {value}")
-        return value
+        """A TCP port, 0-65535 (0: any free one); one wording for every bad value."""
+
+        def parse(raw: str) -> int:
+            try:
+                value = int(raw)
+            except ValueError:
+                value = -1
+            if not 0 <= value <= 65535:
+                raise ConfigError(name, f"must be a TCP port (0-65535), got {raw!r}")
+            return value
+
+        return self._parse(name, default, parse)
 
     def millis(self, name: str, default_s: float, minimum: int = 0) -> float:
         """A whole number of milliseconds (at least ``minimum``), in seconds."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import NoReturn, TypeVar
 
 import structlog
@@ -81,18 +81,26 @@ class StartError(Exception):
     """A dependency the process needs cannot be used; ``str()`` is one line, no secrets."""
 
 
-def report_port_in_use(name: str, error: OSError, ports_hint: str) -> int:
-    """Say on stderr that a port is taken (``ports_hint``: the settings naming the
-    ports); the exit status for it, 1 (cannot start)."""
-    print(
-        f"{name}: cannot listen: address already in use ({error.strerror}); "
-        f"is another process using {ports_hint}?",
-        file=sys.stderr,
-    )
+def report_port_in_use(name: str, error: OSError, ports: Mapping[int, str]) -> int:
+    """Say on stderr which port is taken and the setting that moves it; the exit
+    status for it, 1 (cannot start).
+
+    ``ports`` maps each port the process listens on to its setting (GRPC_PORT…);
+    the error names its port when it is a ``listeners.PortInUseError``.
+    """
+    port = getattr(error, "port", None)
+    if isinstance(port, int) and port in ports:
+        where = f"port {port} ({ports[port]}) is already in use"
+        fix = f"stop the process that holds it, or set {ports[port]} to another port"
+    else:
+        named = ", ".join(f"{number} ({setting})" for number, setting in ports.items())
+        where = f"a port is already in use ({named})"
+        fix = "stop the process that holds it, or choose other ports"
+    print(f"{name}: cannot listen: {where}; {fix}", file=sys.stderr)
     return 1
 
 
-def run_main(name: str, main: Callable[[], Awaitable[object]], ports_hint: str) -> int:
+def run_main(name: str, main: Callable[[], Awaitable[object]], ports: Mapping[int, str]) -> int:
     """``trio.run(main)`` with paysim's exit-status policy."""
     try:
         trio.run(main)
@@ -102,7 +110,7 @@ def run_main(name: str, main: Callable[[], Awaitable[object]], ports_hint: str) 
             return forced.exit_status
         os_error = find_os_error(exc)
         if os_error is not None and os_error.errno == errno.EADDRINUSE:
-            return report_port_in_use(name, os_error, ports_hint)
+            return report_port_in_use(name, os_error, ports)
         start_error = find_exception(exc, StartError)
         if start_error is not None:
             print(f"{name}: cannot start: {start_error}", file=sys.stderr)

@@ -303,7 +303,8 @@ def run(
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
-        return report_port_in_use("paysim", exc, "GRPC_PORT/HTTP_PORT")
+        ports = {settings.grpc.port: "GRPC_PORT", settings.http.port: "HTTP_PORT"}
+        return report_port_in_use("paysim", exc, ports)
     try:
         log.info(
             "starting workers",

@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 import trio
 from grpc_health.v1 import health_pb2
 
@@ -43,7 +44,11 @@ from paysim.console.observed import ObservedStore, WebhookGate
 from paysim.console.overview import Overview
 from paysim.console.recorder import Recorder
 from paysim.console.routes import add_console
-from paysim.delivery.event_publisher import EventPublisher
+from paysim.delivery.event_publisher import (
+    NO_CREDENTIALS_HINT,
+    EventPublisher,
+    has_aws_credentials,
+)
 from paysim.delivery.ssrf import SsrfPolicy
 from paysim.delivery.target import SendableCheck
 from paysim.delivery.webhook_dispatcher import DispatcherSeams, WebhookDispatcher
@@ -61,6 +66,8 @@ from paysim.replica import Replica
 from paysim.service import PaymentService
 from paysim.simulator import Simulator
 from paysim.upkeep import run_sweeper
+
+log = structlog.get_logger("paysim.wiring")
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,9 @@ async def open_resources(
         trust_env=False,
     ) as http_client:
         if events and settings.events.enabled and events_client is None:
+            if not await _events_can_be_signed(settings):
+                yield Resources(http_client, None, SsrfPolicy.from_settings(settings.webhook))
+                return
             events_client = await trio.to_thread.run_sync(
                 functools.partial(
                     make_client,
@@ -128,6 +138,19 @@ async def open_resources(
                 )
             )
         yield Resources(http_client, events_client, SsrfPolicy.from_settings(settings.webhook))
+
+
+async def _events_can_be_signed(settings: Settings) -> bool:
+    """False (events off, said once) in development when boto3 finds no AWS
+    credentials: every PutEvents would fail and be retried until shutdown.
+    Elsewhere an operator fixes credentials in place: said once, events stay on."""
+    if await trio.to_thread.run_sync(has_aws_credentials, settings.aws):
+        return True
+    if settings.environment is Environment.DEVELOPMENT:
+        log.warning("events off: no AWS credentials found", hint=NO_CREDENTIALS_HINT)
+        return False
+    log.error("no AWS credentials found: events cannot be published", hint=NO_CREDENTIALS_HINT)
+    return True
 
 
 @asynccontextmanager
@@ -205,7 +228,7 @@ async def open_outbox(
         outbox.add(
             Channel("webhook", webhooks, dispatcher.wait_idle, dispatcher.pending_payment_ids)
         )
-        if settings.events.enabled:
+        if settings.events.enabled and resources.events_client is not None:
             publisher = EventPublisher(
                 settings.events,
                 settings.aws,

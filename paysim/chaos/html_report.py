@@ -31,12 +31,30 @@ table{border-collapse:collapse;width:100%}td,th{padding:4px 8px;border-bottom:1p
 text-align:left;vertical-align:top}th{background:#f4f4f4}td.n{text-align:right}
 .pass{color:#fff;background:#2e7d32}.fail{color:#fff;background:#c62828}.skip{background:#ccc}
 .badge{padding:1px 8px;border-radius:3px;font-weight:600}.ex{color:#555;font-size:12px}
-code{background:#f4f4f4;padding:1px 4px}svg text{font:11px system-ui,sans-serif}
+code{background:#f4f4f4;padding:1px 4px}
+table.in{width:auto}table.in td{border:0;padding:0 8px 0 0}svg text{font:11px system-ui,sans-serif}
 """
 
 
 def _e(value: object) -> str:
     return html.escape(str(value))
+
+
+def cell(value: object) -> str:
+    """A value as HTML: a mapping becomes a small table, a list a list of cells,
+    anything else escaped text (never a Python repr of a container)."""
+    if isinstance(value, dict):
+        if not value:
+            return "&mdash;"
+        rows = "".join(f"<tr><td>{_e(k)}</td><td>{cell(v)}</td></tr>" for k, v in value.items())
+        return f'<table class="in">{rows}</table>'
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(cell(v) for v in value) if value else "&mdash;"
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "&mdash;" if value is None else _e(value)
 
 
 def _rates(result: Result, key: str) -> list[tuple[float, float]]:
@@ -134,9 +152,11 @@ def render(result: Result) -> str:
         for f in result.faults
     )
     settings = "".join(
-        f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in result.settings.items()
+        f"<tr><td>{_e(k)}</td><td>{cell(v)}</td></tr>" for k, v in result.settings.items()
     )
-    counts = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in result.counts.items())
+    counts = "".join(
+        f"<tr><td>{_e(k)}</td><td>{cell(v)}</td></tr>" for k, v in result.counts.items()
+    )
     phases = ", ".join(f"{_e(k)} {v:.1f} s" for k, v in result.phases.items())
     warnings = "".join(f"<li>{_e(w)}</li>" for w in result.warnings)
     return f"""<!doctype html>

@@ -397,3 +397,26 @@ class EventPublisher:
                 total=len(lost),
                 payment_ids=[e.payment_id for e in chunk],
             )
+
+
+NO_CREDENTIALS_HINT = (
+    "set EVENTS_ENABLED=false to run without events, or give AWS credentials "
+    "(AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, IRSA) and, for an emulator, "
+    "AWS_ENDPOINT_URL"
+)
+
+
+def has_aws_credentials(aws: AwsSettings) -> bool:
+    """Whether boto3's default chain (with ``aws.profile``) finds any credentials.
+
+    Blocking (it may ask the instance metadata service): run it in a thread,
+    once, at start. Without credentials every PutEvents fails before it is sent.
+    """
+    import boto3
+    import botocore.exceptions
+
+    try:
+        session = boto3.Session(profile_name=aws.profile, region_name=aws.region)
+        return session.get_credentials() is not None
+    except botocore.exceptions.BotoCoreError:
+        return False

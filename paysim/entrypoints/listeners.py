@@ -19,6 +19,23 @@ import trio
 _BACKLOG = 0xFFFF  # the kernel caps it at net.core.somaxconn, as trio's default does
 
 
+class PortInUseError(OSError):
+    """EADDRINUSE for one port: ``port`` says which, so the message can name it."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(errno.EADDRINUSE, "address already in use")
+        self.port = port
+
+
+def _name_the_port(error: OSError, port: int) -> OSError:
+    """``error`` as a PortInUseError when it is EADDRINUSE, else unchanged."""
+    if error.errno == errno.EADDRINUSE and not isinstance(error, PortInUseError):
+        named = PortInUseError(port)
+        named.__cause__ = error
+        return named
+    return error
+
+
 def _bind_all(
     host: str | None, port: int, *, reuse_address: bool, reuse_port: bool
 ) -> list[socket.socket]:
@@ -49,7 +66,10 @@ def _bind_all(
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if port == 0 and len(sockets) > 1:
                 sockaddr = (sockaddr[0], sockets[0].getsockname()[1], *sockaddr[2:])
-            sock.bind(sockaddr)
+            try:
+                sock.bind(sockaddr)
+            except OSError as exc:
+                raise _name_the_port(exc, port) from exc
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -78,7 +98,10 @@ def reserve_ports(
                 # Listening for a moment: two sockets that are merely bound with
                 # SO_REUSEADDR may share a port, so without this the gRPC and HTTP
                 # ports could be one (and every worker would serve both on it).
-                sock.listen(1)
+                try:
+                    sock.listen(1)
+                except OSError as exc:
+                    raise _name_the_port(exc, port) from exc
             ports.append(bound[0].getsockname()[1])
     finally:
         for sock in checks:
@@ -103,11 +126,15 @@ async def open_listeners(
     """A server's listeners on ``host:port``: ``trio.open_tcp_listeners``, or with
     ``reuse_port`` (``paysim serve --workers`` only) ``open_shared_listeners``.
 
-    Without ``reuse_port`` a taken port raises OSError(EADDRINUSE): no sharing.
+    Without ``reuse_port`` a taken port raises PortInUseError (an OSError with
+    errno EADDRINUSE and the ``port``): no sharing.
     """
     if reuse_port:
         return await open_shared_listeners(host, port)
-    return await trio.open_tcp_listeners(port, host=host or None)
+    try:
+        return await trio.open_tcp_listeners(port, host=host or None)
+    except OSError as exc:
+        raise _name_the_port(exc, port) from exc
 
 
 async def open_shared_listeners(host: str | None, port: int) -> list[trio.SocketListener]:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 
@@ -182,6 +183,81 @@ class TextTemplate:
         return "".join(p if isinstance(p, str) else p(ctx) for p in self._parts)
 
 
+_WELL_KNOWN = "google.protobuf."  # Timestamp, Duration, wrappers: ParseDict checks them
+
+
+def _kind(value: Any) -> str:
+    """How JSON calls ``value``'s type, for an error message."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else "null"
+
+
+def _expected(field: FieldDescriptor) -> str:
+    """What JSON value ``field`` takes (one item of a repeated field)."""
+    if field.message_type is not None:
+        return f"an object ({field.message_type.full_name})"
+    if field.enum_type is not None:
+        return f"a {field.enum_type.full_name} name, like {field.enum_type.values[-1].name!r}"
+    if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+        return "a string"
+    return "true/false" if field.type == FieldDescriptor.TYPE_BOOL else "a number"
+
+
+def _fits(field: FieldDescriptor, value: Any) -> bool:
+    if field.message_type is not None:
+        return field.message_type.full_name.startswith(_WELL_KNOWN) or isinstance(value, dict)
+    if field.enum_type is not None:
+        return isinstance(value, str | int) and not isinstance(value, bool)
+    if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+        return isinstance(value, str)
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return isinstance(value, bool)
+    # numbers; proto3 JSON also accepts them as text ("5", an int64 as a string)
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return True
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_shape(doc: dict[str, Any], descriptor: Descriptor, path: str = "") -> None:
+    """Raise TemplateError naming the first field whose JSON value has the wrong
+    type (``amount: expected an object (common.v1.Money), got a number``);
+    unknown fields and bad values within the right type are left to ParseDict."""
+    for key, value in doc.items():
+        field = descriptor.fields_by_name.get(key) or descriptor.fields_by_camelcase_name.get(key)
+        if field is None or value is None:
+            continue
+        where = f"{path}{key}"
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        if is_map:
+            if not isinstance(value, dict):
+                raise TemplateError(f"{where}: expected an object (a map), got {_kind(value)}")
+            continue
+        if field.is_repeated:
+            if not isinstance(value, list):
+                raise TemplateError(
+                    f"{where}: expected a list of {_expected(field)}, got {_kind(value)}"
+                )
+            items = [(f"{where}[{i}]", item) for i, item in enumerate(value)]
+        else:
+            items = [(where, value)]
+        for item_where, item in items:
+            if not _fits(field, item):
+                raise TemplateError(f"{item_where}: expected {_expected(field)}, got {_kind(item)}")
+            if isinstance(item, dict) and field.message_type is not None:
+                check_shape(item, field.message_type, f"{item_where}.")
+
+
 def _to_message(text: str, message_type: type[Message]) -> Message:
     try:
         doc = json.loads(text)
@@ -189,6 +265,7 @@ def _to_message(text: str, message_type: type[Message]) -> Message:
         raise TemplateError(f"not valid JSON after templating ({exc})") from None
     if not isinstance(doc, dict):
         raise TemplateError(f"must be a JSON object, got {type(doc).__name__}")
+    check_shape(doc, message_type.DESCRIPTOR)  # type: ignore[arg-type]
     try:
         return json_format.ParseDict(doc, message_type())
     except json_format.ParseError as exc:

@@ -209,14 +209,29 @@ class _PaysimHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The standard library handler this module installs (and replaces on reconfiguring)."""
 
 
+def _add_process(name: str) -> Any:
+    def add_process(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event.setdefault("process", name)  # a logger bound to another name keeps it
+        return event
+
+    return add_process
+
+
 def configure(
-    level: str = "info", json: bool = False, stream: Any = None, library_stream: Any = None
+    level: str = "info",
+    json: bool = False,
+    stream: Any = None,
+    library_stream: Any = None,
+    *,
+    process: str | None = None,
 ) -> None:
     """Configure structlog (to ``stream``, default stdout) and the standard library's
     root logger (to ``library_stream``, default ``stream`` if given, else stderr).
 
     Both use the same processors and renderer, so library records are JSON lines
-    too when ``json`` is set. Calling it again replaces the previous setup.
+    too when ``json`` is set. ``process`` (``api``, ``worker``) is added to every
+    line as ``process=...``, so that interleaved output (``paysim dev``) says who
+    wrote each line. Calling it again replaces the previous setup.
     """
     out = stream if stream is not None else sys.stdout
     lib_out = library_stream if library_stream is not None else stream or sys.stderr
@@ -224,6 +239,8 @@ def configure(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if process is not None:
+        shared.insert(0, _add_process(process))
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json

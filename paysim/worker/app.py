@@ -158,7 +158,7 @@ def worker_main(settings: Settings) -> int:
 
     from paysim.observability import logging as paysim_logging
 
-    paysim_logging.configure(settings.log.level, settings.log.json)
+    paysim_logging.configure(settings.log.level, settings.log.json, process="worker")
     try:
         sqs = make_sqs_client(settings)
     except BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile
@@ -167,5 +167,5 @@ def worker_main(settings: Settings) -> int:
     return process.run_main(
         "paysim worker",
         functools.partial(run_worker, settings, sqs_client=sqs),
-        "WORKER_HTTP_PORT",
+        {settings.worker.http_port: "WORKER_HTTP_PORT"},
     )

@@ -364,8 +364,10 @@ async def test_cli_serves_and_exits_0_on_sigterm():
     assert b"Traceback" not in stderr
 
 
-async def test_cli_refuses_an_occupied_port():
-    """A port held by another socket, even one that allows SO_REUSEPORT, is refused loudly."""
+@pytest.mark.parametrize("variable", ["GRPC_PORT", "HTTP_PORT"])
+async def test_cli_refuses_an_occupied_port_naming_it(variable: str) -> None:
+    """A port held by another socket, even one that allows SO_REUSEPORT, is refused
+    loudly, with the port and the setting that moves it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         holder.bind(("127.0.0.1", 0))
@@ -374,14 +376,15 @@ async def test_cli_refuses_an_occupied_port():
         with trio.fail_after(20):  # a process that shared the port would serve until here
             result = await trio.run_process(
                 CLI,
-                env=cli_env(GRPC_PORT=str(port)),
+                env=cli_env(**{variable: str(port)}),
                 cwd=ROOT,
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
             )
     assert result.returncode == 1, result.stderr
-    assert b"address already in use" in result.stderr.lower()
+    assert f"port {port} ({variable}) is already in use".encode() in result.stderr
+    assert f"set {variable} to another port".encode() in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # one line, no traceback
     assert b"paysim serving" not in result.stdout
 

@@ -671,6 +671,20 @@ def test_the_html_report_is_self_contained_and_escaped():
         assert external not in page
 
 
+def test_the_html_report_renders_nested_values_as_tables_not_reprs():
+    result = dataclasses.replace(
+        sample_result(inv.check_all(healthy())),
+        counts={"webhooks by status": {"200": 1200, "503": 7}, "journeys": ["approve", "fail"]},
+        settings={"mix": {"approve": 5, "refund": 2}, "seed": None},
+    )
+    page = render(result)
+    for repr_text in ("{'", "': ", "['", "None"):
+        assert repr_text not in page
+    assert "<td>200</td><td>1,200</td>" in page
+    assert "<td>approve</td><td>5</td>" in page
+    assert "approve, fail" in page
+
+
 # -- the real command, end to end -----------------------------------------------------------
 
 

@@ -94,6 +94,12 @@ def test_every_default_body_fits_its_call() -> None:
         ('{"user_id": {{uuid}}}', "not valid JSON after templating"),
         ('{"no_such_field": 1}', "no field named"),
         ("[1, 2]", "must be a JSON object"),
+        # the field and the type it takes, not "'int' object is not iterable"
+        ('{"amount": 5}', "amount: expected an object (common.v1.Money), got a number"),
+        ('{"amount": {"amount": "x"}}', "amount.amount: expected a number, got a string"),
+        ('{"user_id": ["u"]}', "user_id: expected a string, got a list"),
+        ('{"scenario": true}', "scenario: expected a payment.v1.PaymentScenario name"),
+        ('{"metadata": {"tags": [1]}}', "metadata.tags: expected an object (a map), got a list"),
     ],
 )
 def test_template_errors_are_one_line(text: str, message: str) -> None:
@@ -135,7 +141,7 @@ def test_defaults_are_ghz_like() -> None:
         (["--connections", "2", "--procs", "3"], "--procs must not exceed --connections"),
         (["-z", "soon"], "not a duration"),
         (["-r", "0"], "--rps: must be positive"),
-        (["-d", '{"amount": "x"}'], "--data: Failed to parse amount field"),
+        (["-d", '{"amount": "x"}'], "--data: amount: expected an object (common.v1.Money)"),
         (["--call", "GetPaymentStatus"], "needs payment intents made first"),
         (["--spawn", "127.0.0.1:1"], "a target or --spawn"),
         (["--client-cores", "9999"], "core 9999 is not available"),
@@ -153,7 +159,7 @@ def test_bad_options_are_one_clear_line(argv: list[str], message: str) -> None:
 def test_cli_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "-d", '{"reservation_id": {{n}}}']) == 2
     err = capsys.readouterr().err
-    assert err.startswith("paysim bench: --data: Failed to parse reservation_id field")
+    assert err.startswith("paysim bench: --data: reservation_id: expected a string, got a number")
     assert err.count("\n") == 1
 
 

@@ -63,6 +63,7 @@ API = "paysim-api"
 WORKER = "paysim-worker"
 DEFAULTS = Settings()
 REQUIRED_RECIPES = {"proto", "lint", "test", "run", "dev", "worker", "bench", "chaos", "ci"} | {
+    "bench-h2load",
     "docker-build",
     "docker-run",
     "k8s-check",
@@ -835,6 +836,13 @@ def test_justfile_lists_every_recipe_by_default() -> None:
     names = {line.split()[0] for line in listed.splitlines()[1:] if line.strip()}
     assert names >= REQUIRED_RECIPES, REQUIRED_RECIPES - names
     assert just().stdout == listed, "the default recipe lists the recipes"
+
+
+def test_just_bench_runs_the_user_facing_load_generator() -> None:
+    """`just bench` is `paysim bench`; the developer benchmark has its own name."""
+    assert ".venv/bin/paysim bench -n 5" in just("--dry-run", "bench", "-n", "5").stderr
+    h2load = just("--dry-run", "bench-h2load").stderr
+    assert "python -m paysim.benchmarks.h2load" in h2load
 
 
 def readme_test_command() -> str:

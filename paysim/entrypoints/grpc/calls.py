@@ -37,11 +37,27 @@ from purerpc.grpclib.status import Status, StatusCode
 
 from paysim.entrypoints.grpc.errors import INTERNAL_MESSAGE, status_for
 from paysim.entrypoints.grpc.protocol import ACCEPT_ENCODING, ServerConnection
+from paysim.entrypoints.grpc.reflection import QUIET_SERVICES
 
 if TYPE_CHECKING:
     from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Method
 
 log = structlog.get_logger("paysim.grpc")
+
+
+def _log_rpc(grpc_method: str, status: Status, elapsed: float, service: str) -> None:
+    """The call's one "rpc" line: info (debug for reflection that succeeded); a
+    failed call's line carries the message its client got (generic for INTERNAL)."""
+    code = status.status_code.name
+    fields: dict[str, Any] = {"grpc_method": grpc_method, "grpc_code": code}
+    if status.status_code != StatusCode.OK and status.status_message:
+        fields["grpc_message"] = status.status_message
+    fields["ms"] = round(elapsed * 1000, 3)
+    if service in QUIET_SERVICES and status.status_code == StatusCode.OK:
+        log.debug("rpc", **fields)
+    else:
+        log.info("rpc", **fields)
+
 
 RESPONSE_HEADERS = [
     (":status", "200"),
@@ -146,12 +162,7 @@ class CallRunner:
             elapsed = time.perf_counter() - started
             code = status.status_code.name
             metrics.rpc_handled(method.grpc_type, method.service, method.name, code, elapsed)
-            log.info(
-                "rpc",
-                grpc_method=f"{method.service}/{method.name}",
-                grpc_code=code,
-                ms=round(elapsed * 1000, 3),
-            )
+            _log_rpc(f"{method.service}/{method.name}", status, elapsed, method.service)
             self._call_ended()
 
     async def _invoke(self, call: Call) -> Status | None:

@@ -19,6 +19,9 @@ from purerpc.rpc import Cardinality, RPCSignature
 
 V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 V1 = "grpc.reflection.v1.ServerReflection"
+# Tool chatter (grpcurl, grpcui ask before every call): their "rpc" lines are at
+# debug, not info, when they succeed.
+QUIET_SERVICES = frozenset({V1, V1ALPHA})
 _NOT_FOUND = 5
 _INVALID_ARGUMENT = 3
 

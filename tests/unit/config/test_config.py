@@ -213,6 +213,21 @@ def test_bad_value_raises_config_error_naming_the_variable(
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("HTTP_PORT", "-1"),
+        ("GRPC_PORT", "70000"),
+        ("WORKER_HTTP_PORT", "abc"),
+        ("GRPC_PORT", "80.5"),
+    ],
+)
+def test_every_bad_port_is_refused_with_one_wording(variable: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({variable: raw})
+    assert str(info.value) == f"{variable}: must be a TCP port (0-65535), got {raw!r}"
+
+
 def test_the_secret_never_appears_in_repr() -> None:
     secret = "very-secret-hmac-key-1234"
     settings = Settings.from_env({"WEBHOOK_SECRET": secret})

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import structlog
+import trio
 
 from paysim._proto.proto.payment.v1 import payment_pb2 as pb
 from paysim.observability.logging import configure
@@ -73,6 +74,51 @@ async def test_failed_rpc_line_has_its_code_and_the_payment_asked_for(json_log, 
     assert line["grpc_method"] == "payment.v1.PaymentService/GetPaymentStatus"
     assert line["grpc_code"] == "NOT_FOUND"
     assert line["payment_id"] == "pay_missing"
+    assert line["grpc_message"] == "payment not found: pay_missing"  # what the client got
+
+
+async def test_an_ok_rpc_line_has_no_message(json_log, start_app):
+    app = await start_app()
+    with payment_stub(app.grpc_port) as stub:
+        await call(stub.CreatePaymentIntent, create_request())
+        [line] = rpc_records(json_log)
+    assert "grpc_message" not in line
+
+
+async def test_reflection_chatter_is_at_debug(json_log, start_app):
+    """grpcurl asks reflection before every call: those lines stay out of info."""
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    from tests.grpc_helpers import open_channel
+
+    app = await start_app()
+    channel = open_channel(app.grpc_port)
+    try:
+        db = ProtoReflectionDescriptorDatabase(channel)
+        services = await trio.to_thread.run_sync(db.get_services)
+        assert "payment.v1.PaymentService" in services
+        with payment_stub(app.grpc_port) as stub:
+            await call(stub.CreatePaymentIntent, create_request())
+    finally:
+        channel.close()
+    methods = [r["grpc_method"] for r in rpc_records(json_log)]
+    assert methods == ["payment.v1.PaymentService/CreatePaymentIntent"]
+
+
+def test_every_line_names_its_process_when_asked(json_log):
+    configure(level="info", json=True, stream=json_log, process="worker")
+    structlog.configure(cache_logger_on_first_use=False)
+    structlog.get_logger("test").info("polling")
+    structlog.get_logger("test").bind(process="dev").info("mine")
+    logging.getLogger("botocore.test").warning("library line")
+    lines = records(json_log)
+    assert [(r["event"], r["process"]) for r in lines] == [
+        ("polling", "worker"),
+        ("mine", "dev"),
+        ("library line", "worker"),
+    ]
 
 
 async def test_card_details_never_reach_the_log(json_log, start_app):
