@@ -73,6 +73,7 @@ def _instructions(settings: Settings, ports: DevPorts) -> str:
     return f"""
 paysim dev stack is up:
   gRPC API          127.0.0.1:{grpc}   (reflection on: grpcurl -plaintext 127.0.0.1:{grpc} list)
+  console           http://127.0.0.1:{settings.http.port}/console  (payments, timelines, actions)
   health, metrics   http://127.0.0.1:{settings.http.port}/health  /metrics
   webhook receiver  {hook}  (verifies signatures, prints deliveries)
   worker            paysim worker, health on :{settings.worker.http_port}
@@ -171,7 +172,11 @@ async def _run_stack(
     os.environ.update(DEV_CREDENTIALS)
     os.environ.pop("AWS_PROFILE", None)
     aws: AwsSettings = dataclasses.replace(settings.aws, profile=None)
-    settings = dataclasses.replace(settings, aws=aws)
+    # The console's "create a test payment" form sends its webhooks to this receiver.
+    console = dataclasses.replace(
+        settings.console, default_webhook_url=f"http://127.0.0.1:{ports.receiver}/webhooks"
+    )
+    settings = dataclasses.replace(settings, aws=aws, console=console)
     moto_command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)]
     async with _open_child(moto_command, env, _EMULATOR_STOP_S, force, quiet=True):
         with trio.move_on_after(30) as waiting:
