@@ -206,5 +206,7 @@ def _attempt(a: Attempt) -> dict[str, Any]:
         "http_status": a.http_status,
         "error": a.error,
         "latency_ms": a.latency_ms,
+        "next_retry_s": a.next_retry_s,
+        "excerpt": a.excerpt,
         "status": a.status,
     }

@@ -25,6 +25,8 @@ class Attempt:
     http_status: int | None
     error: str | None
     latency_ms: float
+    next_retry_s: float | None = None  # when the next attempt is due, if any
+    excerpt: str = ""  # the start of the receiver's answer (printable, at most 120 chars)
 
 
 class DeliveryJournal:

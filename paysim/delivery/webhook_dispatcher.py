@@ -183,6 +183,8 @@ class WebhookDispatcher:
                 http_status=sent.http_status,
                 error=sent.error,
                 latency_ms=round(sent.seconds * 1000, 3),
+                next_retry_s=None if retry_in is None else round(retry_in, 3),
+                excerpt=sent.excerpt,
             ),
         )
         if retry_in is None and not d.copy:

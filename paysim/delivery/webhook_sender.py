@@ -41,6 +41,7 @@ class Sent:
     http_status: int | None = None
     error: str | None = None
     retry_after: float | None = None
+    excerpt: str = ""
 
     @property
     def ok(self) -> bool:
@@ -69,6 +70,7 @@ class WebhookSender:
         http_status: int | None = None
         error: str | None = None
         retry_after: float | None = None
+        excerpt = ""
         redacted = "(unsendable URL)"
         try:
             target = self._pinner.target(change.payment.webhook_url)
@@ -92,6 +94,7 @@ class WebhookSender:
                 extensions=target.extensions,
             )
             http_status = response.status_code
+            excerpt = excerpt_of(response.content)
             if http_status in (429, 503):
                 retry_after = _retry_after(response.headers.get("retry-after"), self._now())
             result = f"{http_status // 100}xx"
@@ -114,7 +117,16 @@ class WebhookSender:
                 where=_where(exc),
             )
         seconds = trio.current_time() - started
-        return Sent(result, redacted, seconds, http_status, error, retry_after)
+        return Sent(result, redacted, seconds, http_status, error, retry_after, excerpt)
+
+
+_EXCERPT_CHARS = 120
+
+
+def excerpt_of(content: bytes) -> str:
+    """The start of a receiver's answer for the journal: printable text, bounded."""
+    text = content[: _EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+    return "".join(ch if ch.isprintable() else " " for ch in text)[:_EXCERPT_CHARS].strip()
 
 
 def _describe(exc: BaseException) -> str:

@@ -94,7 +94,9 @@ async function loadDetail() {
     if (t.kind === "webhook") {
       const result = t.http_status ? `HTTP ${t.http_status}` : (t.error || "");
       text = `webhook ${t.outcome}${t.attempt ? " (attempt " + t.attempt + ")" : ""}: ${result}` +
-        (t.latency_ms !== undefined ? `, ${t.latency_ms} ms` : "") + (t.url ? ` → ${t.url}` : "");
+        (t.latency_ms !== undefined ? `, ${t.latency_ms} ms` : "") + (t.url ? ` → ${t.url}` : "") +
+        (t.next_retry_s != null ? `; next attempt in ${t.next_retry_s} s` : "") +
+        (t.excerpt ? ` — “${t.excerpt}”` : "");
     } else if (t.kind === "event") text = `event published: ${t.detail}`;
     else if (t.kind === "note") text = t.detail;
     else text = `${t.from ? t.from + " → " : ""}${t.to} (${t.cause})` + (t.refund ? ` refund ${t.refund.amount}` : "");

@@ -73,6 +73,7 @@ class Receiver:
     requests: list[httpx.Request] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
     headers_for: Callable[[int], dict[str, str]] = lambda status: {}
+    bodies: dict[int, bytes] = field(default_factory=dict)  # what each status answers with
     arrived: trio.Event = field(default_factory=trio.Event)
     block: trio.Event | None = None
 
@@ -89,7 +90,9 @@ class Receiver:
         if step == "refused":
             raise httpx.ConnectError("refused", request=request)
         assert isinstance(step, int)
-        return httpx.Response(step, headers=self.headers_for(step))
+        return httpx.Response(
+            step, headers=self.headers_for(step), content=self.bodies.get(step, b"")
+        )
 
 
 @dataclass
@@ -356,3 +359,18 @@ async def test_journal_records_attempts_without_secrets_or_query(make, autojump_
     for a in attempts:
         assert "pw" not in a.url
         assert "token" not in a.url
+
+
+async def test_journal_keeps_the_answers_start_and_when_the_next_attempt_is_due(
+    make, autojump_clock
+):
+    h = make(Receiver(script=[503], bodies={503: b"upstream\x00down\n" + b"x" * 500, 200: b"ok"}))
+    await h.dispatcher.notify(change())
+    await h.dispatcher.wait_idle()
+    first, second = h.dispatcher.journal.attempts("pay_1")
+    assert first.outcome == "retry"
+    assert first.excerpt.startswith("upstream down ")  # control characters made printable
+    assert len(first.excerpt) == 120
+    assert first.next_retry_s is not None
+    assert first.next_retry_s >= 0
+    assert (second.outcome, second.excerpt, second.next_retry_s) == ("delivered", "ok", None)
