@@ -38,6 +38,7 @@ from paysim.entrypoints.http_stream import Send
 from paysim.errors import NotFound
 from paysim.service import PaymentService
 
+_FLUSH_EVERY_S = 0.1
 _HEARTBEAT_S = 15.0
 _MAX_LIST = 500
 _FAILED = frozenset({"gave_up", "gone", "blocked", "unsendable"})
@@ -183,6 +184,9 @@ class Console:
                 while True:
                     with trio.move_on_after(_HEARTBEAT_S):
                         await subscriber.wait()
+                        # Let a burst gather (and coalesce by payment): at most one
+                        # write per _FLUSH_EVERY_S per page, however fast payments go.
+                        await trio.sleep(_FLUSH_EVERY_S)
                     updates, dropped = subscriber.take()
                     chunk = [f"event: {u.event}\ndata: {u.data}\n\n" for u in updates]
                     if dropped:
