@@ -34,7 +34,7 @@ from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
 from paysim.adapters.memory_store import MemoryStore
 from paysim.adapters.redis_store import open_redis_store
 from paysim.config import Settings, SimulationSettings
-from paysim.delivery.event_publisher import EventPublisher
+from paysim.delivery.event_publisher import EventPublisher, PublisherSeams
 from paysim.delivery.ssrf import SsrfPolicy
 from paysim.delivery.target import SendableCheck
 from paysim.delivery.webhook_dispatcher import DispatcherSeams, WebhookDispatcher
@@ -184,6 +184,11 @@ async def open_outbox(
                 metrics,
                 resources.events_client,
                 on_done=outbox.channel_done,
+                # An in-memory client (paysim.testing's) brings ``run_blocking``
+                # to be called inline: a MockClock jumps while a thread runs.
+                seams=PublisherSeams(
+                    run_blocking=getattr(resources.events_client, "run_blocking", None)
+                ),
             )
             await nursery.start(publisher.run)
             outbox.add(Channel("event", publisher, publisher.flush, publisher.pending_payment_ids))
