@@ -10,7 +10,7 @@ that no setting reads is a ``TypeError``, as for any function.
 The machine's own environment is never read: a test gets the same simulator
 on every machine. What differs from ``paysim serve`` by default
 (``TEST_DEFAULTS``): loopback on ephemeral ports, no drain delay, a one-second
-shutdown grace, events flushed after 1 ms, a sweep a minute, and a fixed
+shutdown grace, events flushed after 1 ms, a sweep a minute, no gRPC idle timeout, and a fixed
 seed, so a RANDOM scenario decides the same way on every run.
 """
 
@@ -34,6 +34,8 @@ TEST_DEFAULTS: Mapping[str, str] = {
     "EVENTS_FLUSH_INTERVAL_MS": "1",
     # Retention is a day: sweeping once a minute keeps days of virtual time cheap.
     "SWEEP_INTERVAL_MS": "60000",
+    # A jump of virtual time must not close the test's idle client connections.
+    "GRPC_IDLE_TIMEOUT_MS": str(10 * 365 * 86_400_000),
 }
 
 
