@@ -94,6 +94,10 @@ class PaymentService:
             random_approve_rate=settings.random_approve_rate,
         )
 
+    def reseed(self, seed: int) -> None:
+        """Restart the outcome randomness from ``seed`` (``paysim.testing``'s ``sim.seed``)."""
+        self._rng.seed(seed)
+
     # -- CreatePaymentIntent ---------------------------------------------------
     async def create_intent(self, cmd: CreateIntent) -> IntentCreated:
         scenario = outcomes.resolve_scenario(cmd.scenario, cmd.metadata, self._default_scenario)

@@ -47,6 +47,7 @@ from paysim.console.routes import add_console
 from paysim.delivery.event_publisher import (
     NO_CREDENTIALS_HINT,
     EventPublisher,
+    PublisherSeams,
     has_aws_credentials,
 )
 from paysim.delivery.ssrf import SsrfPolicy
@@ -235,6 +236,11 @@ async def open_outbox(
                 metrics,
                 resources.events_client,
                 on_done=outbox.channel_done,
+                # An in-memory client (paysim.testing's) brings ``run_blocking``
+                # to be called inline: a MockClock jumps while a thread runs.
+                seams=PublisherSeams(
+                    run_blocking=getattr(resources.events_client, "run_blocking", None)
+                ),
             )
             await nursery.start(publisher.run)
             outbox.add(Channel("event", publisher, publisher.flush, publisher.pending_payment_ids))

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import trio
+from trio_util import AsyncValue
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,8 @@ class Hub:
     def __init__(self, max_pending: int = 256) -> None:
         self._max_pending = max_pending
         self._subscribers: set[Subscriber] = set()
+        # How many pages are open: what samples only while someone looks waits on it.
+        self.watching = AsyncValue(0)
 
     @property
     def subscribers(self) -> int:
@@ -67,10 +70,12 @@ class Hub:
     def subscribe(self) -> Subscriber:
         subscriber = Subscriber(self._max_pending)
         self._subscribers.add(subscriber)
+        self.watching.value = len(self._subscribers)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
+        self.watching.value = len(self._subscribers)
 
     def publish(self, key: str, event: str, data: str) -> None:
         if not self._subscribers:

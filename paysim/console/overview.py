@@ -87,9 +87,11 @@ class Overview:
 
     async def run(self) -> NoReturn:
         while True:
-            if self._hub.subscribers:
-                self.tick()
-                self._hub.publish("overview", "overview", json.dumps(self.snapshot()))
+            # No page open: no samples, and no wake-ups (a virtual clock in a
+            # test would otherwise spin through every second of its hours).
+            await self._hub.watching.wait_value(lambda n: n > 0)
+            self.tick()
+            self._hub.publish("overview", "overview", json.dumps(self.snapshot()))
             await trio.sleep(1.0)
 
 

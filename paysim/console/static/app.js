@@ -36,10 +36,13 @@ function matches(p, f) {
   for (const k of ["status", "user_id", "reservation_id", "idempotency_key"]) if (f[k] && p[k] !== f[k]) return false;
   return true;
 }
+let listRequest = 0;
 async function loadList() {
   const f = filters();
   const qs = new URLSearchParams({ q: f.q, status: f.status, user: f.user_id, reservation: f.reservation_id, key: f.idempotency_key, limit: MAX_ROWS });
+  const mine = ++listRequest;
   const data = await api("/console/api/payments?" + qs);
+  if (mine !== listRequest) return; // typing went on: a newer request's answer counts, not this one
   state.rows = new Map(data.payments.map((p) => [p.id, p]));
   renderCounts(data.counts);
   renderList();
