@@ -94,6 +94,7 @@ async def run(
                 wiring.open_resources(settings, events_client, events=notifier is None) as res,
                 wiring.open_store(settings, readiness) as (store, shared),
                 wiring.open_outbox(settings, res, metrics, shared, http_app, notifier) as outbox,
+                wiring.open_api_chaos(settings, metrics, http_app, outbox) as faults,
                 wiring.open_simulator(settings.simulation, metrics) as simulator,
             ):
                 service = PaymentService(
@@ -113,7 +114,7 @@ async def run(
                 registry = wiring.build_registry(settings, service, readiness, res.webhook_policy)
                 async with (
                     wiring.open_upkeep(settings, service, replica),
-                    wiring.open_servers(settings, registry, http_app, metrics) as servers,
+                    wiring.open_servers(settings, registry, http_app, metrics, faults) as servers,
                 ):
                     readiness.mark_serving()
                     if on_serving is not None:
