@@ -137,14 +137,40 @@ class TimelinePlayer:
         self._wake = trio.Event()
 
     def start(self, timeline: Timeline) -> None:
-        """Play ``timeline`` from its first phase, ending whatever plays now."""
+        """Play ``timeline`` from its first phase (in force now), ending whatever plays."""
+        self._leave()
         self._queued = timeline
         self._scope.cancel()
+        self._enter(timeline, 0)
         self._wake.set()
 
     def stop(self) -> None:
+        """End the timeline now: the base plan is in force again."""
         self._queued = None
         self._scope.cancel()
+        self._leave()
+
+    def _enter(self, timeline: Timeline, index: int) -> None:
+        phase = timeline.phases[index]
+        self.timeline, self.phase_index = timeline, index
+        self._phase_started = trio.current_time()
+        self._policy.set_plan(phase.plan)
+        self._metrics.phase(timeline.name, phase.name)
+        log.info(
+            "fault phase",
+            timeline=timeline.name,
+            phase=phase.name,
+            index=index,
+            duration_s=phase.duration_s,
+        )
+
+    def _leave(self) -> None:
+        if self.timeline is None:
+            return
+        log.info("fault timeline ended", timeline=self.timeline.name)
+        self._policy.set_plan(self._policy.base)
+        self.timeline, self.phase_index = None, -1
+        self._metrics.phase(None, None)
 
     def describe(self) -> dict[str, Any] | None:
         timeline = self.timeline
@@ -171,25 +197,17 @@ class TimelinePlayer:
                 await self._play(timeline)
 
     async def _play(self, timeline: Timeline) -> None:
+        """Phase 0 is in force already (``start``); each later one when its turn comes."""
+        first = True
         try:
             while True:
                 for index, phase in enumerate(timeline.phases):
-                    self.timeline, self.phase_index = timeline, index
-                    self._phase_started = trio.current_time()
-                    self._policy.set_plan(phase.plan)
-                    self._metrics.phase(timeline.name, phase.name)
-                    log.info(
-                        "fault phase",
-                        timeline=timeline.name,
-                        phase=phase.name,
-                        index=index,
-                        duration_s=phase.duration_s,
-                    )
+                    if not first:
+                        self._enter(timeline, index)
+                    first = False
                     await trio.sleep(phase.duration_s)
                 if not timeline.repeat:
                     break
         finally:
-            self._policy.set_plan(self._policy.base)
-            self.timeline, self.phase_index = None, -1
-            self._metrics.phase(None, None)
-            log.info("fault timeline ended", timeline=timeline.name)
+            if self.timeline is timeline:
+                self._leave()
