@@ -97,6 +97,7 @@ async def run(
                 wiring.open_outbox(
                     settings, res, metrics, shared, wiring.Surfaces(http_app, console), notifier
                 ) as outbox,
+                wiring.open_api_chaos(settings, metrics, http_app, outbox) as faults,
                 wiring.open_simulator(settings.simulation, metrics) as simulator,
             ):
                 service = PaymentService(
@@ -119,7 +120,7 @@ async def run(
                 )
                 async with (
                     wiring.open_upkeep(settings, service, replica),
-                    wiring.open_servers(settings, registry, http_app, metrics) as servers,
+                    wiring.open_servers(settings, registry, http_app, metrics, faults) as servers,
                 ):
                     readiness.mark_serving()
                     if on_serving is not None:

@@ -27,6 +27,7 @@ from paysim.domain.models import SCENARIO_NAMES
 from paysim.env_reader import STORE_SCHEMES as STORE_SCHEMES
 from paysim.env_reader import ConfigError as ConfigError
 from paysim.env_reader import EnvReader
+from paysim.faults.settings import ApiChaosSettings, read_api_chaos
 
 
 class Environment(enum.Enum):
@@ -217,6 +218,7 @@ class Settings:
     log: LogSettings = LogSettings()
     store: StoreSettings = StoreSettings()
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    api_chaos: ApiChaosSettings = field(default_factory=ApiChaosSettings)  # CHAOS_API_*
     shutdown_grace_s: float = 20.0
     # After SIGTERM readiness turns NOT_SERVING at once and the process keeps
     # serving this long (endpoint removal in Kubernetes is asynchronous).
@@ -252,6 +254,7 @@ class Settings:
             log=_log(r, d.log, production=env_kind is Environment.PRODUCTION),
             store=_store(r, d.store, store_url),
             console=read_console(r, d.console),
+            api_chaos=read_api_chaos(r, _chaos_seed(r)),
             shutdown_grace_s=r.millis("SHUTDOWN_GRACE_MS", d.shutdown_grace_s),
             drain_delay_s=r.millis("DRAIN_DELAY_MS", d.drain_delay_s),
             pending_on_shutdown=r.choice(
@@ -340,9 +343,7 @@ def _webhook(r: EnvReader, d: WebhookSettings, *, development: bool) -> WebhookS
         chaos_reorder_hold_s=r.millis(
             "CHAOS_WEBHOOK_REORDER_HOLD_MS", d.chaos_reorder_hold_s, minimum=1
         ),
-        chaos_seed=_first_set(
-            r.optional_integer("CHAOS_SEED"), r.optional_integer("SIMULATION_SEED")
-        ),
+        chaos_seed=_chaos_seed(r),
     )
 
 
@@ -421,8 +422,9 @@ def _check(settings: Settings) -> None:
             raise ConfigError(name, "must be smaller than INTENT_TTL_MS")
 
 
-def _first_set(*values: int | None) -> int | None:
-    return next((v for v in values if v is not None), None)
+def _chaos_seed(r: EnvReader) -> int | None:
+    seed = r.optional_integer("CHAOS_SEED")
+    return seed if seed is not None else r.optional_integer("SIMULATION_SEED")
 
 
 def _refuse_chaos_in_production(settings: Settings) -> None:
@@ -435,3 +437,5 @@ def _refuse_chaos_in_production(settings: Settings) -> None:
     ):
         if value > 0.0:
             raise ConfigError(name, "chaos injection is refused in production; set it to 0")
+    if settings.api_chaos.active:
+        raise ConfigError("CHAOS_API_*", "API fault injection is refused in production")

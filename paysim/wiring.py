@@ -8,6 +8,8 @@ ends. ``app.run`` nests them in the order they must outlive each other::
     open_store       the store; with Redis its batch sender and readiness
     open_console     the console's memory and live overview (if it is served)
     open_outbox      the outbox and its channels (webhooks, events, the console)
+    open_api_chaos   with CHAOS_API_*: the fault policy, its timeline player,
+                     the reconciliation ledger (one more outbox channel)
     open_simulator   the simulator nursery: one timer task per pending payment
     open_upkeep      the retention sweeper and, sharing a store, the lease loop
     open_servers     the gRPC server and the HTTP endpoint
@@ -53,12 +55,17 @@ from paysim.delivery.event_publisher import (
 from paysim.delivery.ssrf import SsrfPolicy
 from paysim.delivery.target import SendableCheck
 from paysim.delivery.webhook_dispatcher import DispatcherSeams, WebhookDispatcher
+from paysim.entrypoints.fault_routes import FaultRoutes
 from paysim.entrypoints.grpc.health import HealthServicer
 from paysim.entrypoints.grpc.payment_api import PaymentApi
 from paysim.entrypoints.grpc.reflection import ReflectionServicer
 from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Registry
 from paysim.entrypoints.http import HttpApp, HttpLimits, serve_http
 from paysim.entrypoints.journal_route import add_journal_route
+from paysim.faults.ledger import Ledger, register_ledger_gauges
+from paysim.faults.metrics import FaultMetrics
+from paysim.faults.policy import FaultPolicy
+from paysim.faults.timeline import TimelinePlayer, load_timeline
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
 from paysim.outbox import Channel, Outbox
@@ -292,6 +299,35 @@ def add_console_routes(surfaces: Surfaces, service: PaymentService, policy: Ssrf
 
 
 @asynccontextmanager
+async def open_api_chaos(
+    settings: Settings, metrics: Metrics, http_app: HttpApp, outbox: Outbox
+) -> AsyncIterator[FaultPolicy | None]:
+    """The fault policy for the gRPC edge, or None (and nothing at all) when chaos is off.
+
+    On: the reconciliation ledger joins the outbox as a channel, the routes
+    ``/admin/faults`` and ``/reconciliation`` are added, and the timeline
+    player runs (playing CHAOS_TIMELINE from the start) until the block ends.
+    """
+    chaos = settings.api_chaos
+    if not chaos.active:
+        yield None
+        return
+    fault_metrics = FaultMetrics(metrics.registry)
+    ledger = Ledger(outbox.channel_done)
+    outbox.add(Channel("reconciliation", ledger))
+    policy = FaultPolicy(chaos.plan, chaos.seed, fault_metrics, ledger)
+    player = TimelinePlayer(policy, fault_metrics)
+    FaultRoutes(policy, player).add_to(http_app)
+    register_ledger_gauges(fault_metrics, ledger)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(player.run)
+        if chaos.timeline is not None:
+            player.start(load_timeline(chaos.timeline))
+        yield policy
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
 async def open_simulator(
     settings: SimulationSettings, metrics: Metrics
 ) -> AsyncIterator[Simulator]:
@@ -316,10 +352,14 @@ async def open_upkeep(
 
 @asynccontextmanager
 async def open_servers(
-    settings: Settings, registry: Registry, http_app: HttpApp, metrics: Metrics
+    settings: Settings,
+    registry: Registry,
+    http_app: HttpApp,
+    metrics: Metrics,
+    faults: FaultPolicy | None = None,
 ) -> AsyncIterator[Servers]:
     """The gRPC server and the HTTP endpoint, listening; both stop when the block ends."""
-    grpc = GrpcServer(registry, GrpcLimits.from_settings(settings.grpc), metrics)
+    grpc = GrpcServer(registry, GrpcLimits.from_settings(settings.grpc), metrics, faults)
     http = settings.http
     async with trio.open_nursery() as nursery:
         grpc_port = await nursery.start(

@@ -38,6 +38,7 @@ from purerpc.grpclib.status import Status, StatusCode
 from paysim.entrypoints.grpc.errors import INTERNAL_MESSAGE, status_for
 from paysim.entrypoints.grpc.protocol import ACCEPT_ENCODING, ServerConnection
 from paysim.entrypoints.grpc.reflection import QUIET_SERVICES
+from paysim.faults.policy import InjectedFault
 
 if TYPE_CHECKING:
     from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Method
@@ -177,13 +178,21 @@ class CallRunner:
                     if method.request_stream
                     else await self._single_message(call)
                 )
-                response = await method.fn(request, request=call.event)
+                faults = self.server.faults
+                if faults is None:
+                    response = await method.fn(request, request=call.event)
+                else:
+                    response = await faults.around(
+                        method.service, method.name, method.fn, request, call.event
+                    )
                 payload = response.SerializeToString()
                 if not call.peer_gone:
                     await self._send_message(call, payload)
                 return Status(StatusCode.OK)
         except _CallFailed as exc:
             return exc.status
+        except InjectedFault as exc:
+            return self._injected(call, exc)
         except Exception as exc:
             status = status_for(exc)
             if status is None:
@@ -194,6 +203,17 @@ class CallRunner:
                 status = Status(StatusCode.INTERNAL, INTERNAL_MESSAGE)
             return status
         return None  # the call's scope was cancelled: deadline or RST_STREAM
+
+    def _injected(self, call: Call, fault: InjectedFault) -> Status:
+        """A fault the policy injected (paysim.faults): its status, or a reset stream."""
+        if fault.reset:
+            self._reset(call.stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            call.peer_gone = True
+            return Status(StatusCode.UNAVAILABLE, fault.message)
+        code = StatusCode[fault.code.upper()]
+        if fault.retry_after_s > 0:
+            return _StatusWithTrailers(code, fault.message, _pushback(fault.retry_after_s))
+        return Status(code, fault.message)
 
     async def _single_message(self, call: Call) -> Any:
         timeout = self.limits.request_timeout_s
@@ -336,7 +356,23 @@ def trailers_for(status: Status) -> list[tuple[str, str]]:
     out = [("grpc-status", str(status.int_value))]
     if status.status_message:
         out.append(("grpc-message", urllib.parse.quote(status.status_message, safe=" ")))
+    if isinstance(status, _StatusWithTrailers):
+        out.extend(status.trailers)
     return out
+
+
+class _StatusWithTrailers(Status):  # type: ignore[misc]
+    def __init__(self, code: StatusCode, message: str, trailers: list[tuple[str, str]]) -> None:
+        super().__init__(code, message)
+        self.trailers = trailers
+
+
+def _pushback(seconds: float) -> list[tuple[str, str]]:
+    """Retry-after as gRPC clients read it (gRFC A6 pushback) and as people read it."""
+    return [
+        ("grpc-retry-pushback-ms", str(round(seconds * 1000))),
+        ("retry-after", str(max(1, round(seconds)))),
+    ]
 
 
 def _headers_with(http_status: int) -> list[tuple[str, str]]:

@@ -33,6 +33,7 @@ from paysim.config import GrpcSettings
 from paysim.entrypoints.grpc.connection import Connection
 from paysim.entrypoints.grpc.h2_guard import FrameLimits
 from paysim.entrypoints.listeners import open_listeners
+from paysim.faults.policy import FaultPolicy
 from paysim.observability.metrics import Metrics
 
 log = structlog.get_logger("paysim.grpc")
@@ -122,10 +123,18 @@ class Registry:
 class GrpcServer:
     """Owns the listeners and the connections; ``serve`` never returns."""
 
-    def __init__(self, registry: Registry, limits: GrpcLimits, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        limits: GrpcLimits,
+        metrics: Metrics,
+        faults: FaultPolicy | None = None,
+    ) -> None:
         self.registry = registry
         self.limits = limits
         self.metrics = metrics
+        # API-side chaos (paysim.faults): None when off, and then nothing is decided.
+        self.faults = faults
         self.connections: set[Connection] = set()
         self._listeners: list[trio.SocketListener] = []
         self._accepting = trio.CancelScope()

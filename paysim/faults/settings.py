@@ -1,0 +1,101 @@
+"""CHAOS_API_* and CHAOS_TIMELINE: the API-side fault settings, read once at start.
+
+* ``CHAOS_API_ENABLED`` (false): builds the fault policy even with zero rates,
+  so that faults can be changed live (``/admin/faults``), asked for per call
+  (the ``x-paysim-fault`` header) and reconciled (``/reconciliation``). Any
+  rate, latency or timeline below turns it on too. Off, the gRPC edge holds
+  no policy at all: nothing is decided, recorded or counted.
+* ``CHAOS_API_RPCS`` (every PaymentService RPC): comma-separated RPC names.
+* ``CHAOS_API_LATENCY``: ``fixed:MS``, ``uniform:MIN_MS:MAX_MS`` or
+  ``lognormal:P50_MS:P99_MS``; ``CHAOS_API_LATENCY_WHEN``: before|after.
+* ``CHAOS_API_ERROR_RATE`` and ``CHAOS_API_ERROR_CODES`` (``code:weight,...``
+  of unavailable, deadline_exceeded, resource_exhausted, internal),
+  ``CHAOS_API_RETRY_AFTER_MS`` (sent with resource_exhausted).
+* ``CHAOS_API_LOST_ANSWER_RATE`` and ``CHAOS_API_LOST_ANSWER_MODE``
+  (unavailable: the call fails after the work; reset: its stream is reset).
+* ``CHAOS_TIMELINE``: a timeline TOML file (or a shipped example's name),
+  played from the start.
+* The seed: ``CHAOS_SEED``, else ``SIMULATION_SEED``.
+
+Everything is refused in production (``config._refuse_chaos_in_production``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from paysim.env_reader import ConfigError, EnvReader
+from paysim.faults.plan import PAYMENT_RPCS, FaultPlan, PlanError
+
+
+@dataclass(frozen=True)
+class ApiChaosSettings:
+    enabled: bool = False
+    plan: FaultPlan = field(default_factory=FaultPlan)
+    timeline: str | None = None  # a path, or the name of a shipped example
+    seed: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.enabled or not self.plan.empty or self.timeline is not None
+
+
+def read_api_chaos(r: EnvReader, seed: int | None) -> ApiChaosSettings:
+    rule: dict[str, Any] = {}
+    latency = r.optional_string("CHAOS_API_LATENCY")
+    if latency is not None:
+        rule["latency"] = _latency(latency, r.choice("CHAOS_API_LATENCY_WHEN", _WHEN, "before"))
+    error_rate = r.rate("CHAOS_API_ERROR_RATE", 0.0)
+    if error_rate > 0:
+        rule["error_rate"] = error_rate
+        rule["error_codes"] = _codes(r.string("CHAOS_API_ERROR_CODES", "unavailable:1"))
+        rule["retry_after_ms"] = r.integer("CHAOS_API_RETRY_AFTER_MS", 1000, 0)
+    lost = r.rate("CHAOS_API_LOST_ANSWER_RATE", 0.0)
+    if lost > 0:
+        rule["lost_answer_rate"] = lost
+        rule["lost_answer_mode"] = r.choice("CHAOS_API_LOST_ANSWER_MODE", _MODES, "unavailable")
+    rpcs = [n.strip() for n in r.string("CHAOS_API_RPCS", "*").split(",") if n.strip()]
+    for name in rpcs:
+        if name != "*" and name not in PAYMENT_RPCS:
+            raise ConfigError("CHAOS_API_RPCS", f"unknown RPC {name!r}")
+    try:
+        plan = FaultPlan.from_dict({"rpcs": {n: rule for n in rpcs}} if rule else {})
+    except PlanError as exc:
+        raise ConfigError("CHAOS_API_*", str(exc)) from None
+    return ApiChaosSettings(
+        enabled=r.boolean("CHAOS_API_ENABLED", False),
+        plan=plan,
+        timeline=r.optional_string("CHAOS_TIMELINE"),
+        seed=seed,
+    )
+
+
+_WHEN = ("before", "after")
+_MODES = ("unavailable", "reset")
+_SHAPES = {"fixed": ("ms",), "uniform": ("min_ms", "max_ms"), "lognormal": ("p50_ms", "p99_ms")}
+
+
+def _latency(raw: str, when: str) -> dict[str, Any]:
+    kind, *numbers = raw.split(":")
+    keys = _SHAPES.get(kind)
+    if keys is None or len(numbers) != len(keys):
+        raise ConfigError(
+            "CHAOS_API_LATENCY", "fixed:MS, uniform:MIN_MS:MAX_MS or lognormal:P50_MS:P99_MS"
+        )
+    try:
+        values = [float(n) for n in numbers]
+    except ValueError:
+        raise ConfigError("CHAOS_API_LATENCY", "milliseconds must be numbers") from None
+    return {"distribution": kind, "when": when, **dict(zip(keys, values, strict=True))}
+
+
+def _codes(raw: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in raw.split(","):
+        code, _, weight = item.strip().partition(":")
+        try:
+            out[code.strip().lower()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise ConfigError("CHAOS_API_ERROR_CODES", "code:weight, comma-separated") from None
+    return out
