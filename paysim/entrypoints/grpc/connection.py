@@ -31,7 +31,9 @@ the frame-level bounds live in ``h2_guard.py``, these here:
 * time: the preface must arrive within ``handshake_timeout_s``; a connection
   with no call for ``idle_timeout_s`` gets GOAWAY and is closed, as is the
   longest idle one when the server is at ``max_connections`` and a new one
-  arrives;
+  arrives. These clocks and the write timeout are kept by one watchdog task of
+  the server (``GrpcServer._watchdog`` calls ``check``), not by a timer per read
+  or write: on the hot path a connection only notes when a write began;
 * CPU: one read is at most ``read_size`` bytes, and the reader yields to the
   other connections after each.
 
@@ -100,7 +102,10 @@ class Connection(CallRunner):
         now = trio.current_time()
         self.accepted_at = now
         self.idle_since = now
-        self._read_scope: trio.CancelScope | None = None
+        # One scope for all reads: the server's watchdog cancels it (``check``).
+        self._reading = trio.CancelScope()
+        self._nursery_scope: trio.CancelScope | None = None
+        self.write_since: float | None = None  # when the send in progress began
         self.evicted = False
         self.draining = False
         self.closed = False
@@ -113,7 +118,6 @@ class Connection(CallRunner):
         return len(self.h2._data_to_send)
 
     async def _writer(self, scope: trio.CancelScope) -> None:
-        timeout = self.limits.write_timeout_s
         try:
             while True:
                 await self._wake_writer.wait()
@@ -121,13 +125,10 @@ class Connection(CallRunner):
                 data = self.h2.data_to_send()
                 if data:
                     self._writing = True
-                    with trio.move_on_after(timeout) as stuck:
-                        await self.stream.send_all(data)
-                    if stuck.cancelled_caught:
-                        log.info("grpc peer stopped reading; closing", seconds=timeout)
-                        self._peer_gone()
-                        scope.cancel()
-                        return
+                    # No timer per write: the server's watchdog reads write_since (``check``).
+                    self.write_since = trio.current_time()
+                    await self.stream.send_all(data)
+                    self.write_since = None
                     self._writing = False
                 self._signal_wrote()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -157,6 +158,7 @@ class Connection(CallRunner):
         self.conn.initiate_connection()
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer, nursery.cancel_scope)
                 self.flush()
                 try:
@@ -183,36 +185,35 @@ class Connection(CallRunner):
         return math.inf
 
     async def _reader(self, nursery: trio.Nursery) -> None:
+        # One scope around all reads (a scope is entered once): the watchdog cancels
+        # it when the handshake or idle time is up, or the connection is evicted.
+        with self._reading:
+            flush = await self._read_until_done(nursery)
+        if self._reading.cancelled_caught:
+            await self._close_quietly()
+        elif flush:
+            await self._final_flush()
+
+    async def _read_until_done(self, nursery: trio.Nursery) -> bool:
+        """Read and dispatch until EOF (False) or a GOAWAY to send first (True)."""
         limits = self.limits
         while True:
             while self._pending_bytes() > limits.max_outbound_bytes and not self._writer_done:
                 # The peer is not reading what we send: read nothing more until it does.
                 self.flush()
                 await self._wait_wrote()
-            deadline = self._read_deadline()
-            if deadline == math.inf:  # calls in flight: look again after idle_timeout_s
-                deadline = trio.current_time() + limits.idle_timeout_s
-            with trio.CancelScope(deadline=deadline) as scope:
-                self._read_scope = scope
-                try:
-                    data = await self.stream.receive_some(limits.read_size)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-            self._read_scope = None
-            if scope.cancelled_caught:
-                if trio.current_time() < self._read_deadline():
-                    continue  # a call started meanwhile
-                await self._close_quietly()
-                return
+            try:
+                data = await self.stream.receive_some(limits.read_size)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
             if not data:
-                return
+                return False
             try:
                 events = self.conn.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
                 # h2 has queued a GOAWAY; send it, then close.
                 log.info("grpc connection error", error=type(exc).__name__, reason=str(exc)[:200])
-                await self._final_flush()
-                return
+                return True
             starting = self._starting
             for ev in events:
                 self._dispatch(ev)
@@ -220,8 +221,7 @@ class Connection(CallRunner):
                 self._start_calls(nursery)
             self.flush()
             if self.draining and not self.calls:
-                await self._final_flush()
-                return
+                return True
 
     async def _close_quietly(self) -> None:
         """Handshake or idle timeout, or eviction: GOAWAY(NO_ERROR) if we can, then close."""
@@ -232,8 +232,32 @@ class Connection(CallRunner):
     def evict(self) -> None:
         """Close this idle connection to make room for a new one."""
         self.evicted = True
-        if self._read_scope is not None:
-            self._read_scope.deadline = -math.inf
+        self._reading.cancel()
+
+    def check(self, now: float) -> float:
+        """The server's watchdog: enforce this connection's clocks; when to look again.
+
+        A send that has not finished ``write_timeout_s`` after it began means the
+        peer stopped reading: the connection ends. A connection whose handshake or
+        idle time is up stops reading, says GOAWAY and closes (``_reader``). With
+        calls in flight there is no deadline, but a write may stall: look again
+        after ``write_timeout_s``.
+        """
+        limits = self.limits
+        since = self.write_since
+        if since is not None:
+            if now - since < limits.write_timeout_s:
+                return since + limits.write_timeout_s
+            log.info("grpc peer stopped reading; closing", seconds=limits.write_timeout_s)
+            self._peer_gone()
+            if self._nursery_scope is not None:
+                self._nursery_scope.cancel()
+            return math.inf
+        deadline = self._read_deadline()
+        if now >= deadline:
+            self._reading.cancel()
+            return math.inf
+        return deadline if deadline < math.inf else now + limits.write_timeout_s
 
     async def _final_flush(self) -> None:
         """Wait (at most 1 s) until the writer has sent everything h2 has queued.
@@ -347,11 +371,10 @@ class Connection(CallRunner):
     # -- one call ----------------------------------------------------------
 
     def _call_ended(self) -> None:
-        # No deadline to move here: a read that began with calls in flight is
-        # bounded by idle_timeout_s from its start (``_read_deadline``), and
-        # re-checks against ``idle_since`` when that fires.
+        # The idle clock starts now; the server's watchdog reads it (``check``).
         if not self.calls:
-            self.idle_since = trio.current_time()
+            self.idle_since = now = trio.current_time()
+            self.server.watch(now + self.limits.idle_timeout_s)
             if self.draining:
                 self._idle.set()
 

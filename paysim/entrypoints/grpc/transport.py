@@ -19,6 +19,7 @@ its in-flight calls are done. The caller bounds all of it with a deadline.
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -139,6 +140,8 @@ class GrpcServer:
         self._listeners: list[trio.SocketListener] = []
         self._accepting = trio.CancelScope()
         self._stopped_accepting = trio.Event()
+        self._poke = trio.Event()
+        self._next_look = math.inf
 
     async def serve(
         self,
@@ -157,9 +160,32 @@ class GrpcServer:
         bound_port = self._listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._accept_loop, nursery)
+            nursery.start_soon(self._watchdog)
             task_status.started(bound_port)
             await trio.sleep_forever()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def watch(self, deadline: float) -> None:
+        """A connection has a new deadline: wake the watchdog if it comes before its next look."""
+        if deadline < self._next_look:
+            self._poke.set()
+
+    async def _watchdog(self) -> NoReturn:
+        """Every connection's clocks (handshake, idle, write) in one task.
+
+        It sleeps until the earliest deadline of any connection, or until poked
+        by one with an earlier deadline: no timer per read, write or call, and no
+        ticking while nothing can expire (a virtual clock in a test stays still).
+        """
+        while True:
+            now = trio.current_time()
+            next_look = math.inf
+            for connection in list(self.connections):
+                next_look = min(next_look, connection.check(now))
+            self._next_look = next_look
+            with trio.move_on_at(next_look):
+                await self._poke.wait()
+            self._poke = trio.Event()
 
     async def _accept_loop(self, nursery: trio.Nursery) -> None:
         with self._accepting:
@@ -183,6 +209,7 @@ class GrpcServer:
         sock = stream.socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         connection = Connection(self, stream)
+        self.watch(connection.accepted_at + self.limits.handshake_timeout_s)
         self.connections.add(connection)
         try:
             await connection.run()

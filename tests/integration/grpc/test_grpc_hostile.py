@@ -288,6 +288,15 @@ async def test_a_peer_that_does_not_read_cannot_make_the_server_queue(nursery, a
     queued = len(connection.h2._data_to_send)
     # The reader stopped at the bound: what is queued is that plus one read's answers.
     assert queued <= 64 * 1024 + (srv.server.limits.read_size // 17 + 1) * 17
+    # The writer is stuck in a send the peer never drains: at write_timeout_s the
+    # watchdog ends the connection.
+    assert connection.write_since is not None
+    stuck_since = connection.write_since
+    write_timeout = srv.server.limits.write_timeout_s
+    with trio.fail_after(write_timeout + 5):
+        await connection._idle.wait()
+    assert trio.current_time() - stuck_since == pytest.approx(write_timeout, abs=0.1)
+    assert connection.closed
     await stream.aclose()
     await still_serves(nursery, srv.port)
 
