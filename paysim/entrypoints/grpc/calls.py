@@ -245,7 +245,8 @@ class CallRunner:
         data, length = call.messages.popleft()
         call.taken += 1
         self.conn.acknowledge(call.stream_id, length)
-        self.flush()
+        if self.h2._data_to_send:  # a WINDOW_UPDATE (now and then): wake the writer for it
+            self.flush()
         request_type = call.method.request_type
         try:
             return request_type.FromString(data)
