@@ -320,7 +320,7 @@ async def open_api_chaos(
     fault_metrics = FaultMetrics(metrics.registry)
     ledger = Ledger(outbox.channel_done)
     outbox.add(Channel("reconciliation", ledger))
-    policy = FaultPolicy(chaos.plan, chaos.seed, fault_metrics, ledger)
+    policy = FaultPolicy(chaos.plan, chaos.seed, fault_metrics, ledger, chaos.connections)
     player = TimelinePlayer(policy, fault_metrics)
     FaultRoutes(policy, player).add_to(surfaces.http_app)
     for journal in surfaces.journals:
