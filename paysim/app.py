@@ -95,9 +95,14 @@ async def run(
                 wiring.open_console(settings, metrics) as console,
                 wiring.open_store(settings, readiness) as (store, shared),
                 wiring.open_outbox(
-                    settings, res, metrics, shared, wiring.Surfaces(http_app, console), notifier
+                    settings,
+                    res,
+                    metrics,
+                    shared,
+                    surfaces := wiring.Surfaces(http_app, console),
+                    notifier,
                 ) as outbox,
-                wiring.open_api_chaos(settings, metrics, http_app, outbox) as faults,
+                wiring.open_api_chaos(settings, metrics, surfaces, outbox) as faults,
                 wiring.open_simulator(settings.simulation, metrics) as simulator,
             ):
                 service = PaymentService(
@@ -115,9 +120,7 @@ async def run(
                     replica = Replica(shared, service, outbox, interval_s)
                 wired = wiring.Wired(settings, readiness, metrics, outbox, simulator, replica)
                 registry = wiring.build_registry(settings, service, readiness, res.webhook_policy)
-                wiring.add_console_routes(
-                    wiring.Surfaces(http_app, console), service, res.webhook_policy
-                )
+                wiring.add_console_routes(surfaces, service, res.webhook_policy)
                 async with (
                     wiring.open_upkeep(settings, service, replica),
                     wiring.open_servers(settings, registry, http_app, metrics, faults) as servers,

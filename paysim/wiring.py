@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -52,6 +52,7 @@ from paysim.delivery.event_publisher import (
     PublisherSeams,
     has_aws_credentials,
 )
+from paysim.delivery.journal import DeliveryJournal
 from paysim.delivery.ssrf import SsrfPolicy
 from paysim.delivery.target import SendableCheck
 from paysim.delivery.webhook_dispatcher import DispatcherSeams, WebhookDispatcher
@@ -103,6 +104,9 @@ class Surfaces:
 
     http_app: HttpApp
     console: Console | None = None
+    # The webhook dispatcher's journal, once the outbox has one (its listeners
+    # hear of every delivery that ended: the reconciliation ledger is one).
+    journals: list[DeliveryJournal] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,7 @@ async def open_outbox(
         )
         await nursery.start(dispatcher.run)
         add_journal_route(surfaces.http_app, dispatcher.journal)
+        surfaces.journals.append(dispatcher.journal)
         webhooks: Notifier = dispatcher
         if console is not None:
             webhooks = console.gate = WebhookGate(dispatcher, console.recorder, outbox.channel_done)
@@ -300,7 +305,7 @@ def add_console_routes(surfaces: Surfaces, service: PaymentService, policy: Ssrf
 
 @asynccontextmanager
 async def open_api_chaos(
-    settings: Settings, metrics: Metrics, http_app: HttpApp, outbox: Outbox
+    settings: Settings, metrics: Metrics, surfaces: Surfaces, outbox: Outbox
 ) -> AsyncIterator[FaultPolicy | None]:
     """The fault policy for the gRPC edge, or None (and nothing at all) when chaos is off.
 
@@ -315,9 +320,13 @@ async def open_api_chaos(
     fault_metrics = FaultMetrics(metrics.registry)
     ledger = Ledger(outbox.channel_done)
     outbox.add(Channel("reconciliation", ledger))
-    policy = FaultPolicy(chaos.plan, chaos.seed, fault_metrics, ledger)
+    policy = FaultPolicy(chaos.plan, chaos.seed, fault_metrics, ledger, chaos.connections)
     player = TimelinePlayer(policy, fault_metrics)
-    FaultRoutes(policy, player).add_to(http_app)
+    FaultRoutes(policy, player).add_to(surfaces.http_app)
+    for journal in surfaces.journals:
+        journal.on_finished(
+            lambda pid, last: ledger.webhook_ended(pid, last.event_id, last.outcome)
+        )
     register_ledger_gauges(fault_metrics, ledger)
     async with trio.open_nursery() as nursery:
         await nursery.start(player.run)

@@ -39,7 +39,7 @@ def repeat_command(options: Options, argv: Sequence[str]) -> str:
 
 def missing_dependencies(options: Options) -> list[str]:
     needed = {"grpc": "grpcio"}
-    if options.target is None and options.events == "moto":
+    if options.target is None and options.events == "moto" and not options.caller:
         needed["moto"] = "moto[server]"
     return [
         package for module, package in needed.items() if importlib.util.find_spec(module) is None
@@ -67,6 +67,8 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     command = repeat_command(options, argv)
     print(f"paysim chaos: seed {options.seed}; repeat with: {command}", file=sys.stderr, flush=True)
+    if options.caller:
+        return _run_caller(options)
     # SIGTERM (a CI timeout, `timeout`) becomes a Ctrl-C, which trio turns into a
     # cancellation: every process the run started is stopped on the way out.
     signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
@@ -82,4 +84,31 @@ def run_from_args(args: argparse.Namespace, argv: Sequence[str]) -> int:
         write_json(result, options.json_path)
     if options.html_path is not None:
         write_html(result, options.html_path)
+    return 0 if result.passed else 1
+
+
+def _run_caller(options: Options) -> int:
+    """``--caller``: the naive and the correct client; 0 when the report counted exactly."""
+    import json
+
+    import trio
+
+    from paysim.chaos.caller_run import CallerRun
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        result = trio.run(CallerRun(options, sys.stderr).execute)
+    except KeyboardInterrupt:
+        print("paysim chaos: interrupted; every process it started was stopped", file=sys.stderr)
+        return 130
+    for turn in result.turns:
+        t = turn.to_dict()
+        print(
+            f"{t['caller']:8} {'PASS' if turn.passed else 'FAIL'}  "
+            f"reservations {t['reservations']}  caused {t['caused']['double_charges']} "
+            f"double charges ({t['caused']['extra_captures']} extra captures); "
+            f"report {t['report']['double_charges']} ({t['report']['extra_captures']})"
+        )
+    if options.json_path is not None:
+        options.json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", "utf-8")
     return 0 if result.passed else 1

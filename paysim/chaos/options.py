@@ -86,6 +86,9 @@ class Options:
     html_path: Path | None = None
     channels: int = 2
     concurrency: int = 32
+    caller: bool = False  # --caller: a naive and a correct payment client (caller_run)
+    timeline: str | None = None  # --timeline: a shipped example's name or a TOML path
+    http_target: str | None = None  # with --target and --caller: its HTTP port
 
     @property
     def load_seconds(self) -> float:
@@ -148,6 +151,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--webhook-timeout-ms", type=int, default=300, help="the server's WEBHOOK_TIMEOUT_MS"
     )
 
+    caller = parser.add_argument_group("caller mode (faults at the API, not the webhooks)")
+    caller.add_argument(
+        "--caller",
+        action="store_true",
+        help="drive a naive and a correct payment client through API faults and check that "
+        "/reconciliation counts exactly the naive one's double charges",
+    )
+    caller.add_argument("--timeline", help="fault timeline: an example's name or a TOML file")
+    caller.add_argument("--http-target", metavar="HOST:PORT", help="with --target: its HTTP port")
+
     out = parser.add_argument_group("output")
     out.add_argument(
         "--settle-timeout", type=float, default=60.0, help="seconds to wait at the end"
@@ -170,6 +183,13 @@ def from_args(args: argparse.Namespace) -> Options:
     if args.target and args.events == "sink":
         raise OptionsError("--events sink: only for a server started here (it must publish there)")
     target = _host_port(args.target) if args.target else None
+    caller = bool(getattr(args, "caller", False))
+    http_target = getattr(args, "http_target", None)
+    if caller and target is not None and not http_target:
+        raise OptionsError("--caller with --target: give --http-target HOST:PORT too")
+    timeline = getattr(args, "timeline", None)
+    if timeline is not None and not caller:
+        raise OptionsError("--timeline: only with --caller")
     faults = _faults(args, external=target is not None)
     return Options(
         count=count,
@@ -194,7 +214,24 @@ def from_args(args: argparse.Namespace) -> Options:
         html_path=args.html,
         channels=int(_positive("--channels", args.channels)),
         concurrency=int(_positive("--concurrency", args.concurrency)),
+        caller=caller,
+        timeline=_timeline(timeline),
+        http_target=_host_port(http_target) if http_target else None,
     )
+
+
+def _timeline(spec: str | None) -> str | None:
+    """The timeline spec, once it is known to load (a bad one is an option error)."""
+    if spec is None:
+        return None
+    from paysim.faults.plan import PlanError
+    from paysim.faults.timeline import load_timeline
+
+    try:
+        load_timeline(spec)
+    except PlanError as exc:
+        raise OptionsError(f"--timeline: {exc}") from None
+    return spec
 
 
 def _faults(args: argparse.Namespace, *, external: bool) -> Faults:

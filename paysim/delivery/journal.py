@@ -6,11 +6,16 @@ entrypoint reads it (``GET /debug/deliveries?payment_id=…``, served by
 payments in all, least recently touched dropped first), so it cannot grow
 without limit. It records what an operator needs to debug a receiver (time,
 status code or error, latency) and never headers, bodies or secrets.
+
+Listeners (``on_finished``) hear of every delivery that ended, with its last
+attempt (the reconciliation ledger counts the ones never acknowledged with a
+2xx); duplicates sent by webhook chaos are not reported there.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -34,6 +39,16 @@ class DeliveryJournal:
         self._max_payments = max_payments
         self._per_payment = per_payment
         self._entries: OrderedDict[str, deque[Attempt]] = OrderedDict()
+        self._listeners: list[Callable[[str, Attempt], None]] = []
+
+    def on_finished(self, listener: Callable[[str, Attempt], None]) -> None:
+        """Call ``listener(payment_id, last_attempt)`` whenever a delivery ends."""
+        self._listeners.append(listener)
+
+    def finished(self, payment_id: str, last: Attempt) -> None:
+        """The dispatcher is done with a delivery (delivered or not): tell the listeners."""
+        for listener in self._listeners:
+            listener(payment_id, last)
 
     def record(self, payment_id: str, attempt: Attempt) -> None:
         entries = self._entries.get(payment_id)

@@ -171,23 +171,22 @@ class WebhookDispatcher:
         sent = await self._sender.send(change, d.body, d.attempt)
         self._m.attempted(sent.result, sent.seconds)
         outcome, retry_in = self._decide(d, sent)
-        self.journal.record(
-            payment_id,
-            Attempt(
-                event_id=change.event_id,
-                status=status_name(change.payment.status),
-                attempt=d.attempt,
-                at=self._now(),
-                url=sent.url,
-                outcome=outcome,
-                http_status=sent.http_status,
-                error=sent.error,
-                latency_ms=round(sent.seconds * 1000, 3),
-                next_retry_s=None if retry_in is None else round(retry_in, 3),
-                excerpt=sent.excerpt,
-            ),
+        attempt = Attempt(
+            event_id=change.event_id,
+            status=status_name(change.payment.status),
+            attempt=d.attempt,
+            at=self._now(),
+            url=sent.url,
+            outcome=outcome,
+            http_status=sent.http_status,
+            error=sent.error,
+            latency_ms=round(sent.seconds * 1000, 3),
+            next_retry_s=None if retry_in is None else round(retry_in, 3),
+            excerpt=sent.excerpt,
         )
+        self.journal.record(payment_id, attempt)
         if retry_in is None and not d.copy:
+            self.journal.finished(payment_id, attempt)
             self._m.delivered(outcome)
             if outcome != "delivered":
                 log.warning(

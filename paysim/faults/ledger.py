@@ -14,7 +14,10 @@ From them it keeps, incrementally (so a report or a scrape costs little):
 * **lost answers**: calls whose work was done and whose answer the caller never
   got, and whether a later call about the same payment (the same idempotency
   key answering the same intent, a ProcessPayment retry) recovered it;
-* **abandoned intents**: payments that expired in PENDING or PROCESSING.
+* **abandoned intents**: payments that expired in PENDING or PROCESSING;
+* **unacknowledged webhooks**: changes whose webhook delivery ended without a
+  2xx (given up, 410 gone, blocked by the SSRF guard, unsendable), told by the
+  webhook dispatcher's journal (``webhook_ended``).
 
 Bounded: at most ``max_entries`` reservations with captures and lost answers
 are kept (oldest dropped first, and counted in ``evicted``); reports list at
@@ -60,6 +63,9 @@ class Ledger:
         self._abandoned: list[str] = []
         self.abandoned = 0
         self.evicted = 0
+        self.unacknowledged = 0
+        self._unacknowledged_by: dict[str, int] = {}
+        self._unacknowledged: list[dict[str, str]] = []
 
     # -- the Notifier port -------------------------------------------------------
     def announces(self, change: StatusChange) -> bool:
@@ -98,6 +104,18 @@ class Ledger:
         del self._charged[oldest]
         self._doubles.discard(oldest)
         self.evicted += 1
+
+    # -- what the webhook dispatcher reports -------------------------------------------
+    def webhook_ended(self, payment_intent_id: str, event_id: str, outcome: str) -> None:
+        """A webhook delivery ended with ``outcome``; anything but "delivered" is counted."""
+        if outcome == "delivered":
+            return
+        self.unacknowledged += 1
+        self._unacknowledged_by[outcome] = self._unacknowledged_by.get(outcome, 0) + 1
+        if len(self._unacknowledged) < self._sample:
+            self._unacknowledged.append(
+                {"payment_intent_id": payment_intent_id, "event_id": event_id, "outcome": outcome}
+            )
 
     # -- what the fault policy reports ---------------------------------------------
     def lost(self, rpc: str, payment_intent_id: str, how: str) -> None:
@@ -164,6 +182,11 @@ class Ledger:
                 "unrecovered_sample": unrecovered[: self._sample],
             },
             "abandoned_intents": {"expired": self.abandoned, "sample": list(self._abandoned)},
+            "unacknowledged_webhooks": {
+                "count": self.unacknowledged,
+                "by_outcome": dict(sorted(self._unacknowledged_by.items())),
+                "sample": list(self._unacknowledged),
+            },
             "evicted": self.evicted,
         }
 
@@ -189,4 +212,9 @@ def register_ledger_gauges(metrics: Any, ledger: Ledger) -> None:
         "paysim_reconciliation_abandoned_intents",
         "Payments that expired in PENDING or PROCESSING.",
         lambda: ledger.abandoned,
+    )
+    metrics.gauge(
+        "paysim_reconciliation_unacknowledged_webhooks",
+        "Status changes whose webhook delivery ended without a 2xx.",
+        lambda: ledger.unacknowledged,
     )

@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 import trio
 
+from paysim.faults.connections import ConnectionFaults, Connections, storm
 from paysim.faults.ledger import Ledger
 from paysim.faults.metrics import FaultMetrics
 from paysim.faults.plan import ERROR_CODES, PAYMENT_SERVICE, FaultPlan, Latency, RpcFaults
@@ -74,7 +75,12 @@ TARGETED = _targeted()  # plus "latency=MS" and "latency_after=MS"
 
 class FaultPolicy:
     def __init__(
-        self, plan: FaultPlan, seed: int | None, metrics: FaultMetrics, ledger: Ledger
+        self,
+        plan: FaultPlan,
+        seed: int | None,
+        metrics: FaultMetrics,
+        ledger: Ledger,
+        connections: ConnectionFaults | None = None,
     ) -> None:
         self.base = plan  # what the settings asked for; a timeline returns to it
         self.plan = plan
@@ -82,6 +88,12 @@ class FaultPolicy:
         self._rng = random.Random(seed)
         self._metrics = metrics
         self.ledger = ledger
+        self.connections = connections if connections is not None else ConnectionFaults()
+
+    async def storm_connections(self, server: Connections) -> None:
+        """Connection-level faults against ``server`` (``connections``), until cancelled."""
+        if not self.connections.empty:
+            await storm(self.connections, server, random.Random(self.seed), self._metrics)
 
     def set_plan(self, plan: FaultPlan) -> None:
         self.plan = plan

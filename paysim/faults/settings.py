@@ -13,6 +13,8 @@
   ``CHAOS_API_RETRY_AFTER_MS`` (sent with resource_exhausted).
 * ``CHAOS_API_LOST_ANSWER_RATE`` and ``CHAOS_API_LOST_ANSWER_MODE``
   (unavailable: the call fails after the work; reset: its stream is reset).
+* ``CHAOS_API_GOAWAY_EVERY_MS`` and ``CHAOS_API_RESET_EVERY_MS`` (0: off):
+  connection-level faults (``connections``).
 * ``CHAOS_TIMELINE``: a timeline TOML file (or a shipped example's name),
   played from the start.
 * The seed: ``CHAOS_SEED``, else ``SIMULATION_SEED``.
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paysim.env_reader import ConfigError, EnvReader
+from paysim.faults.connections import ConnectionFaults
 from paysim.faults.plan import PAYMENT_RPCS, FaultPlan, PlanError
 
 
@@ -35,10 +38,16 @@ class ApiChaosSettings:
     plan: FaultPlan = field(default_factory=FaultPlan)
     timeline: str | None = None  # a path, or the name of a shipped example
     seed: int | None = None
+    connections: ConnectionFaults = field(default_factory=ConnectionFaults)
 
     @property
     def active(self) -> bool:
-        return self.enabled or not self.plan.empty or self.timeline is not None
+        return (
+            self.enabled
+            or not self.plan.empty
+            or self.timeline is not None
+            or not self.connections.empty
+        )
 
 
 def read_api_chaos(r: EnvReader, seed: int | None) -> ApiChaosSettings:
@@ -68,6 +77,10 @@ def read_api_chaos(r: EnvReader, seed: int | None) -> ApiChaosSettings:
         plan=plan,
         timeline=r.optional_string("CHAOS_TIMELINE"),
         seed=seed,
+        connections=ConnectionFaults(
+            goaway_every_s=r.millis("CHAOS_API_GOAWAY_EVERY_MS", 0.0),
+            reset_every_s=r.millis("CHAOS_API_RESET_EVERY_MS", 0.0),
+        ),
     )
 
 

@@ -47,7 +47,10 @@ does is in ``calls.py``):
 
 from __future__ import annotations
 
+import contextlib
 import math
+import socket
+import struct
 from typing import TYPE_CHECKING, Any
 
 import h2.errors
@@ -394,6 +397,15 @@ class Connection(CallRunner):
         self._goaway(h2.errors.ErrorCodes.NO_ERROR)
         if not self.calls:
             self._idle.set()
+
+    def reset(self) -> None:
+        """Chaos (``paysim.faults.connections``): end now with RST, calls in flight unanswered."""
+        with contextlib.suppress(OSError):
+            linger = struct.pack("ii", 1, 0)  # close() then sends RST, not FIN
+            self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        self._peer_gone()
+        if self._nursery_scope is not None:
+            self._nursery_scope.cancel()
 
     async def wait_idle(self) -> None:
         await self._idle.wait()

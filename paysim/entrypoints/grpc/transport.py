@@ -161,6 +161,8 @@ class GrpcServer:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._accept_loop, nursery)
             nursery.start_soon(self._watchdog)
+            if self.faults is not None:
+                nursery.start_soon(self.faults.storm_connections, self)
             task_status.started(bound_port)
             await trio.sleep_forever()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -218,6 +220,31 @@ class GrpcServer:
             log.exception("grpc connection failed")
         finally:
             self.connections.discard(connection)
+
+    # -- connection-level chaos (paysim.faults.connections.Connections) ------------------
+    def goaway_all(self) -> int:
+        """GOAWAY to every connection: each finishes its calls, refuses new streams
+        (the caller retries them elsewhere) and closes when the peer or its idle
+        timeout does. Closing an idle one at once could discard a request already
+        sent and unread: the peer would see a reset, not a GOAWAY."""
+        live = [c for c in self.connections if not c.closed and not c.draining]
+        for connection in live:
+            connection.start_draining()
+        return len(live)
+
+    def _busy(self) -> list[Connection]:
+        busy = [c for c in self.connections if c.calls and not c.closed]
+        return sorted(busy, key=lambda c: c.accepted_at)
+
+    def busy_connections(self) -> int:
+        return len(self._busy())
+
+    def reset_busy(self, index: int) -> bool:
+        busy = self._busy()
+        if not 0 <= index < len(busy):
+            return False
+        busy[index].reset()
+        return True
 
     async def drain(self) -> None:
         """Stop accepting, GOAWAY every connection, wait for in-flight calls to end.

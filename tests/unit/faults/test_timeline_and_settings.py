@@ -118,6 +118,13 @@ def test_chaos_api_settings_from_the_environment():
     )
 
 
+def test_connection_faults_from_the_environment():
+    env = {"CHAOS_API_GOAWAY_EVERY_MS": "250", "CHAOS_API_RESET_EVERY_MS": "2000"}
+    chaos = Settings.from_env(env).api_chaos
+    assert chaos.active
+    assert (chaos.connections.goaway_every_s, chaos.connections.reset_every_s) == (0.25, 2.0)
+
+
 def test_chaos_api_is_off_by_default():
     assert not Settings.from_env({}).api_chaos.active
 
@@ -128,6 +135,8 @@ def test_chaos_api_is_off_by_default():
         {"CHAOS_API_ENABLED": "true"},
         {"CHAOS_API_ERROR_RATE": "0.1"},
         {"CHAOS_TIMELINE": "ticket_on_sale"},
+        {"CHAOS_API_GOAWAY_EVERY_MS": "1000"},
+        {"CHAOS_API_RESET_EVERY_MS": "1000"},
     ],
 )
 def test_api_chaos_is_refused_in_production(env):
@@ -142,6 +151,7 @@ def test_api_chaos_is_refused_in_production(env):
         {"CHAOS_API_LATENCY": "uniform:10"},
         {"CHAOS_API_ERROR_RATE": "0.1", "CHAOS_API_ERROR_CODES": "teapot:1"},
         {"CHAOS_API_RPCS": "Refund"},
+        {"CHAOS_API_GOAWAY_EVERY_MS": "-1"},
     ],
 )
 def test_bad_chaos_api_settings_name_the_variable(env):
