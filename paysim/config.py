@@ -125,7 +125,7 @@ class WebhookSettings:
     allow_private: bool = True  # development only
     # Chaos (development and staging only; refused in production): deliveries a
     # real PG makes now and then and consumers must survive. See the README's
-    # Chaos section and paysim/webhooks/dispatcher.py.
+    # Chaos section and paysim/delivery/webhook_chaos.py.
     chaos_duplicate_rate: float = 0.0  # a delivered webhook is sent again, same X-Webhook-Id
     chaos_reorder_rate: float = 0.0  # a delivery is held back so a later change overtakes it
     chaos_reorder_hold_s: float = 1.0  # how long it waits for that later change
