@@ -39,6 +39,7 @@ from paysim.entrypoints.grpc.errors import INTERNAL_MESSAGE, status_for
 from paysim.entrypoints.grpc.protocol import ACCEPT_ENCODING, ServerConnection
 from paysim.entrypoints.grpc.reflection import QUIET_SERVICES
 from paysim.faults.policy import InjectedFault
+from paysim.observability.logging import Trusted
 
 if TYPE_CHECKING:
     from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Method
@@ -46,11 +47,16 @@ if TYPE_CHECKING:
 log = structlog.get_logger("paysim.grpc")
 
 
+_CODE_NAMES = {code: Trusted(code.name) for code in StatusCode}
+
+
 def _log_rpc(grpc_method: str, status: Status, elapsed: float, service: str) -> None:
     """The call's one "rpc" line: info (debug for reflection that succeeded); a
     failed call's line carries the message its client got (generic for INTERNAL)."""
-    code = status.status_code.name
-    fields: dict[str, Any] = {"grpc_method": grpc_method, "grpc_code": code}
+    fields: dict[str, Any] = {
+        "grpc_method": Trusted(grpc_method),  # a registered method's name, not the peer's :path
+        "grpc_code": _CODE_NAMES[status.status_code],
+    }
     if status.status_code != StatusCode.OK and status.status_message:
         fields["grpc_message"] = status.status_message
     fields["ms"] = round(elapsed * 1000, 3)
