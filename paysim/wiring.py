@@ -107,6 +107,8 @@ class Surfaces:
     # The webhook dispatcher's journal, once the outbox has one (its listeners
     # hear of every delivery that ended: the reconciliation ledger is one).
     journals: list[DeliveryJournal] = field(default_factory=list)
+    # The webhook dispatcher, once the outbox has one (the fault policy lags it).
+    dispatchers: list[WebhookDispatcher] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -234,6 +236,7 @@ async def open_outbox(
         await nursery.start(dispatcher.run)
         add_journal_route(surfaces.http_app, dispatcher.journal)
         surfaces.journals.append(dispatcher.journal)
+        surfaces.dispatchers.append(dispatcher)
         webhooks: Notifier = dispatcher
         if console is not None:
             webhooks = console.gate = WebhookGate(dispatcher, console.recorder, outbox.channel_done)
@@ -310,7 +313,8 @@ async def open_api_chaos(
     """The fault policy for the gRPC edge, or None (and nothing at all) when chaos is off.
 
     On: the reconciliation ledger joins the outbox as a channel, the routes
-    ``/admin/faults`` and ``/reconciliation`` are added, and the timeline
+    ``/admin/faults`` and ``/reconciliation`` are added, the webhook dispatcher asks
+    the policy how long to lag each delivery, and the timeline
     player runs (playing CHAOS_TIMELINE from the start) until the block ends.
     """
     chaos = settings.api_chaos
@@ -327,6 +331,8 @@ async def open_api_chaos(
         journal.on_finished(
             lambda pid, last: ledger.webhook_ended(pid, last.event_id, last.outcome)
         )
+    for dispatcher in surfaces.dispatchers:
+        dispatcher.lag_with(policy.webhook_lag)
     register_ledger_gauges(fault_metrics, ledger)
     async with trio.open_nursery() as nursery:
         await nursery.start(player.run)

@@ -30,6 +30,13 @@ channel after its backoff delay, from a small timer task. Policy:
   recorded in the ``journal`` and counted (``metrics.webhooks``).
 * Chaos (duplicates, reordering; development only) is decided by
   ``webhook_chaos`` and acted on here.
+* Lag (API chaos, ``lag_with``): a hook, filled by the fault policy, says for
+  each delivery that becomes due (``notify``) how long it waits before its
+  first attempt (0: none). The delivery is queued at once, in its payment's
+  FIFO, holding its queue slot, and the head of that FIFO waits on a timer
+  task like a retry: order per payment is kept (a later change waits behind a
+  lagged one), and held deliveries are bounded by WEBHOOK_QUEUE_SIZE. Lag is
+  in trio seconds, not scaled by SIMULATION_TIME_SCALE.
 
 The httpx client is owned by the caller (the app root) and closed by it; the
 worker tasks live in ``run``'s nursery and end when it is cancelled.
@@ -60,6 +67,9 @@ from paysim.domain.models import StatusChange
 from paysim.observability.metrics import Metrics
 
 log = structlog.get_logger("paysim.webhooks")
+
+# How long a delivery that becomes due now waits before its first attempt, in seconds.
+DeliveryLag = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,11 @@ class WebhookDispatcher:
         self._sender = WebhookSender(settings, client, seams.wall_clock, seams.policy)
         self._chaos = DeliveryChaos(settings, self._m, time_scale)
         self._nursery: trio.Nursery | None = None
+        self._lag: DeliveryLag | None = None
+
+    def lag_with(self, lag: DeliveryLag) -> None:
+        """Ask ``lag`` for every delivery that becomes due from now on (module docstring)."""
+        self._lag = lag
 
     # -- the notifier port ---------------------------------------------------
     def announces(self, change: StatusChange) -> bool:
@@ -112,7 +127,12 @@ class WebhookDispatcher:
         if not change.payment.webhook_url:
             self._on_done(change.event_id)
             return
-        await self._queue.put(change)
+        due = 0.0
+        if self._lag is not None:
+            lag = self._lag()
+            if lag > 0:
+                due = trio.current_time() + lag
+        await self._queue.put(change, due)
 
     async def wait_idle(self) -> None:
         """Block until every queued delivery has finished (delivered or given up)."""
@@ -142,6 +162,10 @@ class WebhookDispatcher:
     async def _worker(self) -> None:
         async for payment_id in self._queue.ready:
             fifo = self._queue.fifo(payment_id)
+            lagged = fifo[0].not_before
+            if lagged and not fifo[0].attempt and lagged > trio.current_time():
+                self._later(payment_id, lagged - trio.current_time())
+                continue
             hold_s = self._chaos.hold_back(fifo)
             if hold_s is not None:
                 self._later(payment_id, hold_s)

@@ -33,6 +33,7 @@ class Delivery:
     delivered: bool = False
     copy: bool = False  # a chaos duplicate: holds no queue slot, is not a delivery of its own
     reorder: str = "undecided"  # chaos: "undecided", "held" (waiting to be overtaken), "done"
+    not_before: float = 0.0  # chaos (webhook lag): no first attempt before this trio time
 
 
 class DeliveryQueue:
@@ -43,8 +44,11 @@ class DeliveryQueue:
         self._ready_send, self.ready = trio.open_memory_channel[str](float("inf"))
         self._idle = AsyncValue(True)
 
-    async def put(self, change: StatusChange) -> None:
-        """Queue a delivery of ``change``; waits while the queue is full."""
+    async def put(self, change: StatusChange, not_before: float = 0.0) -> None:
+        """Queue a delivery of ``change``; waits while the queue is full.
+
+        ``not_before`` (webhook lag): its first attempt waits until then.
+        """
         if self._slots.value == 0:
             self._m.enqueue_waits.inc()
         await self._slots.acquire()
@@ -52,7 +56,7 @@ class DeliveryQueue:
         self._idle.value = False
         payment_id = change.payment.payment_intent_id
         fifo = self._fifos.get(payment_id)
-        delivery = Delivery(change, webhook_body(change))
+        delivery = Delivery(change, webhook_body(change), not_before=not_before)
         if fifo is None:
             self._fifos[payment_id] = collections.deque([delivery])
             self._ready_send.send_nowait(payment_id)

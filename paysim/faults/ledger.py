@@ -39,7 +39,9 @@ _OPEN = (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
 class LostAnswer:
     rpc: str
     payment_intent_id: str
-    how: str  # "unavailable", "reset" or "deadline" (after-latency cut by the caller's deadline)
+    # "unavailable", "reset", "deadline" (after-latency cut by the caller's deadline)
+    # or "slow_drip" (a dripping answer that did not reach its end)
+    how: str
     recovered: bool = False
 
 

@@ -2,7 +2,9 @@
 
 * ``paysim_api_faults_total{kind,rpc,code}``: every injection; kind ``latency``
   (code ``OK``), ``error`` (its code), ``lost_answer`` (the code the caller got,
-  or ``RESET``), with ``targeted`` appended to the kind when a call's
+  or ``RESET``), ``slow_drip`` (code ``OK``: the answer dripped; whether it
+  arrived whole is in the ledger), ``webhook_lag`` (rpc ``webhook``, code
+  ``OK``: one per lagged delivery), with ``targeted`` appended to the kind when a call's
   ``x-paysim-fault`` header asked for it.
 * ``paysim_api_fault_phase{timeline,phase}``: 1 for the phase being played.
 * ``paysim_reconciliation_*``: the reconciliation report's counts, read at scrape.

@@ -3,16 +3,21 @@
 A ``FaultPlan`` maps an RPC name of ``payment.v1.PaymentService`` (or ``"*"``,
 every one of them) to its ``RpcFaults``: a latency distribution (added before
 or after the work), an error rate with weighted codes (returned without doing
-the work), and a lost-answer rate (the work is done, the answer dropped). The
-same dict shape is the admin endpoint's JSON, a timeline phase's TOML table and
-what ``CHAOS_API_*`` build::
+the work), a lost-answer rate (the work is done, the answer dropped) and a
+slow-drip rate (the work is done, the answer sent a few bytes at a time). It
+may also lag webhooks (``WebhookFaults``: each delivery that becomes due waits
+``lag`` before its first attempt). The same dict shape is the admin endpoint's
+JSON, a timeline phase's TOML table and what ``CHAOS_API_*`` build::
 
     {"rpcs": {"*": {"latency": {"distribution": "lognormal", "p50_ms": 100,
                                 "p99_ms": 2000, "when": "before"},
                     "error_rate": 0.05,
                     "error_codes": {"unavailable": 3, "resource_exhausted": 1},
                     "retry_after_ms": 1000,
-                    "lost_answer_rate": 0.01, "lost_answer_mode": "unavailable"}}}
+                    "lost_answer_rate": 0.01, "lost_answer_mode": "unavailable",
+                    "slow_drip_rate": 0.01, "slow_drip_chunk_bytes": 8,
+                    "slow_drip_interval_ms": 100}},
+     "webhooks": {"lag_ms": 30000}}   # or "lag": {"distribution": ..., like latency}
 
 Nothing here does I/O or sleeps: ``policy.py`` draws and acts.
 """
@@ -39,6 +44,7 @@ LOST_MODES = ("unavailable", "reset")
 DISTRIBUTIONS = ("fixed", "uniform", "lognormal")
 _Z99 = 2.3263478740408408  # the standard normal's 99th percentile
 MAX_LATENCY_S = 120.0  # a log-normal tail is cut here
+MAX_DRIP_CHUNK = 16384  # the smallest frame size HTTP/2 allows: one DATA frame per chunk
 
 
 class PlanError(ValueError):
@@ -83,6 +89,9 @@ class RpcFaults:
     retry_after_s: float = 1.0  # sent with RESOURCE_EXHAUSTED
     lost_answer_rate: float = 0.0
     lost_answer_mode: str = "unavailable"  # or "reset": RST_STREAM after the work
+    slow_drip_rate: float = 0.0  # the answer's DATA trickles out after the work
+    slow_drip_chunk_bytes: int = 8
+    slow_drip_interval_s: float = 0.1  # the pause between two chunks
 
     def pick_code(self, rng: random.Random) -> str:
         if len(self.error_codes) == 1:
@@ -103,7 +112,24 @@ class RpcFaults:
             "retry_after_ms": _ms(self.retry_after_s),
             "lost_answer_rate": self.lost_answer_rate,
             "lost_answer_mode": self.lost_answer_mode,
+            "slow_drip_rate": self.slow_drip_rate,
+            "slow_drip_chunk_bytes": self.slow_drip_chunk_bytes,
+            "slow_drip_interval_ms": _ms(self.slow_drip_interval_s),
         }
+
+
+@dataclass(frozen=True)
+class WebhookFaults:
+    """Webhook deliveries that become due wait ``lag`` before their first attempt."""
+
+    lag: Latency
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.lag.distribution == "fixed":
+            return {"lag_ms": _ms(self.lag.low_s)}
+        lag = self.lag.to_dict()
+        del lag["when"]
+        return {"lag": lag}
 
 
 @dataclass(frozen=True)
@@ -111,6 +137,7 @@ class FaultPlan:
     """RPC name (or ``"*"``) -> its faults; an RPC without a rule takes ``"*"``'s."""
 
     rpcs: Mapping[str, RpcFaults] = field(default_factory=dict)
+    webhooks: WebhookFaults | None = None
 
     def for_rpc(self, rpc: str) -> RpcFaults | None:
         found = self.rpcs.get(rpc)
@@ -118,16 +145,19 @@ class FaultPlan:
 
     @property
     def empty(self) -> bool:
-        return not self.rpcs
+        return not self.rpcs and self.webhooks is None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rpcs": {name: rule.to_dict() for name, rule in self.rpcs.items()}}
+        out: dict[str, Any] = {"rpcs": {name: rule.to_dict() for name, rule in self.rpcs.items()}}
+        if self.webhooks is not None:
+            out["webhooks"] = self.webhooks.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> FaultPlan:
         if not isinstance(data, Mapping):
-            raise PlanError("a fault plan is an object with an 'rpcs' object")
-        _only(data, {"rpcs"}, "plan")
+            raise PlanError("a fault plan is an object with an 'rpcs' and/or 'webhooks' object")
+        _only(data, {"rpcs", "webhooks"}, "plan")
         rpcs = data.get("rpcs", {})
         if not isinstance(rpcs, Mapping):
             raise PlanError("rpcs: expected an object of RPC name -> faults")
@@ -136,7 +166,27 @@ class FaultPlan:
             if name != "*" and name not in PAYMENT_RPCS:
                 raise PlanError(f"rpcs: unknown RPC {name!r}; one of {', '.join(PAYMENT_RPCS)}")
             out[name] = _rpc_faults(rule, f"rpcs.{name}")
-        return cls(out)
+        webhooks = data.get("webhooks")
+        return cls(out, _webhook_faults(webhooks) if webhooks is not None else None)
+
+
+def _webhook_faults(data: Any) -> WebhookFaults | None:
+    where = "webhooks"
+    if not isinstance(data, Mapping):
+        raise PlanError(f"{where}: an object with lag_ms, or lag (a distribution as latency's)")
+    _only(data, {"lag_ms", "lag"}, where)
+    if "lag_ms" in data and "lag" in data:
+        raise PlanError(f"{where}: give lag_ms or lag, not both")
+    if "lag" in data:
+        lag = data["lag"]
+        if isinstance(lag, Mapping) and "when" in lag:
+            raise PlanError(f"{where}.lag: unknown field 'when' (a lag comes before the first try)")
+        lag = _latency(lag, f"{where}.lag")
+    else:
+        lag = Latency("fixed", _millis(data.get("lag_ms", 0), f"{where}.lag_ms"))
+    if lag.distribution == "fixed" and lag.low_s == 0:
+        return None
+    return WebhookFaults(lag)
 
 
 def _rpc_faults(data: Any, where: str) -> RpcFaults:
@@ -154,10 +204,25 @@ def _rpc_faults(data: Any, where: str) -> RpcFaults:
         retry_after_s=_millis(data.get("retry_after_ms", 1000), f"{where}.retry_after_ms"),
         lost_answer_rate=_rate(data.get("lost_answer_rate", 0.0), f"{where}.lost_answer_rate"),
         lost_answer_mode=mode,
+        slow_drip_rate=_rate(data.get("slow_drip_rate", 0.0), f"{where}.slow_drip_rate"),
+        slow_drip_chunk_bytes=_chunk(data.get("slow_drip_chunk_bytes", 8), where),
+        slow_drip_interval_s=_millis(
+            data.get("slow_drip_interval_ms", 100), f"{where}.slow_drip_interval_ms"
+        ),
     )
-    if rule.error_rate + rule.lost_answer_rate > 1.0:
-        raise PlanError(f"{where}: error_rate + lost_answer_rate must not exceed 1")
+    if rule.error_rate + rule.lost_answer_rate + rule.slow_drip_rate > 1.0:
+        raise PlanError(
+            f"{where}: error_rate + lost_answer_rate + slow_drip_rate must not exceed 1"
+        )
     return rule
+
+
+def _chunk(value: Any, where: str) -> int:
+    if not _number(value) or value != int(value) or not 1 <= value <= MAX_DRIP_CHUNK:
+        raise PlanError(
+            f"{where}.slow_drip_chunk_bytes: a whole number of bytes, 1 to {MAX_DRIP_CHUNK}"
+        )
+    return int(value)
 
 
 _LATENCY_KEYS = {

@@ -13,7 +13,17 @@ it a policy; without one nothing here runs). Per call, in this order:
 5. latency *after* the work (a caller whose deadline ends meanwhile got no
    answer for work that was done: recorded as a lost answer, ``deadline``);
 6. ``u < error_rate + lost_answer_rate``: the answer is lost (``InjectedFault``
-   with ``committed``): the caller gets UNAVAILABLE, or its stream is reset.
+   with ``committed``): the caller gets UNAVAILABLE, or its stream is reset;
+7. ``u < error_rate + lost_answer_rate + slow_drip_rate``: the answer is
+   returned wrapped in a ``SlowDrip``: the edge sends its bytes a chunk at a
+   time with pauses between. A drip that does not reach its end (the caller's
+   deadline, a reset stream, a closed connection) is recorded as a lost answer
+   (``slow_drip``): the work is done and the caller did not hear it whole.
+
+Webhook lag (``webhook_lag``) is the hook the webhook dispatcher calls for
+each delivery that becomes due: the plan's ``webhooks.lag`` while one is in
+force, else 0. Its draws come from a second ``Random(seed)``, so that webhook
+traffic does not shift the API calls' faults.
 
 Draws come from one ``random.Random(seed)``: a caller that makes the same calls
 in the same order meets the same faults. Every injection is counted
@@ -32,7 +42,15 @@ import trio
 from paysim.faults.connections import ConnectionFaults, Connections, storm
 from paysim.faults.ledger import Ledger
 from paysim.faults.metrics import FaultMetrics
-from paysim.faults.plan import ERROR_CODES, PAYMENT_SERVICE, FaultPlan, Latency, RpcFaults
+from paysim.faults.plan import (
+    ERROR_CODES,
+    MAX_DRIP_CHUNK,
+    MAX_LATENCY_S,
+    PAYMENT_SERVICE,
+    FaultPlan,
+    Latency,
+    RpcFaults,
+)
 
 log = structlog.get_logger("paysim.faults")
 
@@ -70,7 +88,31 @@ def _targeted() -> dict[str, RpcFaults]:
     return rules
 
 
-TARGETED = _targeted()  # plus "latency=MS" and "latency_after=MS"
+TARGETED = _targeted()  # plus "latency=MS", "latency_after=MS", "slow_drip[=BYTES:MS]"
+_DRIP = RpcFaults(slow_drip_rate=1.0)
+
+
+class SlowDrip:
+    """An answer to send ``chunk_bytes`` at a time, ``interval_s`` apart (the edge does).
+
+    The edge calls ``delivered`` once the last byte is out, else ``cut_short``.
+    """
+
+    __slots__ = ("_policy", "_request", "_rpc", "chunk_bytes", "interval_s", "response")
+
+    def __init__(self, policy: FaultPolicy, rpc: str, request: Any, response: Any, rule: RpcFaults):
+        self.response = response
+        self.chunk_bytes = rule.slow_drip_chunk_bytes
+        self.interval_s = rule.slow_drip_interval_s
+        self._policy = policy
+        self._rpc = rpc
+        self._request = request
+
+    def delivered(self) -> None:
+        self._policy._answered(self._rpc, self._request, self.response)
+
+    def cut_short(self) -> None:
+        self._policy._lose(self._rpc, self._request, self.response, "slow_drip")
 
 
 class FaultPolicy:
@@ -86,6 +128,7 @@ class FaultPolicy:
         self.plan = plan
         self.seed = seed
         self._rng = random.Random(seed)
+        self._lag_rng = random.Random(seed)
         self._metrics = metrics
         self.ledger = ledger
         self.connections = connections if connections is not None else ConnectionFaults()
@@ -101,6 +144,17 @@ class FaultPolicy:
     def reseed(self, seed: int | None) -> None:
         self.seed = seed
         self._rng = random.Random(seed)
+        self._lag_rng = random.Random(seed)
+
+    def webhook_lag(self) -> float:
+        """Seconds a webhook delivery that becomes due now waits before its first attempt."""
+        webhooks = self.plan.webhooks
+        if webhooks is None:
+            return 0.0
+        lag = webhooks.lag.sample(self._lag_rng)
+        if lag > 0:
+            self._metrics.injected("webhook_lag", "webhook", "OK")
+        return lag
 
     async def around(
         self, service: str, rpc: str, fn: Callable[..., Any], request: Any, event: Any
@@ -119,7 +173,8 @@ class FaultPolicy:
         if delay > 0 and latency is not None and not latency.after:
             self._metrics.injected("latency" + kind, rpc, "OK")
             await trio.sleep(delay)
-        u = rng.random() if rule.error_rate or rule.lost_answer_rate else 1.0
+        lost = rule.error_rate + rule.lost_answer_rate
+        u = rng.random() if lost or rule.slow_drip_rate else 1.0
         if u < rule.error_rate:
             code = rule.pick_code(rng)
             self._metrics.injected("error" + kind, rpc, code.upper())
@@ -133,11 +188,14 @@ class FaultPolicy:
             except trio.Cancelled:
                 self._lose(rpc, request, response, "deadline")
                 raise
-        if u < rule.error_rate + rule.lost_answer_rate:
+        if u < lost:
             reset = rule.lost_answer_mode == "reset"
             self._metrics.injected("lost_answer" + kind, rpc, "RESET" if reset else "UNAVAILABLE")
             self._lose(rpc, request, response, rule.lost_answer_mode)
             raise InjectedFault("unavailable", LOST_MESSAGE, reset=reset)
+        if u < lost + rule.slow_drip_rate:
+            self._metrics.injected("slow_drip" + kind, rpc, "OK")
+            return SlowDrip(self, rpc, request, response, rule)
         self._answered(rpc, request, response)
         return response
 
@@ -178,7 +236,25 @@ def _parse_target(value: str) -> RpcFaults:
             seconds = -1.0
         if 0 <= seconds <= 120:
             return RpcFaults(latency=Latency("fixed", seconds, after=name == "latency_after"))
+    if name == "slow_drip":
+        drip = _parse_drip(ms)
+        if drip is not None:
+            return drip
     raise InjectedFault(
         "invalid_argument",
-        f"{HEADER}: unknown fault; one of {', '.join(TARGETED)}, latency=MS, latency_after=MS",
+        f"{HEADER}: unknown fault; one of {', '.join(TARGETED)}, latency=MS, latency_after=MS,"
+        " slow_drip or slow_drip=BYTES:MS (BYTES 1 to 16384 per chunk, MS 0 to 120000 apart)",
     )
+
+
+def _parse_drip(value: str) -> RpcFaults | None:
+    if not value:
+        return _DRIP
+    size, _, ms = value.partition(":")
+    try:
+        chunk, seconds = int(size), float(ms) / 1000.0
+    except ValueError:
+        return None
+    if not (1 <= chunk <= MAX_DRIP_CHUNK and 0 <= seconds <= MAX_LATENCY_S):
+        return None
+    return RpcFaults(slow_drip_rate=1.0, slow_drip_chunk_bytes=chunk, slow_drip_interval_s=seconds)

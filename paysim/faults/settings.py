@@ -13,6 +13,18 @@
   ``CHAOS_API_RETRY_AFTER_MS`` (sent with resource_exhausted).
 * ``CHAOS_API_LOST_ANSWER_RATE`` and ``CHAOS_API_LOST_ANSWER_MODE``
   (unavailable: the call fails after the work; reset: its stream is reset).
+* ``CHAOS_API_SLOW_DRIP_RATE``: the fraction of calls whose answer, after
+  the work, is sent ``CHAOS_API_SLOW_DRIP_CHUNK_BYTES`` (8; 1 to 16384) at a
+  time, ``CHAOS_API_SLOW_DRIP_INTERVAL_MS`` (100) apart, each chunk its own
+  DATA frame: a caller's deadline or read timeout fires mid-answer. A drip
+  that does not reach its end is a lost answer (``slow_drip``) in the ledger.
+* ``CHAOS_API_WEBHOOK_LAG_MS`` (0: off; at most 120000): every webhook
+  delivery that becomes due waits this long before its first attempt (a PG
+  whose webhook pipeline lags), in per-payment order, each held delivery
+  keeping its WEBHOOK_QUEUE_SIZE slot. Not scaled by SIMULATION_TIME_SCALE.
+  A timeline phase says it as ``[phases.webhooks] lag_ms = 30000`` (or ``lag``,
+  a distribution as latency's); held deliveries keep their due time when the
+  phase ends, and later ones are not lagged.
 * ``CHAOS_API_GOAWAY_EVERY_MS`` and ``CHAOS_API_RESET_EVERY_MS`` (0: off):
   connection-level faults (``connections``).
 * ``CHAOS_TIMELINE``: a timeline TOML file (or a shipped example's name),
@@ -64,12 +76,21 @@ def read_api_chaos(r: EnvReader, seed: int | None) -> ApiChaosSettings:
     if lost > 0:
         rule["lost_answer_rate"] = lost
         rule["lost_answer_mode"] = r.choice("CHAOS_API_LOST_ANSWER_MODE", _MODES, "unavailable")
+    drip = r.rate("CHAOS_API_SLOW_DRIP_RATE", 0.0)
+    if drip > 0:
+        rule["slow_drip_rate"] = drip
+        rule["slow_drip_chunk_bytes"] = r.integer("CHAOS_API_SLOW_DRIP_CHUNK_BYTES", 8, 1)
+        rule["slow_drip_interval_ms"] = r.integer("CHAOS_API_SLOW_DRIP_INTERVAL_MS", 100, 0)
     rpcs = [n.strip() for n in r.string("CHAOS_API_RPCS", "*").split(",") if n.strip()]
     for name in rpcs:
         if name != "*" and name not in PAYMENT_RPCS:
             raise ConfigError("CHAOS_API_RPCS", f"unknown RPC {name!r}")
+    data: dict[str, Any] = {"rpcs": {n: rule for n in rpcs}} if rule else {}
+    lag_ms = r.integer("CHAOS_API_WEBHOOK_LAG_MS", 0, 0)
+    if lag_ms > 0:
+        data["webhooks"] = {"lag_ms": lag_ms}
     try:
-        plan = FaultPlan.from_dict({"rpcs": {n: rule for n in rpcs}} if rule else {})
+        plan = FaultPlan.from_dict(data)
     except PlanError as exc:
         raise ConfigError("CHAOS_API_*", str(exc)) from None
     return ApiChaosSettings(

@@ -9,8 +9,13 @@ A timeline file::
     duration_s = 60
     [phases.rpcs."*"]                # the phase's plan, as in plan.py
     latency = { distribution = "lognormal", p50_ms = 300, p99_ms = 2000 }
+    [[phases]]
+    name = "webhooks-lag"
+    duration_s = 30
+    [phases.webhooks]                # webhooks that become due wait 30 s
+    lag_ms = 30000
 
-A phase without ``rpcs`` injects nothing. When the last phase ends the policy
+A phase without ``rpcs`` or ``webhooks`` injects nothing. When the last phase ends the policy
 returns to its base plan (the settings' or the last ``PUT /admin/faults``).
 
 ``TimelinePlayer.run`` is the player's task (the wiring starts it in its own

@@ -16,7 +16,14 @@ peer's flow control, and ends the stream with the status, whatever happened:
   RST_STREAM(CANCEL); while more than ``max_stalled_calls`` wait so, the
   connection refuses new streams;
 * a call whose answer is sent before the client finished sending gets
-  RST_STREAM(NO_ERROR), so late DATA frames cannot become connection errors.
+  RST_STREAM(NO_ERROR), so late DATA frames cannot become connection errors;
+* chaos (``paysim.faults``, only with a fault policy): an answer the policy
+  wraps in a ``SlowDrip`` is written ``chunk_bytes`` at a time with
+  ``interval_s`` between chunks, each chunk its own DATA frame flushed on its
+  own, within the same flow control and write timeout as any answer (the
+  pauses are not counted against the timeout). Only this call's task sleeps:
+  the connection's other streams go on. The deadline or a RST_STREAM cancels
+  it mid-answer like any call.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from purerpc.grpclib.status import Status, StatusCode
 from paysim.entrypoints.grpc.errors import INTERNAL_MESSAGE, status_for
 from paysim.entrypoints.grpc.protocol import ACCEPT_ENCODING, ServerConnection
 from paysim.entrypoints.grpc.reflection import QUIET_SERVICES
-from paysim.faults.policy import InjectedFault
+from paysim.faults.policy import InjectedFault, SlowDrip
 from paysim.observability.logging import Trusted
 
 if TYPE_CHECKING:
@@ -191,6 +198,9 @@ class CallRunner:
                     response = await faults.around(
                         method.service, method.name, method.fn, request, call.event
                     )
+                    if type(response) is SlowDrip:
+                        await self._drip(call, response)
+                        return Status(StatusCode.OK)
                 payload = response.SerializeToString()
                 if not call.peer_gone:
                     await self._send_message(call, payload)
@@ -288,7 +298,19 @@ class CallRunner:
             await responses.aclose()
         return Status(StatusCode.OK)
 
-    async def _send_message(self, call: Call, payload: bytes) -> None:
+    async def _drip(self, call: Call, drip: SlowDrip) -> None:
+        """Chaos: send the answer slowly (module docstring); the policy hears how it went."""
+        if call.peer_gone:
+            drip.cut_short()
+            return
+        try:
+            await self._send_message(call, drip.response.SerializeToString(), drip)
+        except BaseException:
+            drip.cut_short()
+            raise
+        drip.delivered()
+
+    async def _send_message(self, call: Call, payload: bytes, drip: SlowDrip | None = None) -> None:
         sid = call.stream_id
         if len(payload) > self.limits.max_message_bytes:
             raise _CallFailed(
@@ -307,8 +329,14 @@ class CallRunner:
                     self.flush()
                     await self._wait_window(call, give_up)
                     continue
+                if drip is not None:
+                    window = min(window, drip.chunk_bytes)
                 h2c.send_data(sid, data[:window])
                 data = data[window:]
+                if drip is not None and data:
+                    self.flush()
+                    await trio.sleep(drip.interval_s)
+                    give_up = trio.current_time() + self.limits.write_timeout_s
         except h2.exceptions.H2Error:
             call.peer_gone = True
             raise _CallFailed(Status(StatusCode.CANCELLED, "stream closed")) from None

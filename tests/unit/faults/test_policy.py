@@ -163,8 +163,12 @@ def test_a_plan_round_trips_through_its_dict():
                 "retry_after_ms": 250,
                 "lost_answer_rate": 0.2,
                 "lost_answer_mode": "reset",
+                "slow_drip_rate": 0.3,
+                "slow_drip_chunk_bytes": 4,
+                "slow_drip_interval_ms": 20,
             }
-        }
+        },
+        "webhooks": {"lag": {"distribution": "lognormal", "p50_ms": 1000, "p99_ms": 30000}},
     }
     parsed = FaultPlan.from_dict(plan)
     assert FaultPlan.from_dict(parsed.to_dict()) == parsed
