@@ -6,7 +6,7 @@ confirmed that the ledger did not see complete, and cross-checks
 (``paysim.faults.worker_report``). It never raises for what the worker does:
 
 * connection refused, a reset, a DNS failure: ``{"error": "the worker at … is
-  unreachable: …"}``;
+  unreachable: …"}``; bytes that are not HTTP: ``"… broke the HTTP exchange: …"``;
 * no complete answer within ``timeout_s`` (connecting included; a worker that
   accepts and never answers, or trickles bytes): ``{"error": "… did not answer
   within 2 s"}``;
@@ -83,8 +83,11 @@ async def fetch_worker_report(
     except httpx.TimeoutException:
         raise WorkerUnreadable(f"{where} did not answer within {timeout_s:g} s") from None
     except httpx.HTTPError as exc:
-        reason = type(exc).__name__ if not str(exc) else str(exc)[:200]
-        raise WorkerUnreadable(f"{where} is unreachable: {reason}") from None
+        reason = str(exc)[:200] or type(exc).__name__
+        what = "is unreachable" if isinstance(exc, httpx.TransportError) else "failed"
+        if isinstance(exc, httpx.RemoteProtocolError | httpx.DecodingError):
+            what = "broke the HTTP exchange"
+        raise WorkerUnreadable(f"{where} {what}: {reason}") from None
     try:
         return json.loads(body)
     except (ValueError, RecursionError):
