@@ -102,7 +102,7 @@ async def run(
                     surfaces := wiring.Surfaces(http_app, console),
                     notifier,
                 ) as outbox,
-                wiring.open_api_chaos(settings, metrics, surfaces, outbox) as faults,
+                wiring.open_api_chaos(settings, metrics, surfaces, outbox, store) as faults,
                 wiring.open_simulator(settings.simulation, metrics) as simulator,
             ):
                 service = PaymentService(

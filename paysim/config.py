@@ -437,5 +437,7 @@ def _refuse_chaos_in_production(settings: Settings) -> None:
     ):
         if value > 0.0:
             raise ConfigError(name, "chaos injection is refused in production; set it to 0")
+    if settings.api_chaos.worker.url is not None:
+        raise ConfigError("RECONCILIATION_WORKER_URL", "the report is not for production; unset it")
     if settings.api_chaos.active:
         raise ConfigError("CHAOS_API_*", "API fault injection is refused in production")

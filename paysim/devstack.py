@@ -10,7 +10,9 @@ Starts, each inside the one before (so each outlives what depends on it):
    (``paysim.dev_services``): they print what they receive;
 3. the reservation worker (``paysim worker``) as its own process, reading the
    queue and PATCHing the stand-in;
-4. the API server in this process (gRPC 8030, HTTP 8031).
+4. the API server in this process (gRPC 8030, HTTP 8031), told where the
+   worker is (RECONCILIATION_WORKER_URL, unless set): ``/reconciliation``
+   then cross-checks what the worker did against the payments.
 
 Then it prints how to call the API. Shutdown runs in the reverse order: the
 first Ctrl-C (or SIGTERM) drains the API (its pending payments resolve and
@@ -176,7 +178,14 @@ async def _run_stack(
     console = dataclasses.replace(
         settings.console, default_webhook_url=f"http://127.0.0.1:{ports.receiver}/webhooks"
     )
-    settings = dataclasses.replace(settings, aws=aws, console=console)
+    # The API's /reconciliation reads what the worker it runs did (unless told otherwise).
+    chaos = settings.api_chaos
+    if chaos.worker.url is None:
+        worker = dataclasses.replace(
+            chaos.worker, url=f"http://127.0.0.1:{settings.worker.http_port}"
+        )
+        chaos = dataclasses.replace(chaos, worker=worker)
+    settings = dataclasses.replace(settings, aws=aws, console=console, api_chaos=chaos)
     moto_command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)]
     async with _open_child(moto_command, env, _EMULATOR_STOP_S, force, quiet=True):
         with trio.move_on_after(30) as waiting:

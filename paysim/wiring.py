@@ -21,12 +21,14 @@ outbox. ``Wired`` is what the drain needs of it all.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import structlog
 import trio
 from grpc_health.v1 import health_pb2
@@ -67,6 +69,7 @@ from paysim.faults.ledger import Ledger, register_ledger_gauges
 from paysim.faults.metrics import FaultMetrics
 from paysim.faults.policy import FaultPolicy
 from paysim.faults.timeline import TimelinePlayer, load_timeline
+from paysim.faults.worker_check import WorkerCheck
 from paysim.observability.health import Readiness
 from paysim.observability.metrics import Metrics
 from paysim.outbox import Channel, Outbox
@@ -308,25 +311,28 @@ def add_console_routes(surfaces: Surfaces, service: PaymentService, policy: Ssrf
 
 @asynccontextmanager
 async def open_api_chaos(
-    settings: Settings, metrics: Metrics, surfaces: Surfaces, outbox: Outbox
+    settings: Settings, metrics: Metrics, surfaces: Surfaces, outbox: Outbox, store: PaymentStore
 ) -> AsyncIterator[FaultPolicy | None]:
     """The fault policy for the gRPC edge, or None (and nothing at all) when chaos is off.
 
     On: the reconciliation ledger joins the outbox as a channel, the routes
-    ``/admin/faults`` and ``/reconciliation`` are added, the webhook dispatcher asks
-    the policy how long to lag each delivery, and the timeline
-    player runs (playing CHAOS_TIMELINE from the start) until the block ends.
+    ``/admin/faults`` and ``/reconciliation`` are added (and the console's
+    reconciliation view reads the same report), the webhook dispatcher asks the
+    policy how long to lag each delivery, and the timeline player runs
+    (playing CHAOS_TIMELINE from the start) until the block ends. With
+    RECONCILIATION_WORKER_URL, an HTTP client (closed after) reads the
+    worker's record for the report and the gauges (``WorkerCheck``), which
+    looks payments up in ``store``.
     """
     chaos = settings.api_chaos
     if not chaos.active:
         yield None
         return
     fault_metrics = FaultMetrics(metrics.registry)
-    ledger = Ledger(outbox.channel_done)
+    ledger = Ledger(outbox.channel_done, completions=chaos.worker.url is not None)
     outbox.add(Channel("reconciliation", ledger))
     policy = FaultPolicy(chaos.plan, chaos.seed, fault_metrics, ledger, chaos.connections)
     player = TimelinePlayer(policy, fault_metrics)
-    FaultRoutes(policy, player).add_to(surfaces.http_app)
     for journal in surfaces.journals:
         journal.on_finished(
             lambda pid, last: ledger.webhook_ended(pid, last.event_id, last.outcome)
@@ -334,7 +340,19 @@ async def open_api_chaos(
     for dispatcher in surfaces.dispatchers:
         dispatcher.lag_with(policy.webhook_lag)
     register_ledger_gauges(fault_metrics, ledger)
-    async with trio.open_nursery() as nursery:
+    async with contextlib.AsyncExitStack() as stack, trio.open_nursery() as nursery:
+        check = None
+        if chaos.worker.url is not None:
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(trust_env=False, follow_redirects=False)
+            )
+            check = WorkerCheck(chaos.worker, ledger, client, store)
+            check.register(metrics.registry)
+            nursery.start_soon(check.run)
+        routes = FaultRoutes(policy, player, check)
+        routes.add_to(surfaces.http_app)
+        if surfaces.console is not None:
+            surfaces.console.reconciliation = routes.report
         await nursery.start(player.run)
         if chaos.timeline is not None:
             player.start(load_timeline(chaos.timeline))

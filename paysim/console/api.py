@@ -10,6 +10,8 @@ the endpoint gate, the service for payments it never saw) and answers:
 * ``endpoints``: deliveries per endpoint (host): delivered, retrying and
   failed deliveries, the last errors, and whether it is disabled;
 * ``overview`` and ``meta`` (what the page's forms offer);
+* ``reconciliation``: the report of ``GET /reconciliation`` (404 while the
+  fault policy is off: then there is no report);
 * ``events``: Server-Sent Events (``paysim.console.hub`` bounds each page's
   queue; dropped updates are announced as a ``dropped`` event).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +59,8 @@ class Console:
     events_enabled: bool
     service: PaymentService | None = None  # set once the service exists
     max_delay_s: float = 600.0  # the create form's delay bound (MAX_DELAY_MS)
+    # The reconciliation report, set by the wiring when the fault policy is on.
+    reconciliation: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
     # -- GET /console/api/payments -------------------------------------------------
     async def payments(self, request: HttpRequest) -> HttpResponse:
@@ -172,8 +177,18 @@ class Console:
                 "scenarios": list(SCENARIO_NAMES),
                 "default_webhook_url": safe_url(self.settings.default_webhook_url),
                 "events_enabled": self.events_enabled,
+                "reconciliation": self.reconciliation is not None,
             },
         )
+
+    # -- GET /console/api/reconciliation -------------------------------------------------
+    async def reconciliation_route(self, request: HttpRequest) -> HttpResponse:
+        if self.reconciliation is None:
+            message = (
+                "no reconciliation report: set CHAOS_API_ENABLED=true or RECONCILIATION_WORKER_URL"
+            )
+            return json_response(404, {"error": message})
+        return json_response(200, await self.reconciliation())
 
     # -- GET /console/api/events (Server-Sent Events) ------------------------------------
     async def events(self, request: HttpRequest) -> HttpResponse:

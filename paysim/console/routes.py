@@ -72,6 +72,7 @@ def add_console(app: HttpApp, console: Console, actions: Actions) -> None:
         ("overview", console.overview_route),
         ("meta", console.meta),
         ("events", console.events),
+        ("reconciliation", console.reconciliation_route),
     ):
         app.add_route(f"/console/api/{name}", get, _reader(guard, read))
     for name, act in (

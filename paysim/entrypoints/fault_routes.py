@@ -10,7 +10,9 @@
   says where it comes from (``Origin``, ``Sec-Fetch-Site``), the same origin:
   a page elsewhere cannot turn the faults on. A bad body is 400 naming the
   field; nothing changes then.
-* ``GET /reconciliation``: the ledger's report (``paysim.faults.ledger``).
+* ``GET /reconciliation``: the ledger's report (``paysim.faults.ledger``),
+  with a ``worker`` section when RECONCILIATION_WORKER_URL is set
+  (``paysim.faults.worker_check``: fetched now, bounded by its timeout).
 
 Registered by the wiring only when CHAOS_API_* is on, which the settings
 refuse in production.
@@ -25,12 +27,16 @@ from paysim.entrypoints.http import HttpApp, HttpRequest, HttpResponse, json_res
 from paysim.faults.plan import FaultPlan, PlanError
 from paysim.faults.policy import FaultPolicy
 from paysim.faults.timeline import EXAMPLES, Timeline, TimelinePlayer, load_timeline
+from paysim.faults.worker_check import WorkerCheck
 
 
 class FaultRoutes:
-    def __init__(self, policy: FaultPolicy, player: TimelinePlayer) -> None:
+    def __init__(
+        self, policy: FaultPolicy, player: TimelinePlayer, worker: WorkerCheck | None = None
+    ) -> None:
         self._policy = policy
         self._player = player
+        self._worker = worker
 
     def add_to(self, app: HttpApp) -> None:
         app.add_route("/admin/faults", frozenset({"GET", "PUT"}), self.faults)
@@ -88,10 +94,16 @@ class FaultRoutes:
         elif "timeline" in body:
             self._player.stop()
 
-    async def reconciliation(self, request: HttpRequest) -> HttpResponse:
+    async def report(self) -> dict[str, Any]:
+        """The reconciliation report (also what the console's page shows)."""
         report = self._policy.ledger.report()
         report["timeline"] = self._player.describe()
-        return json_response(200, report)
+        if self._worker is not None:
+            report["worker"] = await self._worker.section()
+        return report
+
+    async def reconciliation(self, request: HttpRequest) -> HttpResponse:
+        return json_response(200, await self.report())
 
 
 def _refused(request: HttpRequest) -> HttpResponse | None:

@@ -19,7 +19,12 @@ From them it keeps, incrementally (so a report or a scrape costs little):
   2xx (given up, 410 gone, blocked by the SSRF guard, unsendable), told by the
   webhook dispatcher's journal (``webhook_ended``).
 
-Bounded: at most ``max_entries`` reservations with captures and lost answers
+With ``completions`` (the worker cross-check is on) it also keeps when each
+payment first became COMPLETED, and for which reservation: the server's side
+of ``paysim.faults.worker_check`` (``completed``).
+
+Bounded: at most ``max_entries`` completions (oldest dropped, counted in
+``completions_evicted``), at most ``max_entries`` reservations with captures and lost answers
 are kept (oldest dropped first, and counted in ``evicted``); reports list at
 most ``sample`` ids of each kind.
 """
@@ -54,6 +59,7 @@ class Ledger:
         *,
         max_entries: int = 200_000,
         sample: int = 100,
+        completions: bool = False,
     ) -> None:
         self._on_done = on_done
         self._max = max_entries
@@ -68,6 +74,10 @@ class Ledger:
         self.unacknowledged = 0
         self._unacknowledged_by: dict[str, int] = {}
         self._unacknowledged: list[dict[str, str]] = []
+        # payment intent id -> (reservation id, when it first completed), if tracked
+        self._completed: dict[str, tuple[str, float]] | None = {} if completions else None
+        self.completions_evicted = 0
+        self.completions_dropped_before = 0.0  # the newest completion time dropped
 
     # -- the Notifier port -------------------------------------------------------
     def announces(self, change: StatusChange) -> bool:
@@ -84,6 +94,8 @@ class Ledger:
             self.abandoned += 1
             if len(self._abandoned) < self._sample:
                 self._abandoned.append(p.payment_intent_id)
+        if p.status is PaymentStatus.COMPLETED and change.previous is not PaymentStatus.COMPLETED:
+            self._completion(p.payment_intent_id, p.reservation_id, change.at)
         charged = p.status is PaymentStatus.COMPLETED and p.refunded < p.amount.amount
         rid = p.reservation_id
         intents = self._charged.get(rid)
@@ -100,6 +112,21 @@ class Ledger:
                 self._doubles.add(rid)
             else:
                 self._doubles.discard(rid)
+
+    def _completion(self, payment_intent_id: str, reservation_id: str, at: float) -> None:
+        completed = self._completed
+        if completed is None or payment_intent_id in completed:
+            return
+        if len(completed) >= self._max:
+            _, (_, gone_at) = _pop_oldest(completed)
+            self.completions_evicted += 1
+            self.completions_dropped_before = max(self.completions_dropped_before, gone_at)
+        completed[payment_intent_id] = (reservation_id, at)
+
+    @property
+    def completed(self) -> dict[str, tuple[str, float]]:
+        """Payments that completed here: id -> (reservation id, when); empty if not tracked."""
+        return self._completed if self._completed is not None else {}
 
     def _evict(self) -> None:
         oldest = next(iter(self._charged))
@@ -191,6 +218,11 @@ class Ledger:
             },
             "evicted": self.evicted,
         }
+
+
+def _pop_oldest(d: dict[str, tuple[str, float]]) -> tuple[str, tuple[str, float]]:
+    oldest = next(iter(d))
+    return oldest, d.pop(oldest)
 
 
 def register_ledger_gauges(metrics: Any, ledger: Ledger) -> None:

@@ -30,6 +30,14 @@
 * ``CHAOS_TIMELINE``: a timeline TOML file (or a shipped example's name),
   played from the start.
 * The seed: ``CHAOS_SEED``, else ``SIMULATION_SEED``.
+* ``RECONCILIATION_WORKER_URL`` (unset): where the reservation worker's HTTP
+  endpoint is (e.g. ``http://127.0.0.1:8040``); set, ``/reconciliation`` gets
+  a ``worker`` section cross-checked against this server's payments
+  (``paysim.faults.worker_check``), and the policy is on as with
+  CHAOS_API_ENABLED. ``RECONCILIATION_GRACE_MS`` (60000): how long after its
+  completion a payment may still be unconfirmed (its event travels through
+  EventBridge, SQS and a long poll; real time, not simulated).
+  ``RECONCILIATION_WORKER_TIMEOUT_MS`` (2000): the bound on one fetch.
 
 Everything is refused in production (``config._refuse_chaos_in_production``).
 """
@@ -45,17 +53,32 @@ from paysim.faults.plan import PAYMENT_RPCS, FaultPlan, PlanError
 
 
 @dataclass(frozen=True)
+class WorkerCheckSettings:
+    """Where the reservation worker is, for the reconciliation report's cross-check."""
+
+    url: str | None = None  # the worker's HTTP endpoint; None: no worker section
+    grace_s: float = 60.0  # a completion younger than this is not yet missing
+    timeout_s: float = 2.0  # one fetch of the worker's record, connecting included
+    max_bytes: int = 16 * 1024 * 1024  # a larger answer is refused
+    interval_s: float = 15.0  # how often the gauges are refreshed
+    sample: int = 100  # ids listed per finding
+    max_lookups: int = 1000  # store lookups per check (the rest is counted as unchecked)
+
+
+@dataclass(frozen=True)
 class ApiChaosSettings:
     enabled: bool = False
     plan: FaultPlan = field(default_factory=FaultPlan)
     timeline: str | None = None  # a path, or the name of a shipped example
     seed: int | None = None
     connections: ConnectionFaults = field(default_factory=ConnectionFaults)
+    worker: WorkerCheckSettings = field(default_factory=WorkerCheckSettings)
 
     @property
     def active(self) -> bool:
         return (
             self.enabled
+            or self.worker.url is not None
             or not self.plan.empty
             or self.timeline is not None
             or not self.connections.empty
@@ -101,6 +124,13 @@ def read_api_chaos(r: EnvReader, seed: int | None) -> ApiChaosSettings:
         connections=ConnectionFaults(
             goaway_every_s=r.millis("CHAOS_API_GOAWAY_EVERY_MS", 0.0),
             reset_every_s=r.millis("CHAOS_API_RESET_EVERY_MS", 0.0),
+        ),
+        worker=WorkerCheckSettings(
+            url=r.optional_url("RECONCILIATION_WORKER_URL"),
+            grace_s=r.millis("RECONCILIATION_GRACE_MS", WorkerCheckSettings.grace_s),
+            timeout_s=r.millis(
+                "RECONCILIATION_WORKER_TIMEOUT_MS", WorkerCheckSettings.timeout_s, 1
+            ),
         ),
     )
 

@@ -3,8 +3,10 @@
 Lifetimes, outermost first: the clients (a boto3 SQS client, which needs no
 closing, and an ``Http1Client`` for the reservation service, which
 ``run_worker`` opens and closes unless it is given one) ⊃ the root nursery,
-which holds the signal watcher, the HTTP endpoint for probes and metrics
-(``paysim.entrypoints.http``, WORKER_HTTP_PORT 8040) and the
+which holds the signal watcher, the HTTP endpoint for probes, metrics and
+``GET /reconciliation`` (what the worker did per reservation, for the API's
+reconciliation report: ``paysim.worker.record``; ``paysim.entrypoints.http``,
+WORKER_HTTP_PORT 8040) and the
 ``ReservationWorker``. Nothing opens at import. The API and the worker share
 the HTTP endpoint, ``Settings`` and ``paysim.process`` (signals, exit status);
 the worker's /metrics carries only its own series (``WorkerMetrics``).
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +37,14 @@ from trio_util import move_on_when
 
 from paysim import __version__, process
 from paysim.config import ConfigError, Settings
-from paysim.entrypoints.http import HttpApp, HttpLimits, serve_http
+from paysim.entrypoints.http import (
+    HttpApp,
+    HttpLimits,
+    HttpRequest,
+    HttpResponse,
+    json_response,
+    serve_http,
+)
 from paysim.observability.health import Readiness
 from paysim.worker.consumer import ConsumerOptions, ReservationWorker
 from paysim.worker.metrics import WorkerMetrics
@@ -118,11 +128,13 @@ async def _serve(wiring: _Wiring, task_status: trio.TaskStatus[WorkerRunning]) -
     async with trio.open_nursery() as root:
         if wiring.handle_signals:
             root.start_soon(process.watch_signals, shutdown, wiring.force)
+        http_app = HttpApp(readiness, worker.metrics, service_name=SERVICE_NAME)
+        http_app.add_route("/reconciliation", frozenset({"GET"}), _reconciliation(worker))
         http_port = await root.start(
             serve_http,
             ws.http_host,
             ws.http_port,
-            HttpApp(readiness, worker.metrics, service_name=SERVICE_NAME),
+            http_app,
             HttpLimits.from_settings(settings.http),
         )
         log.info("worker starting", version=__version__, http_port=http_port, queue=ws.queue_url)
@@ -143,6 +155,15 @@ async def _serve(wiring: _Wiring, task_status: trio.TaskStatus[WorkerRunning]) -
         log.info("shutting down", grace_s=settings.shutdown_grace_s)
         await worker.stop(settings.shutdown_grace_s)
         root.cancel_scope.cancel()
+
+
+def _reconciliation(worker: ReservationWorker) -> Callable[[HttpRequest], Awaitable[HttpResponse]]:
+    """``GET /reconciliation``: the worker's record (facts only; the API cross-checks)."""
+
+    async def handle(request: HttpRequest) -> HttpResponse:
+        return json_response(200, worker.record.report(reservation_api=worker.reservation_api))
+
+    return handle
 
 
 def worker_main(settings: Settings) -> int:

@@ -30,7 +30,9 @@ Policy decisions
   answered 2xx, or there was nothing to tell it (a status other than
   COMPLETED/FAILED/CANCELLED/EXPIRED, e.g. PENDING or REFUNDED: acknowledged
   with a log line), or the event is a duplicate, or no RESERVATION_API_URL is
-  set (the decision is logged instead).
+  set (the decision is logged instead). Each carried-out decision is
+  recorded (``record``: bounded, see ``paysim.worker.record``) for
+  ``GET /reconciliation``; a failed call is not (it has not happened yet).
 * **A failure is left alone.** Any non-2xx answer (4xx included), a connection
   error or a timeout (``reservation_timeout_s`` for the whole call) leaves the
   message invisible until its visibility timeout ends; SQS then redelivers it,
@@ -72,6 +74,7 @@ from paysim.config import AwsSettings, WorkerSettings
 from paysim.domain.event_parsing import Malformed, PaymentEvent, parse_event
 from paysim.worker.dedup import EventDedup
 from paysim.worker.metrics import WorkerMetrics
+from paysim.worker.record import Action, ReservationRecord
 from paysim.worker.reservations import ReservationHttp, Reservations
 from paysim.worker.sqs_queue import (
     MAX_BATCH,
@@ -94,6 +97,7 @@ class ConsumerOptions:
     event_source: str = AwsSettings.event_source  # the only accepted envelope ``source``
     sqs_timeout_s: float = SQS_CALL_TIMEOUT_S  # every SQS call; the long poll gets wait_time_s more
     dedup_size: int = 100_000  # handled event ids remembered
+    record_size: int = 20_000  # reservations whose actions are kept for /reconciliation
 
 
 @dataclass(slots=True)
@@ -123,6 +127,7 @@ class ReservationWorker:
         self._source = options.event_source
         self._reservations = Reservations(http, settings)
         self._dedup = EventDedup(options.dedup_size)
+        self.record = ReservationRecord(options.record_size)
         self._batch = min(MAX_BATCH, settings.concurrency)
         self._deleters = max(2, settings.pollers)
         self._slots = trio.Semaphore(settings.concurrency)
@@ -336,11 +341,13 @@ class ReservationWorker:
         outcome = decision.lower()
         if not self._reservations.configured:
             self.metrics.handled[outcome].inc()
+            self._done(event, decision)
             log.info("reservation decision (no RESERVATION_API_URL)", decision=decision, **fields)
             return True
         failure = await self._reservations.tell(event, decision)
         if failure is None:
             self.metrics.handled[outcome].inc()
+            self._done(event, decision)
             log.debug("reservation updated", decision=decision, **fields)
             return True
         reason, problem = failure
@@ -354,6 +361,15 @@ class ReservationWorker:
             **fields,
         )
         return False
+
+    @property
+    def reservation_api(self) -> bool:
+        """Whether decisions are sent to a reservation service (else only logged)."""
+        return self._reservations.configured
+
+    def _done(self, event: PaymentEvent, decision: str) -> None:
+        action = Action(decision, event.payment_id, event.status, time.time())
+        self.record.add(event.reservation_id, action)
 
     # -- deleting ------------------------------------------------------------------
 

@@ -185,6 +185,60 @@ function connect() {
   source.onerror = () => { $("live").textContent = "reconnecting…"; $("live").className = "badge off"; };
 }
 
+// -- the reconciliation view (#reconciliation): the report of GET /reconciliation ----
+function payLink(id) {
+  const a = el("a", id);
+  a.href = "#payments";
+  a.onclick = () => { select(id).catch(() => {}); };
+  return a;
+}
+function findingRow(name, count, items) {
+  const tr = el("tr"), td = el("td");
+  for (const it of (items || []).slice(0, 20)) {
+    const pid = it.payment_id || it.payment_intent_id;
+    if (pid) td.append(payLink(pid));
+    else if (it.payment_intent_ids) for (const p of it.payment_intent_ids) td.append(payLink(p));
+    if (it.reservation_id) td.append(el("span", `(${it.reservation_id}${it.status ? ", " + it.status : ""}) `));
+  }
+  tr.append(el("td", name), el("td", count), td);
+  return tr;
+}
+async function loadReconciliation() {
+  const r = await api("/console/api/reconciliation");
+  const d = r.double_charges, l = r.lost_answers, w = r.worker;
+  const rows = [
+    findingRow("double charges (reservations)", d.reservations, d.sample),
+    findingRow("extra captures", d.extra_captures),
+    findingRow("lost answers, not recovered", `${l.unrecovered} of ${l.count}`, l.unrecovered_sample.map((p) => ({ payment_id: p }))),
+    findingRow("intents abandoned until expiry", r.abandoned_intents.expired, r.abandoned_intents.sample.map((p) => ({ payment_id: p }))),
+    findingRow("webhooks never acknowledged", r.unacknowledged_webhooks.count, r.unacknowledged_webhooks.sample),
+  ];
+  if (w && !w.error) {
+    rows.push(findingRow("confirmed, payment not completed", w.confirmed_not_completed.count, w.confirmed_not_completed.sample),
+      findingRow(`completed, never confirmed (after ${w.grace_s} s)`, w.completed_not_confirmed.count, w.completed_not_confirmed.sample),
+      findingRow("confirmed, payment unknown here", w.confirmed_unknown.count, w.confirmed_unknown.sample));
+  }
+  $("r-summary").tBodies[0].replaceChildren(...rows);
+  let text = "no worker configured (RECONCILIATION_WORKER_URL)";
+  if (w && w.error) text = `${w.url}: ${w.error}`;
+  else if (w) text = `${w.url}: ${w.reservations_recorded} reservations recorded` +
+    (w.reservation_api ? "" : " (no reservation service: decisions only logged)") +
+    (w.completed_not_confirmed.within_grace ? `, ${w.completed_not_confirmed.within_grace} completions within the grace` : "") +
+    (w.unchecked ? `, ${w.unchecked} not looked up` : "");
+  $("r-worker").textContent = text;
+  $("r-at").textContent = "as of " + time(Date.now() / 1000);
+  $("r-message").textContent = "";
+}
+function showView() {
+  const recon = location.hash === "#reconciliation" && !!(state.meta && state.meta.reconciliation);
+  $("reconciliation").hidden = !recon;
+  $("overview").hidden = recon;
+  document.querySelector("main").hidden = recon;
+  $("nav-reconciliation").className = recon ? "on" : "";
+  $("nav-payments").className = recon ? "" : "on";
+  if (recon) loadReconciliation().catch((e) => { $("r-message").textContent = e.message; });
+}
+
 async function start() {
   const meta = await api("/console/api/meta");
   state.meta = meta;
@@ -210,6 +264,11 @@ async function start() {
     catch (err) { $("recover").textContent = "Recover: " + err.message; }
     loadEndpoints().catch(() => {});
   };
+  $("nav-reconciliation").hidden = !meta.reconciliation;
+  $("r-refresh").onclick = () => loadReconciliation().catch((e) => { $("r-message").textContent = e.message; });
+  window.addEventListener("hashchange", showView);
+  setInterval(() => { if (!$("reconciliation").hidden) loadReconciliation().catch(() => {}); }, 5000);
+  showView();
   connect();
 }
 start();
