@@ -148,13 +148,13 @@ def _stop(admin: httpx.Client, stderr: TextIO) -> None:
         print(
             f"paysim bench: warning: could not stop the fault timeline ({exc}); stop it with "
             f"curl -X PUT -H 'Content-Type: application/json' -d '{{\"timeline\": null}}' "
-            f"{admin.base_url}{PATH.lstrip('/')}",
+            f"{str(admin.base_url).rstrip('/')}{PATH}",
             file=stderr,
         )
 
 
 def _request(admin: httpx.Client, method: str, body: dict[str, Any] | None) -> httpx.Response:
-    where = f"{admin.base_url}{PATH.lstrip('/')}"
+    where = f"{str(admin.base_url).rstrip('/')}{PATH}"
     try:
         answer = admin.request(method, PATH, json=body)
     except httpx.HTTPError as exc:
