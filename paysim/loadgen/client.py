@@ -6,12 +6,15 @@ its own process (or, with one worker, in a thread of the parent) and talks to
 the parent over a pipe:
 
     worker -> parent   ("ready", None) | ("failed", message)
-    parent -> worker   ("start", t0) | ("stop", None)
+    parent -> worker   ("start", (t0, clock, duration_s)) | ("stop", None)
     worker -> parent   ("progress", (calls, errors)) every 0.5 s, then ("result", Stats)
 
 It connects, runs the warm-up (not reported), says ready, and waits for the
 common start time ``t0`` (``time.monotonic()``, which every process on the
-host shares), so all workers' measured phases begin together.
+host shares), so all workers' measured phases begin together. ``clock`` is
+the fault timeline's ``PhaseClock`` (``--timeline``; else None): each call is
+also recorded under the phase in force when it was sent. ``duration_s``, if
+not None, replaces the plan's (a run as long as the timeline ends with it).
 
 Closed loop (no ``--rps``): ``concurrency`` lanes, each sending its next call
 when the previous one answered, spread round-robin over the channels.
@@ -61,6 +64,7 @@ import grpc
 import grpc.aio
 
 from paysim.loadgen import calls
+from paysim.loadgen.phases import PhaseClock
 from paysim.loadgen.results import Stats
 from paysim.loadgen.template import Context, MetadataTemplate, RequestTemplate, TemplateError
 
@@ -107,10 +111,19 @@ class Generator:
         self._ctx = Context(worker=plan.index, rng=random.Random(seed), intents=plan.intents)
         self._seq = 0  # this worker's calls so far, warm-up included: {{n}} = index + procs * seq
         self.stats = Stats()  # the current phase's record
+        self._clock: PhaseClock | None = None
 
-    async def run_phase(self, t0: float, count: int | None, duration_s: float | None) -> Stats:
-        """Send from ``t0`` until ``count`` calls or ``duration_s``; the phase's ``Stats``."""
+    async def run_phase(
+        self,
+        t0: float,
+        count: int | None,
+        duration_s: float | None,
+        clock: PhaseClock | None = None,
+    ) -> Stats:
+        """Send from ``t0`` until ``count`` calls or ``duration_s``; the phase's ``Stats``
+        (with ``clock``, split by the timeline's phases too)."""
         self.stats = stats = Stats()
+        self._clock = clock
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, t0 - loop.time()))
         cpu0 = time.process_time()
@@ -130,9 +143,12 @@ class Generator:
         try:
             return self._request.body(ctx), self._metadata.render(ctx)
         except TemplateError as exc:
-            stats.record(offset_s, 0.0, 0.0, CLIENT_ERROR)
+            stats.record(offset_s, 0.0, 0.0, CLIENT_ERROR, self._phase(offset_s))
             stats.record_error(f"{CLIENT_ERROR}: {exc}")
             return None
+
+    def _phase(self, sent_offset_s: float) -> int | None:
+        return None if self._clock is None else self._clock.index_at(sent_offset_s)
 
     async def _call(self, method: Method, body: bytes, metadata: Any, stats: Stats) -> str:
         """One call; its status code name (errors are also counted by message)."""
@@ -163,7 +179,7 @@ class Generator:
                 sent = loop.time()
                 code = await self._call(method, *request, stats)
                 end = loop.time()
-                stats.record(end - t0, end - sent, end - sent, code)
+                stats.record(end - t0, end - sent, end - sent, code, self._phase(sent - t0))
                 last[0] = max(last[0], end)
 
         await asyncio.gather(*(lane(k) for k in range(self._plan.concurrency)))
@@ -198,7 +214,8 @@ class Generator:
                         sent = loop.time()
                         code = await self._call(method, *request, stats)
                         end = loop.time()
-                        stats.record(end - t0, end - intended, end - sent, code)
+                        phase = self._phase(sent - t0)
+                        stats.record(end - t0, end - intended, end - sent, code, phase)
                         last[0] = max(last[0], end)
                     if not backlog:
                         return
@@ -264,12 +281,14 @@ async def _work(plan: Plan, conn: Connection) -> None:
             count = plan.warmup_requests or None
             await generator.run_phase(loop.time(), count, plan.warmup_s or None)
         conn.send(("ready", None))
-        kind, t0 = await asyncio.to_thread(conn.recv)
+        kind, start = await asyncio.to_thread(conn.recv)
         if kind != "start":
             return
+        t0, clock, duration_s = start
+        duration_s = plan.duration_s if duration_s is None else duration_s
         progress = asyncio.create_task(_report_progress(generator, conn))
         try:
-            stats = await generator.run_phase(t0, plan.total, plan.duration_s)
+            stats = await generator.run_phase(t0, plan.total, duration_s, clock)
         finally:
             progress.cancel()
         conn.send(("result", stats))

@@ -8,6 +8,13 @@ merge what they measured (``results.py``); judge who was the bottleneck from
 the CPU each side used (``bottleneck.py``); render and write the reports
 (``report.py``, ``html_report.py``).
 
+With ``--timeline`` the spawned server runs with API faults on
+(ENVIRONMENT=staging, CHAOS_API_ENABLED=true, before ``--server-env``); the
+timeline starts once the workers are ready, just before the common start,
+and is stopped when the load ends, also after an error or Ctrl-C
+(``fault_admin.py``). The workers file each call under the phase in force
+when it was sent (``phases.py``).
+
 How many workers: ``--procs N``, or by default one per client core (the
 ``--client-cores``, else the cores this process may use, less the spawned
 server's), at most ``--connections`` (each worker has its own connections)
@@ -37,7 +44,18 @@ import grpc
 import grpc.aio
 
 from paysim._proto.proto.payment.v1 import payment_pb2
-from paysim.loadgen import bottleneck, calls, client, html_report, procstat, report, spawn
+from paysim.faults.plan import PlanError
+from paysim.faults.timeline import load_timeline
+from paysim.loadgen import (
+    bottleneck,
+    calls,
+    client,
+    fault_admin,
+    html_report,
+    procstat,
+    report,
+    spawn,
+)
 from paysim.loadgen.options import Options, OptionsError, add_arguments, from_args
 from paysim.loadgen.pool import RunError, WorkerPool
 from paysim.loadgen.progress import ProgressLine
@@ -47,6 +65,7 @@ from paysim.loadgen.template import Context, RequestTemplate
 START_MARGIN_S = 0.1  # between telling the workers the start time and that time
 INTENT_CONCURRENCY = 64
 CONNECT_CHECK_S = 5.0
+FAULTS_ENV = {"ENVIRONMENT": "staging", "CHAOS_API_ENABLED": "true"}  # refused in production
 
 
 def _share(total: int, parts: int, index: int) -> int:
@@ -225,6 +244,26 @@ def check_reachable(target: str) -> None:
         raise RunError(f"cannot connect to {target}: {exc.strerror or exc}") from None
 
 
+def _server_env(options: Options) -> dict[str, str]:
+    """The spawned server's extra environment: API faults on with --timeline, then ours."""
+    return {**(FAULTS_ENV if options.timeline else {}), **options.server_env}
+
+
+def _playing(
+    options: Options, server: spawn.SpawnedServer | None, stderr: TextIO
+) -> contextlib.AbstractContextManager[fault_admin.Playing | None]:
+    """Start the timeline (stopped on exit), or nothing without --timeline."""
+    if options.timeline is None:
+        return contextlib.nullcontext()
+    try:
+        timeline = load_timeline(options.timeline)  # checked by the options: read again
+    except PlanError as exc:
+        raise RunError(f"--timeline: {exc}") from None
+    http_target = f"127.0.0.1:{server.http_port}" if server else options.http_target
+    assert http_target is not None
+    return fault_admin.playing(http_target, timeline, options.fault_seed, stderr)
+
+
 def execute(options: Options, stderr: TextIO) -> dict[str, Any]:
     """Make the run; the report document. Raises RunError or SpawnError."""
     cores = client_cores(options)
@@ -234,7 +273,7 @@ def execute(options: Options, stderr: TextIO) -> dict[str, Any]:
         server = None
         if options.spawn:
             server = stack.enter_context(
-                spawn.spawned_server(options.server_cores, options.events, options.server_env)
+                spawn.spawned_server(options.server_cores, options.events, _server_env(options))
             )
         target = server.target if server else options.target
         assert target is not None
@@ -250,17 +289,24 @@ def execute(options: Options, stderr: TextIO) -> dict[str, Any]:
         pool = stack.enter_context(WorkerPool(plans, processes))
         pool.wait_ready()
         progress = ProgressLine(stderr, options.progress, options.total)
-        before = _Cpu.read(server)
-        t0 = time.monotonic() + START_MARGIN_S
-        progress.start(t0)
-        pool.start(t0)
-        try:
-            parts = pool.collect(progress)
-        finally:
-            progress.finish()
-        cpu = _CpuUse.between(before, _Cpu.read(server))
+        with _playing(options, server, stderr) as faults:
+            before = _Cpu.read(server)
+            t0 = time.monotonic() + START_MARGIN_S
+            clock = faults.clock(t0) if faults else None
+            duration = clock.end_s if clock and options.until_timeline_ends else None
+            progress.start(t0)
+            pool.start(t0, clock, duration)
+            try:
+                parts = pool.collect(progress)
+            finally:
+                progress.finish()
+            cpu = _CpuUse.between(before, _Cpu.read(server))
+            if faults:
+                faults.check("end")
         stats = merge_all(parts)
         assessment = _assess(options, stats, cpu, processes, cores)
+        if faults:
+            assessment.warnings.extend(faults.warnings)
         info = report.RunInfo(
             target=target,
             procs=procs,
@@ -268,6 +314,8 @@ def execute(options: Options, stderr: TextIO) -> dict[str, Any]:
             connections=sum(p.connections for p in plans),
             server_cores=options.server_cores if server else None,
             server_cpu_s=cpu.server,
+            faults=faults.describe(clock) if faults and clock else None,
+            clock=clock,
         )
         return report.build(options, info, stats, assessment)
 

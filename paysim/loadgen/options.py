@@ -11,6 +11,11 @@ The load shape, as in ghz: ``--concurrency`` calls in flight over
 ``--duration`` passed. ``--rps`` turns the closed loop into an open loop: a
 constant arrival rate, each call with an intended send time (see
 ``client.py``); ``--concurrency`` then caps the calls in flight.
+
+``--timeline`` plays a fault timeline on the server during the load
+(``fault_admin.py``); it is read and checked here, so a bad file fails before
+anything starts. Without ``--total`` or ``--duration`` the load then lasts
+as long as the timeline (one cycle of a repeating one) and ends with it.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paysim.faults.plan import PlanError
+from paysim.faults.timeline import load_timeline
 from paysim.loadgen import calls, template
 
 DEFAULT_TARGET = "127.0.0.1:8030"
+DEFAULT_HTTP_PORT = 8031  # paysim's HTTP endpoint beside its gRPC port 8030
 DEFAULT_TOTAL = 200  # ghz's default
 DEFAULT_LATENESS_MS = 10.0
 DESCRIPTION = (
@@ -66,6 +74,10 @@ class Options:
     html_path: Path | None = None
     progress: bool | None = None  # None: when stderr is a terminal
     lateness_ms: float = DEFAULT_LATENESS_MS
+    timeline: str | None = None  # a shipped example's name or a TOML file, checked
+    fault_seed: int | None = None
+    http_target: str | None = None  # the HTTP endpoint (admin) of a given target
+    until_timeline_ends: bool = False  # no --total/--duration: the timeline's length
 
     @property
     def open_loop(self) -> bool:
@@ -165,6 +177,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a("--lateness-ms", type=float, default=DEFAULT_LATENESS_MS,
       help="open loop: send lateness p99 above this means the generator fell behind")  # fmt: skip
+    a(
+        "--timeline",
+        metavar="NAME_OR_FILE",
+        help="play this fault timeline on the server during the load (a shipped example: "
+        "ticket_on_sale, pg_partial_outage, regional_blip; or a TOML file); the report "
+        "splits the calls by phase. Without -n/-z the load lasts as long as the timeline",
+    )
+    a("--fault-seed", type=int, help="with --timeline: the server's fault seed (default --seed)")
+    a(
+        "--http-target",
+        metavar="HOST:PORT",
+        help="with --timeline and a target: its HTTP endpoint, for /admin/faults "
+        f"(default: the target's host, port {DEFAULT_HTTP_PORT})",
+    )
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|us|s|m|h)")
@@ -304,6 +330,10 @@ def from_args(args: argparse.Namespace) -> Options:
     _positive(args.total, "--total")
     duration = parse_duration(args.duration, "--duration") if args.duration else None
     _positive(duration, "--duration")
+    timeline_s = _timeline_s(args)
+    until_timeline_ends = timeline_s is not None and args.total is None and duration is None
+    if until_timeline_ends:
+        duration = timeline_s
     _positive(args.rps, "--rps")
     _positive(args.lateness_ms, "--lateness-ms")
     if args.intents < 0:
@@ -317,8 +347,9 @@ def from_args(args: argparse.Namespace) -> Options:
     data = _data(args, call)
     _check_template(data, call, args.intents, args.seed)
     target = None if args.spawn else (args.target or DEFAULT_TARGET)
-    if target is not None and not re.fullmatch(r"\[?[\w.:-]+\]?:\d+", target):
+    if target is not None and not _HOST_PORT.fullmatch(target):
         raise OptionsError(f"target: {target!r} is not host:port")
+    http_target = _http_target(args, target)
     return Options(
         target=target,
         call=call,
@@ -348,7 +379,40 @@ def from_args(args: argparse.Namespace) -> Options:
         html_path=args.html_path,
         progress=args.progress,
         lateness_ms=args.lateness_ms,
+        timeline=args.timeline,
+        fault_seed=args.fault_seed if args.fault_seed is not None else args.seed,
+        http_target=http_target,
+        until_timeline_ends=until_timeline_ends,
     )
+
+
+_HOST_PORT = re.compile(r"\[?[\w.:-]+\]?:\d+")
+
+
+def _timeline_s(args: argparse.Namespace) -> float | None:
+    """Check ``--timeline`` now (exit 2 on a bad file); its length (one cycle), or None."""
+    if args.timeline is None:
+        for flag, value in (("--fault-seed", args.fault_seed), ("--http-target", args.http_target)):
+            if value is not None:
+                raise OptionsError(f"{flag} goes with --timeline")
+        return None
+    try:
+        return load_timeline(args.timeline).duration_s
+    except PlanError as exc:
+        raise OptionsError(f"--timeline: {exc}") from None
+
+
+def _http_target(args: argparse.Namespace, target: str | None) -> str | None:
+    """With --timeline and a target: the HTTP endpoint as given, else the target's host:8031."""
+    if args.timeline is None or target is None:
+        if args.http_target is not None and target is None:
+            raise OptionsError("--http-target goes with a target, not --spawn")
+        return None
+    if args.http_target is None:
+        return f"{target.rpartition(':')[0]}:{DEFAULT_HTTP_PORT}"
+    if not _HOST_PORT.fullmatch(args.http_target):
+        raise OptionsError(f"--http-target: {args.http_target!r} is not host:port")
+    return str(args.http_target)
 
 
 def parse(argv: list[str]) -> Options:

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from paysim.loadgen import client
+from paysim.loadgen.phases import PhaseClock
 from paysim.loadgen.results import Stats
 
 JOIN_TIMEOUT_S = 5.0
@@ -88,10 +89,13 @@ class WorkerPool:
                 if kind == "ready":
                     pending.discard(index)
 
-    def start(self, t0: float) -> None:
-        """Release every worker at ``t0`` (``time.monotonic()``, shared by the host)."""
+    def start(
+        self, t0: float, clock: PhaseClock | None = None, duration_s: float | None = None
+    ) -> None:
+        """Release every worker at ``t0`` (``time.monotonic()``, shared by the host), with
+        the fault timeline's phases if one plays and, if given, a new duration."""
         for conn in self._conns:
-            conn.send(("start", t0))
+            conn.send(("start", (t0, clock, duration_s)))
         self._started = True
 
     def collect(self, progress: Progress) -> list[Stats]:

@@ -7,7 +7,11 @@ disagree. The text follows ghz's layout: Summary (Count, Total, Slowest,
 Fastest, Average, Requests/sec), a response time histogram of ten equal
 bins, the latency distribution (p10 .. p99.9), the status code distribution
 and the error distribution; then what ghz does not have: the open-loop
-schedule, who used how much CPU, and the bottleneck verdict.
+schedule, who used how much CPU, and the bottleneck verdict. With
+``--timeline``, ``faults`` gives each phase's calls, rate, errors by gRPC
+code and p50/p99 (calls filed by the phase in force when they were sent),
+the phases' stretches of the run (``bands``, for the charts) and the checks
+against the server's own phase; each second of ``timeline`` names its phase.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from paysim import __version__
-from paysim.loadgen import calls
+from paysim.loadgen import calls, phases
 from paysim.loadgen.bottleneck import Assessment
 from paysim.loadgen.options import Options
 from paysim.loadgen.results import PERCENTILES, Histogram, Stats, percentile_label
@@ -40,6 +44,8 @@ class RunInfo:
     connections: int
     server_cores: tuple[int, ...] | None  # None: not spawned
     server_cpu_s: float | None = None  # the spawned server's CPU over the measured phase
+    faults: dict[str, Any] | None = None  # --timeline: what was played (fault_admin)
+    clock: phases.PhaseClock | None = None  # --timeline: its phases on the run's clock
 
 
 def _ms(seconds: float) -> float | None:
@@ -54,23 +60,36 @@ def _bins(h: Histogram, n: int) -> list[dict[str, Any]]:
     return [{"mark_ms": _ms(edge), "count": count} for edge, count in h.linear_bins(n)]
 
 
-def _timeline(stats: Stats) -> list[dict[str, Any]]:
+def _timeline(stats: Stats, clock: phases.PhaseClock | None) -> list[dict[str, Any]]:
     """One row per second of the phase: calls that ended in it; ``span_s`` is the
-    second's length (shorter for the last, partial second)."""
+    second's length (shorter for the last, partial second); ``phase`` (with a
+    timeline) the fault phase in force at the middle of that second."""
     rows = []
     for t in range(math.ceil(stats.wall_s) if stats.timeline else 0):
         s = stats.timeline.get(t)
         ended = (s.ok + s.errors) if s else 0
-        rows.append(
-            {
-                "t": t,
-                "span_s": round(min(1.0, stats.wall_s - t), 4),
-                "ok": s.ok if s else 0,
-                "errors": s.errors if s else 0,
-                "avg_ms": _ms(s.latency_total / ended) if s and ended else None,
-            }
-        )
+        span = min(1.0, stats.wall_s - t)
+        row: dict[str, Any] = {
+            "t": t,
+            "span_s": round(span, 4),
+            "ok": s.ok if s else 0,
+            "errors": s.errors if s else 0,
+            "avg_ms": _ms(s.latency_total / ended) if s and ended else None,
+        }
+        if clock is not None:
+            row["phase"] = clock.name_at(t + span / 2)
+        rows.append(row)
     return rows
+
+
+def _faults(info: RunInfo, stats: Stats) -> dict[str, Any] | None:
+    if info.faults is None or info.clock is None:
+        return None
+    return {
+        **info.faults,
+        "by_phase": phases.summaries(info.clock, stats.phases, stats.wall_s),
+        "bands": phases.bands(info.clock, stats.wall_s),
+    }
 
 
 def _open_loop(options: Options, stats: Stats) -> dict[str, Any] | None:
@@ -142,7 +161,8 @@ def build(options: Options, info: RunInfo, stats: Stats, assessment: Assessment)
         },
         "warnings": assessment.warnings,
         "foreign_cpu": assessment.foreign_cpu,
-        "timeline": _timeline(stats),
+        "timeline": _timeline(stats, info.clock),
+        "faults": _faults(info, stats),
     }
 
 
@@ -251,6 +271,29 @@ def _cpu_lines(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _fault_lines(doc: dict[str, Any]) -> list[str]:
+    """Per phase: calls, calls/s, p50, p99 and the errors by gRPC code."""
+    faults = doc.get("faults")
+    if not faults:
+        return []
+    seed = "" if faults["seed"] is None else f", seed {faults['seed']}"
+    lines = [
+        f"Fault timeline {faults['timeline']!r}{seed} (calls by the phase in force when sent; "
+        f"it started {-faults['start_s']:.3f} s before the load):"
+    ]
+    width = max(len(row["name"]) for row in faults["by_phase"]) + 2
+    for row in faults["by_phase"]:
+        lat = row["latency_ms"]
+        rps = "-" if row["rps"] is None else f"{row['rps']:.1f}/s"
+        errors = ", ".join(f"{code} {n}" for code, n in row["errors_by_code"].items()) or "none"
+        lines.append(
+            f"  {row['name']:<{width}}{row['seconds']:>7.2f} s {row['calls']:>8} calls "
+            f"{rps:>10}  p50 {format_duration(lat['p50'])}, p99 {format_duration(lat['p99'])}; "
+            f"errors: {errors}"
+        )
+    return lines
+
+
 def _align(line: str) -> str:
     """``"  Label:\tvalue"`` -> the value in a column (ghz aligns with tabs)."""
     label, tab, value = line.partition("\t")
@@ -265,6 +308,7 @@ def text(doc: dict[str, Any]) -> str:
         _distribution(doc),
         _codes_and_errors(doc),
         _open_loop_lines(doc),
+        _fault_lines(doc),
         _cpu_lines(doc),
     ]
     blocks = ["\n".join(_align(line) for line in lines) for lines in sections if lines]

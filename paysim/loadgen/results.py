@@ -107,6 +107,18 @@ class Second:
 
 
 @dataclass
+class PhaseStats:
+    """The calls sent during one phase of a fault timeline (``phases.py``)."""
+
+    latency: Histogram = field(default_factory=Histogram)
+    codes: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: PhaseStats) -> None:
+        self.latency.merge(other.latency)
+        self.codes.update(other.codes)
+
+
+@dataclass
 class Stats:
     """One phase of one worker (or, merged, of all of them).
 
@@ -116,7 +128,9 @@ class Stats:
     ``lateness`` (open loop only) is how late the scheduler dispatched each
     request: a large value means the generator could not keep the rate.
     ``cpu_s`` is the process CPU time over the phase; ``wall_s`` the phase's
-    length from the common start to the last answer.
+    length from the common start to the last answer. ``phases`` (with
+    ``--timeline`` only) splits the calls by the phase in force when each was
+    sent: the index ``phases.PhaseClock.index_at`` gave.
     """
 
     latency: Histogram = field(default_factory=Histogram)
@@ -131,9 +145,24 @@ class Stats:
     cpu_s: float = 0.0
     cpu_by_worker: list[float] = field(default_factory=list)
     wall_by_worker: list[float] = field(default_factory=list)
+    phases: dict[int, PhaseStats] = field(default_factory=dict)
 
-    def record(self, start_offset_s: float, latency_s: float, service_s: float, code: str) -> None:
-        """One finished call; ``start_offset_s`` is when it ended, from the phase start."""
+    def record(
+        self,
+        start_offset_s: float,
+        latency_s: float,
+        service_s: float,
+        code: str,
+        phase: int | None = None,
+    ) -> None:
+        """One finished call; ``start_offset_s`` is when it ended, from the phase start;
+        ``phase``: the timeline's phase in force when it was sent, if one plays."""
+        if phase is not None:
+            of_phase = self.phases.get(phase)
+            if of_phase is None:
+                of_phase = self.phases[phase] = PhaseStats()
+            of_phase.latency.record(latency_s)
+            of_phase.codes[code] += 1
         self.latency.record(latency_s)
         self.service.record(service_s)
         self.codes[code] += 1
@@ -178,6 +207,8 @@ class Stats:
             mine.ok += s.ok
             mine.errors += s.errors
             mine.latency_total += s.latency_total
+        for index, of_phase in other.phases.items():
+            self.phases.setdefault(index, PhaseStats()).merge(of_phase)
         self.sent += other.sent
         self.send_span_s = max(self.send_span_s, other.send_span_s)
         self.wall_s = max(self.wall_s, other.wall_s)
