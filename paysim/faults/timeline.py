@@ -155,10 +155,10 @@ class TimelinePlayer:
         self._scope.cancel()
         self._leave()
 
-    def _enter(self, timeline: Timeline, index: int) -> None:
+    def _enter(self, timeline: Timeline, index: int, started: float | None = None) -> None:
         phase = timeline.phases[index]
         self.timeline, self.phase_index = timeline, index
-        self._phase_started = trio.current_time()
+        self._phase_started = trio.current_time() if started is None else started
         self._policy.set_plan(phase.plan)
         self._metrics.phase(timeline.name, phase.name)
         log.info(
@@ -204,13 +204,15 @@ class TimelinePlayer:
     async def _play(self, timeline: Timeline) -> None:
         """Phase 0 is in force already (``start``); each later one when its turn comes."""
         first = True
-        try:
+        ends = self._phase_started  # each phase ends on the timeline's clock, not
+        try:  # its task's wake-up: late wake-ups do not add up over the phases
             while True:
                 for index, phase in enumerate(timeline.phases):
                     if not first:
-                        self._enter(timeline, index)
+                        self._enter(timeline, index, started=ends)
                     first = False
-                    await trio.sleep(phase.duration_s)
+                    ends += phase.duration_s
+                    await trio.sleep_until(ends)
                 if not timeline.repeat:
                     break
         finally:

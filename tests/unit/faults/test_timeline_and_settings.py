@@ -170,3 +170,26 @@ async def test_a_repeating_timeline_starts_over(autojump_clock):
         await trio.sleep(60 + 30 + 10)
         assert policy.plan is timeline.phases[0].plan
         nursery.cancel_scope.cancel()
+
+
+async def test_phases_end_on_the_timelines_clock_even_when_the_player_wakes_late(mock_clock):
+    # A player that wakes late (a busy loop; here the clock jumps past a whole
+    # phase and a half) does not push the later phases back: each ends at the
+    # timeline's start plus the durations before it.
+    text = "\n".join(f"[[phases]]\nname = '{n}'\nduration_s = 1" for n in "abcd")
+    metrics = FaultMetrics(CollectorRegistry())
+    player = TimelinePlayer(FaultPolicy(FaultPlan(), 1, metrics, Ledger()), metrics)
+
+    async def phase_after(jump: float) -> str:
+        mock_clock.jump(jump)
+        await trio.testing.wait_all_tasks_blocked()
+        return player.describe()["phase"]  # type: ignore[index,no-any-return]
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(player.run)
+        player.start(Timeline.from_toml(text))
+        await trio.testing.wait_all_tasks_blocked()
+        assert await phase_after(1.5) == "b"  # woke at 1.5: "b" is in force till 2.0
+        assert await phase_after(0.6) == "c"  # 2.1 (a late "b" would end at 2.5)
+        assert await phase_after(1.0) == "d"  # 3.1
+        nursery.cancel_scope.cancel()
