@@ -20,8 +20,13 @@ def status_name(status: PaymentStatus) -> str:
     return f"PAYMENT_STATUS_{status.name}"
 
 
+# One encoder for every body: ``json.dumps`` with non-default options builds a
+# new JSONEncoder per call, about half of what encoding a body costs.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _compact(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def _additions(change: StatusChange) -> dict[str, Any]:
