@@ -70,12 +70,19 @@ def fire(
     method: Any, requests: Sequence[Any], in_flight: int = 256, metadata: Any = None
 ) -> list[Outcome]:
     """Send every request through ``method.future``, ``in_flight`` at a time; the outcomes."""
+    return fire_each([(method, r) for r in requests], in_flight, metadata)
+
+
+def fire_each(
+    calls: Sequence[tuple[Any, Any]], in_flight: int = 256, metadata: Any = None
+) -> list[Outcome]:
+    """``fire`` for (method, request) pairs: different RPCs interleaved in one stream."""
     slots = threading.Semaphore(in_flight)
-    outcomes: list[Outcome | None] = [None] * len(requests)
-    left = [len(requests)]
+    outcomes: list[Outcome | None] = [None] * len(calls)
+    left = [len(calls)]
     lock = threading.Lock()
     all_done = threading.Event()
-    if not requests:
+    if not calls:
         all_done.set()
 
     def finished(index: int, sent: float) -> Callable[[Any], None]:
@@ -98,7 +105,7 @@ def fire(
 
         return record
 
-    for index, request in enumerate(requests):
+    for index, (method, request) in enumerate(calls):
         slots.acquire()
         sent = time.perf_counter()
         future = method.future(request, timeout=TIMEOUT_S, metadata=metadata)
