@@ -11,7 +11,7 @@ One app per lost-answer mode (``unavailable``, ``reset``); in it, through
 3. ProcessPayment under the same plan: 10,000 captures of distinct PENDING
    intents (those from step 1, topped up without faults);
 4. the faults off: every lost capture happened (COMPLETED) and a retry returns
-   it unchanged; every failed one left its intent PENDING.
+   it unchanged; the failed ones (every tenth) left their intents PENDING.
 
 Each observed share is within 5 binomial standard deviations of the plan's
 (for p = 0.05 over 10,000 calls: ±109 calls around 500), the counter
@@ -191,8 +191,8 @@ async def captures(stub: Any, admin: Any, handle: Any, mode: str, intents: list[
         assert again.response.payment_id == payment.payment_id
         assert again.response.transaction_id == payment.transaction_id
         assert again.response.processed_at == payment.processed_at
-    # A failed capture did not happen.
-    failed = await in_thread(statuses, indices(outcomes, "error:"))
+    # A failed capture did not happen (every tenth, about 200 of each mode's 2,000).
+    failed = await in_thread(statuses, indices(outcomes, "error:")[::10])
     assert {p.status for p in failed} == {pb.PAYMENT_STATUS_PENDING}
 
 
