@@ -166,17 +166,44 @@ def status_of(stub: Any, intent_id: str, give_up_s: float = 60.0) -> int:
             time.sleep(PAUSE_S)
 
 
+def statuses_of(stub: Any, intent_ids: list[str], in_flight: int = 64) -> dict[str, int]:
+    """Every intent's status, ``in_flight`` GetPaymentStatus calls at a time (grpcio
+    futures); a call that fails retryably is asked again alone (``status_of``).
+
+    One blocking call at a time spent most of a 10,000-payment turn waiting on
+    loopback round trips, with both processes under a third of a core.
+    """
+    out: dict[str, int] = {}
+    for start in range(0, len(intent_ids), in_flight):
+        chunk = intent_ids[start : start + in_flight]
+        futures = [
+            stub.GetPaymentStatus.future(
+                pb.GetPaymentStatusRequest(payment_intent_id=i), timeout=CALL_TIMEOUT_S
+            )
+            for i in chunk
+        ]
+        for intent_id, future in zip(chunk, futures, strict=True):
+            try:
+                out[intent_id] = int(future.result().payment.status)
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    raise
+                out[intent_id] = status_of(stub, intent_id)
+    return out
+
+
 def truth(stub: Any, stats: CallerStats, settle_s: float = 60.0) -> tuple[int, int]:
     """(reservations charged more than once, extra captures) from the payments themselves.
 
     Waits for every PROCESSING payment to finish (at most ``settle_s``).
     """
+    statuses = statuses_of(stub, [i for ids in stats.intents.values() for i in ids])
     doubles = extra = 0
     deadline = time.monotonic() + settle_s
     for intent_ids in stats.intents.values():
         completed = 0
         for intent_id in intent_ids:
-            status = status_of(stub, intent_id)
+            status = statuses[intent_id]
             while status == pb.PAYMENT_STATUS_PROCESSING and time.monotonic() < deadline:
                 time.sleep(PAUSE_S)
                 status = status_of(stub, intent_id)
