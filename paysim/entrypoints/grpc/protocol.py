@@ -172,7 +172,8 @@ class ServerConnection:
         h2c.max_inbound_frame_size = frames.max_frame_size
         h2c.decoder = CachingDecoder(h2c.decoder)
         h2c.decoder.max_header_list_size = limits.max_header_list_size
-        h2c.encoder = CachingEncoder(h2c.encoder, constant_headers)
+        h2c.encoder = encoder = CachingEncoder(h2c.encoder, constant_headers)
+        h2c.constant_headers = encoder.constant
         self.readers: dict[int, MessageReader] = {}
         self.settings_received = False
         self._dispatch: dict[type, Callable[[Any], list[Any]]] = {
