@@ -44,12 +44,14 @@ if TYPE_CHECKING:
     from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Method
 
 log = structlog.get_logger("paysim.grpc")
+# Each code's name, read once: an enum member's ``.name`` is a property lookup per call.
+CODE_NAMES = {code: code.name for code in StatusCode}
 
 
 def _log_rpc(grpc_method: str, status: Status, elapsed: float, service: str) -> None:
     """The call's one "rpc" line: info (debug for reflection that succeeded); a
     failed call's line carries the message its client got (generic for INTERNAL)."""
-    code = status.status_code.name
+    code = CODE_NAMES[status.status_code]
     fields: dict[str, Any] = {"grpc_method": grpc_method, "grpc_code": code}
     if status.status_code != StatusCode.OK and status.status_message:
         fields["grpc_message"] = status.status_message
@@ -161,7 +163,7 @@ class CallRunner:
                 self.conn.acknowledge(call.stream_id, length)
             self.conn.forget(call.stream_id)
             elapsed = time.perf_counter() - started
-            code = status.status_code.name
+            code = CODE_NAMES[status.status_code]
             metrics.rpc_handled(method.grpc_type, method.service, method.name, code, elapsed)
             _log_rpc(f"{method.service}/{method.name}", status, elapsed, method.service)
             self._call_ended()
