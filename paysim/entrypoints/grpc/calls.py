@@ -52,22 +52,28 @@ if TYPE_CHECKING:
     from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Method
 
 log = structlog.get_logger("paysim.grpc")
+# Each code's name, read once: an enum member's ``.name`` is a property lookup per
+# call. Trusted: the log line does not scrub it (see observability.logging).
+CODE_NAMES = {code: Trusted(code.name) for code in StatusCode}
 
 
-_CODE_NAMES = {code: Trusted(code.name) for code in StatusCode}
+# Reflection and health chatter: a client that closes its reflection stream
+# (grpcurl, after every call) ends it CANCELLED; neither is news at info.
+_QUIET_CODES = (StatusCode.OK, StatusCode.CANCELLED)
 
 
 def _log_rpc(grpc_method: str, status: Status, elapsed: float, service: str) -> None:
-    """The call's one "rpc" line: info (debug for reflection that succeeded); a
-    failed call's line carries the message its client got (generic for INTERNAL)."""
+    """The call's one "rpc" line: info (debug for reflection that succeeded or that
+    its client closed); a failed call's line carries the message its client got
+    (generic for INTERNAL)."""
     fields: dict[str, Any] = {
         "grpc_method": Trusted(grpc_method),  # a registered method's name, not the peer's :path
-        "grpc_code": _CODE_NAMES[status.status_code],
+        "grpc_code": CODE_NAMES[status.status_code],
     }
     if status.status_code != StatusCode.OK and status.status_message:
         fields["grpc_message"] = status.status_message
     fields["ms"] = round(elapsed * 1000, 3)
-    if service in QUIET_SERVICES and status.status_code == StatusCode.OK:
+    if service in QUIET_SERVICES and status.status_code in _QUIET_CODES:
         log.debug("rpc", **fields)
     else:
         log.info("rpc", **fields)
@@ -174,7 +180,7 @@ class CallRunner:
                 self.conn.acknowledge(call.stream_id, length)
             self.conn.forget(call.stream_id)
             elapsed = time.perf_counter() - started
-            code = status.status_code.name
+            code = CODE_NAMES[status.status_code]
             metrics.rpc_handled(method.grpc_type, method.service, method.name, code, elapsed)
             _log_rpc(f"{method.service}/{method.name}", status, elapsed, method.service)
             self._call_ended()

@@ -25,10 +25,18 @@ Policy decisions (each a bound a peer cannot argue with):
   transport's, which refuses one stream with REFUSED_STREAM instead;
 * h2 remembers at most ``MAX_CLOSED_STREAMS`` closed streams (not 65,536) per
   connection: a late frame for an older one is answered as for any closed stream.
+
+Sending takes a shortcut on the hot path, with h2's checks and state kept:
+``send_headers`` with a header list that ``constant_headers`` has pre-encoded,
+and ``send_data`` without padding, run the same state-machine inputs and
+flow-control checks and raise the same errors as h2, but write the frame bytes
+directly instead of building and serializing hyperframe objects (about a
+quarter of h2's cost per call). Anything else goes through h2 unchanged.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +44,9 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.exceptions
+from h2.connection import ConnectionInputs
 from h2.frame_buffer import FrameBuffer
+from h2.stream import StreamInputs
 from hyperframe.exceptions import InvalidFrameError
 from hyperframe.frame import (
     ContinuationFrame,
@@ -54,6 +64,17 @@ from hyperframe.frame import (
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _LATE_FRAMES = (WindowUpdateFrame, RstStreamFrame, PriorityFrame)
+_FRAME_HEADER = struct.Struct(">HBBBL")  # length (24 bits as 16 + 8), type, flags, stream
+_DATA, _HEADERS = 0x0, 0x1
+_END_STREAM, _END_HEADERS = 0x1, 0x4
+
+
+def _frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
+    return _FRAME_HEADER.pack(length >> 8, length & 0xFF, kind, flags, stream_id)
+
+
+def _no_constant(headers: Any) -> bytes | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -200,6 +221,59 @@ class GuardedH2Connection(h2.connection.H2Connection):  # type: ignore[misc]
         self._resets = _Bucket(limits.resets, now)
         self._empty = _Bucket(limits.empty_frames, now)
         self._tidy_at = 64
+        # The HPACK block of a constant header list, or None (``hpack_cache``).
+        self.constant_headers: Callable[[Any], bytes | None] = _no_constant
+
+    def send_headers(
+        self, stream_id: int, headers: Any, end_stream: bool = False, **kw: Any
+    ) -> None:
+        """h2's ``send_headers``; a constant header list skips the frame objects."""
+        stream = self.streams.get(stream_id)
+        block = self.constant_headers(headers) if stream is not None and not kw else None
+        if block is None or len(block) > self.max_outbound_frame_size:
+            super().send_headers(stream_id, headers, end_stream, **kw)
+            return
+        # h2's order: connection input, stream input, END_STREAM, then the trailers check.
+        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_HEADERS)
+        flags = _END_HEADERS
+        if end_stream:
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+            flags |= _END_STREAM
+        elif machine.trailers_sent:
+            raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
+        stream.request_method = None  # a response's headers carry no :method
+        self._data_to_send += _frame_header(len(block), _HEADERS, flags, stream_id) + block
+
+    def send_data(
+        self, stream_id: int, data: bytes, end_stream: bool = False, pad_length: Any = None
+    ) -> None:
+        """h2's ``send_data``; without padding it skips the frame objects."""
+        stream = self.streams.get(stream_id)
+        if stream is None or pad_length is not None:
+            super().send_data(stream_id, data, end_stream, pad_length)
+            return
+        size = len(data)
+        window = min(self.outbound_flow_control_window, stream.outbound_flow_control_window)
+        if size > window:
+            raise h2.exceptions.FlowControlError(
+                f"Cannot send {size} bytes, flow control window is {window}."
+            )
+        if size > self.max_outbound_frame_size:
+            raise h2.exceptions.FrameTooLargeError(
+                f"Cannot send frame size {size}, max frame size is {self.max_outbound_frame_size}"
+            )
+        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_DATA)
+        flags = 0
+        if end_stream:
+            machine.process_input(StreamInputs.SEND_END_STREAM)
+            flags = _END_STREAM
+        stream.outbound_flow_control_window -= size
+        self.outbound_flow_control_window -= size
+        self._data_to_send += _frame_header(size, _DATA, flags, stream_id) + bytes(data)
 
     @property
     def open_inbound_streams(self) -> int:

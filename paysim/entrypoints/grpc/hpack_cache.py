@@ -158,10 +158,16 @@ class CachingEncoder(Encoder):  # type: ignore[misc]
         self.header_table = original.header_table
         self._constants = {tuple(h): encode_without_indexing(h) for h in constants}
 
+    def constant(self, headers: Any) -> bytes | None:
+        """The pre-encoded block of ``headers`` if they are one of the constants and
+        no table-size update is pending (the real encoder must emit that); else None."""
+        if self.header_table.resized or type(headers) is not list:
+            return None
+        return self._constants.get(tuple(headers))
+
     def encode(self, headers: Any, huffman: bool = True) -> bytes:
-        if not self.header_table.resized and isinstance(headers, list):
-            hit = self._constants.get(tuple(headers))
-            if hit is not None:
-                return hit
+        hit = self.constant(headers)
+        if hit is not None:
+            return hit
         result: bytes = super().encode(headers, huffman)
         return result

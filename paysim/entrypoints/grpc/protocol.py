@@ -12,6 +12,8 @@ receive) and never raises for one bad stream. It replaces purerpc 0.8.0's
   to 8 digits and a unit INTERNAL; an unknown ``grpc-encoding`` UNIMPLEMENTED;
   anything else malformed INTERNAL;
 * request trailers (HEADERS after the body) just end the request;
+* a header list that parsed once is not parsed again while the connection's
+  small cache holds it (clients send the same list for every call);
 * messages come out of a bounded ``MessageReader``; a message that fails fails
   its stream, and every byte the stream held goes back into the connection's
   window, whether the stream failed, finished early or was reset;
@@ -66,6 +68,20 @@ __all__ = [
 _DEFAULT_WINDOW = 65_535  # RFC 9113 §6.9.2: every window starts here
 _TIMEOUT = re.compile(r"[0-9]{1,8}[HMSmun]")
 _CONTENT_TYPE = re.compile(r"application/grpc(?:\+([a-z0-9._-]+))?\s*(?:;.*)?", re.I | re.S)
+
+
+_REQUEST_CACHE_LIMIT = 32  # header lists per connection; a full cache starts over
+
+
+def _copy_request(template: RequestReceived, stream_id: int) -> RequestReceived:
+    """A stream's own ``RequestReceived`` from a parsed one (its values are immutable
+    but for the accept-encoding list, which is copied)."""
+    request: RequestReceived = RequestReceived.__new__(RequestReceived)
+    request.__dict__.update(template.__dict__)
+    request.stream_id = stream_id
+    if template.message_accept_encoding is not None:
+        request.message_accept_encoding = list(template.message_accept_encoding)
+    return request
 
 
 class StreamFailed(Event):  # type: ignore[misc]
@@ -172,8 +188,11 @@ class ServerConnection:
         h2c.max_inbound_frame_size = frames.max_frame_size
         h2c.decoder = CachingDecoder(h2c.decoder)
         h2c.decoder.max_header_list_size = limits.max_header_list_size
-        h2c.encoder = CachingEncoder(h2c.encoder, constant_headers)
+        h2c.encoder = encoder = CachingEncoder(h2c.encoder, constant_headers)
+        h2c.constant_headers = encoder.constant
         self.readers: dict[int, MessageReader] = {}
+        # Parsed request headers by header list: clients repeat the same list per call.
+        self._requests: dict[tuple[Any, ...], RequestReceived] = {}
         self.settings_received = False
         self._dispatch: dict[type, Callable[[Any], list[Any]]] = {
             h2.events.RequestReceived: self._request_received,
@@ -218,14 +237,22 @@ class ServerConnection:
 
     def _request_received(self, event: h2.events.RequestReceived) -> list[Any]:
         sid = event.stream_id
-        headers = HeaderDict(event.headers)
-        problem = _header_problem(headers)
-        if problem is not None:
-            return self._fail(sid, problem.status, problem.http_status)
-        try:
-            request = RequestReceived.parse_from_stream_id_and_headers_destructive(sid, headers)
-        except Exception:  # purerpc's parser raises what it meets; each is the peer's fault
-            return self._fail(sid, Status(StatusCode.INTERNAL, "malformed gRPC request headers"))
+        key = tuple(event.headers)
+        template = self._requests.get(key)
+        if template is None:
+            headers = HeaderDict(event.headers)
+            problem = _header_problem(headers)
+            if problem is not None:
+                return self._fail(sid, problem.status, problem.http_status)
+            try:
+                template = RequestReceived.parse_from_stream_id_and_headers_destructive(0, headers)
+            except Exception:  # purerpc's parser raises what it meets; each is the peer's fault
+                status = Status(StatusCode.INTERNAL, "malformed gRPC request headers")
+                return self._fail(sid, status)
+            if len(self._requests) >= _REQUEST_CACHE_LIMIT:
+                self._requests.clear()
+            self._requests[key] = template
+        request = _copy_request(template, sid)
         if event.stream_ended:
             return [request, *self._fail(sid, Status(StatusCode.INTERNAL, "request has no body"))]
         self.readers[sid] = MessageReader(request.message_encoding, self.max_message_length)

@@ -107,6 +107,22 @@ async def test_reflection_chatter_is_at_debug(json_log, start_app):
     assert methods == ["payment.v1.PaymentService/CreatePaymentIntent"]
 
 
+@pytest.mark.parametrize(
+    ("code", "quiet"),
+    [("OK", True), ("CANCELLED", True), ("NOT_FOUND", False), ("INTERNAL", False)],
+)
+def test_a_reflection_stream_its_client_closed_is_chatter_too(json_log, code, quiet):
+    # grpcurl closes its reflection stream after every call: CANCELLED, like OK,
+    # stays at debug; a real failure of reflection is still at info.
+    from purerpc.grpclib.status import Status, StatusCode
+
+    from paysim.entrypoints.grpc.calls import _log_rpc
+    from paysim.entrypoints.grpc.reflection import V1ALPHA
+
+    _log_rpc(f"{V1ALPHA}/ServerReflectionInfo", Status(StatusCode[code], "x"), 0.001, V1ALPHA)
+    assert [r["grpc_code"] for r in rpc_records(json_log)] == ([] if quiet else [code])
+
+
 def test_every_line_names_its_process_when_asked(json_log):
     configure(level="info", json=True, stream=json_log, process="worker")
     structlog.configure(cache_logger_on_first_use=False)
