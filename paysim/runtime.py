@@ -16,7 +16,11 @@ retention keeps that bounded.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+import sys
+from collections.abc import Callable
 
 
 def tune_gc(thresholds: tuple[int, int, int]) -> None:
@@ -27,3 +31,34 @@ def freeze_startup_objects() -> None:
     """Move everything alive now out of the collector's way, for good."""
     gc.collect()
     gc.freeze()
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where there is none (musl, macOS, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]  # type: ignore[attr-defined]
+    trim.restype = ctypes.c_int  # type: ignore[attr-defined]
+    return trim
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def return_free_memory() -> bool:
+    """Hand the C allocator's free pages back to the OS; False where it cannot.
+
+    CPython frees its own arenas when they empty, but the objects larger than
+    512 bytes live in glibc's heap, which keeps what it freed (RSS stays up
+    after a million payments are swept). ``malloc_trim(0)`` releases it. It
+    walks the heap (tens of ms for a GiB), so callers use it after large frees only.
+    """
+    if _malloc_trim is None:
+        return False
+    _malloc_trim(0)
+    return True

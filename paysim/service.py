@@ -85,6 +85,7 @@ class PaymentService:
         self._rng = rng if rng is not None else random.Random(settings.seed)
         self._now = wall_clock
         self._keys = idempotency.Keys(parts.store, settings.idempotency_ttl_s, wall_clock)
+        self._fire_timer = self._fire  # one bound method for every timer, not one each
         self._clock = settings.clock
         self._default_scenario = Scenario.from_name(settings.default_scenario)
         self._timing = outcomes.Timing(
@@ -131,7 +132,7 @@ class PaymentService:
             if key:
                 await self._keys.release(cmd.user_id, key)
             raise
-        self._simulator.arm(payment_intent_id, self._clock.real(outcome.delay_s), self._fire)
+        self._simulator.arm(payment_intent_id, self._clock.real(outcome.delay_s), self._fire_timer)
         self._metrics.payment_created(scenario.name.lower())
         structlog.contextvars.bind_contextvars(payment_id=payment_intent_id)
         return IntentCreated(payment, replayed=False)
@@ -355,7 +356,9 @@ class PaymentService:
         if self._simulator.is_scheduled(payment_intent_id):
             return False
         try:
-            self._simulator.schedule(payment_intent_id, max(0.0, due_at - self._now()), self._fire)
+            self._simulator.schedule(
+                payment_intent_id, max(0.0, due_at - self._now()), self._fire_timer
+            )
         except Overloaded:
             return False
         return True

@@ -24,6 +24,7 @@ arm a second timer) and as firing (``pending_ids``, ``wait_idle``), and
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -36,6 +37,13 @@ log = structlog.get_logger("paysim.simulator")
 
 Fire = Callable[[str], Awaitable[None]]
 MAX_EXTRAS = 16
+_TIMER_NAME = "paysim.simulator.timer"  # one shared name: trio formats one per task otherwise
+
+
+def _abort_always(_: object) -> trio.lowlevel.Abort:
+    """Waiting here ends only by cancellation: ``trio.sleep_forever()`` without its own
+    coroutine frame and its per-call lambda (about 350 bytes per pending timer)."""
+    return trio.lowlevel.Abort.SUCCEEDED
 
 
 class Simulator:
@@ -59,6 +67,9 @@ class Simulator:
         self._backoff = backoff
         # Fires waiting to be tried again (the store was unavailable), by payment id.
         self._retrying: dict[str, trio.CancelScope] = {}
+        # Timers start in an empty context: a copy of the creating request's would
+        # keep its log fields alive for as long as the payment is pending.
+        self._timer_context = contextvars.Context()
 
     @property
     def pending(self) -> int:
@@ -95,7 +106,10 @@ class Simulator:
         now = trio.current_time()
         due = now + delay_s
         scope.deadline = due if due <= self._cutoff else now  # see resolve_by
-        self._nursery.start_soon(self._timer, payment_id, scope, fire)
+        self._timer_context.run(self._start_timer, payment_id, scope, fire)
+
+    def _start_timer(self, payment_id: str, scope: trio.CancelScope, fire: Fire) -> None:
+        self._nursery.start_soon(self._timer, payment_id, scope, fire, name=_TIMER_NAME)
 
     def schedule(self, payment_id: str, delay_s: float, fire: Fire) -> None:
         """``reserve`` and ``arm`` in one step."""
@@ -179,6 +193,8 @@ class Simulator:
             await self._idle.wait()
 
     def _check_idle(self) -> None:
+        if not self._scopes:
+            self._scopes = {}  # a dict keeps its largest table; a storm's should not stay
         if self._idle is not None and not self._scopes and not self._firing:
             self._idle.set()
             self._idle = None
@@ -207,11 +223,13 @@ class Simulator:
         return True
 
     async def _timer(self, payment_id: str, scope: trio.CancelScope, fire: Fire) -> None:
+        # Kept small on purpose: this frame lives as long as the payment is pending.
         with scope:
-            await trio.sleep_forever()
+            await trio.lowlevel.wait_task_rescheduled(_abort_always)
         if scope.cancel_called and self._scopes.get(payment_id) is not scope:
             return  # cancelled through cancel(): the payment was resolved elsewhere
         del self._scopes[payment_id]
+        structlog.contextvars.bind_contextvars(payment_id=payment_id)
         self._on_pending_change(-1)
         self._firing.add(payment_id)
         try:

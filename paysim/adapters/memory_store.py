@@ -3,8 +3,9 @@
 Three structures besides the payments themselves, each kept in step on
 every write, so that no read or sweep ever scans everything:
 
-* **a per-user index**: each user's ``(sort key, id)`` pairs in ascending
-  order (``listing.sort_key``: creation time, then id). ListPayments reads one
+* **a per-user index**: each user's sort keys in ascending order
+  (``listing.sort_key``: creation time in ns, then the id; the key names the
+  payment, so it is the whole entry). ListPayments reads one
   user's list, so its cost does not grow with other users' payments.
   Creation times arrive in order, so an insert is almost always an append.
 * **a retention queue**: ``(drop at, id)`` appended whenever a payment
@@ -14,6 +15,11 @@ every write, so that no read or sweep ever scans everything:
   later (a refund) or is already gone is skipped; each entry is popped once.
 * **idempotency keys** in an insertion-ordered dict with one TTL, swept from
   the front the same way.
+
+After a large sweep (COMPACT_AFTER payments dropped since the last) the
+payments' dict is copied (a dict never shrinks its table as entries go) and
+the C allocator's free pages go back to the OS (``runtime.return_free_memory``):
+a storm's memory is returned once it has been swept, not kept for good.
 
 Times are the payments' own wall-clock stamps (``updated_at``) and the
 ``now`` the caller passes, so tests drive retention with a fake clock.
@@ -25,9 +31,12 @@ import bisect
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
+from paysim import runtime
 from paysim.domain.listing import Key, sort_key
 from paysim.domain.models import Payment, StatusChange
 from paysim.ports import IdempotencyRecord
+
+COMPACT_AFTER = 50_000  # payments dropped between two compactions
 
 
 class MemoryStore:
@@ -36,10 +45,12 @@ class MemoryStore:
     def __init__(self, retention_s: float = 86_400.0) -> None:
         self._retention_s = retention_s
         self._payments: dict[str, Payment] = {}
-        self._by_user: dict[str, list[tuple[Key, str]]] = {}
+        self._by_user: dict[str, list[Key]] = {}
         self._retention: deque[tuple[float, str]] = deque()
         # (user_id, key) -> (expires_at, record), oldest first: expiry sweeps from the front.
         self._keys: OrderedDict[tuple[str, str], tuple[float, IdempotencyRecord]] = OrderedDict()
+        self._dropped_since_compaction = 0
+        self.compactions = 0  # how often a large sweep gave memory back
 
     def __len__(self) -> int:
         return len(self._payments)
@@ -52,7 +63,7 @@ class MemoryStore:
         pid = payment.payment_intent_id
         self._payments[pid] = payment
         entries = self._by_user.setdefault(payment.user_id, [])
-        entry = (sort_key(payment), pid)
+        entry = sort_key(payment)
         if not entries or entries[-1] < entry:
             entries.append(entry)
         else:
@@ -113,7 +124,16 @@ class MemoryStore:
                 continue  # gone already, or changed since: a later entry stands for it
             self._drop(payment)
             dropped.append(pid)
+        self._dropped_since_compaction += len(dropped)
+        if self._dropped_since_compaction >= COMPACT_AFTER:
+            self._compact()
         return dropped
+
+    def _compact(self) -> None:
+        self._dropped_since_compaction = 0
+        self._payments = dict(self._payments)
+        runtime.return_free_memory()
+        self.compactions += 1
 
     def _note_settled(self, payment: Payment) -> None:
         if payment.status.is_settled:
@@ -125,7 +145,7 @@ class MemoryStore:
         pid = payment.payment_intent_id
         del self._payments[pid]
         entries = self._by_user[payment.user_id]
-        entry = (sort_key(payment), pid)
+        entry = sort_key(payment)
         index = bisect.bisect_left(entries, entry)
         if index < len(entries) and entries[index] == entry:
             del entries[index]

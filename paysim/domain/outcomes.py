@@ -6,6 +6,7 @@ The outcome is decided once, when the intent is created, so every later look
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -35,6 +36,24 @@ class Timing:
     random_approve_rate: float
 
 
+@functools.lru_cache(maxsize=8)
+def _timeout(intent_ttl_s: float) -> Outcome:
+    """The one (frozen) TIMEOUT outcome per TTL, shared by every such payment."""
+    return Outcome(
+        status=PaymentStatus.EXPIRED,
+        delay_s=intent_ttl_s,
+        failure_reason="timeout",
+        gateway_response="No answer from the payment gateway",
+        response_code=68,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _approved(delay_s: float) -> Outcome:
+    """Approvals with one delay share one (frozen) outcome; the cache keeps the few in use."""
+    return Outcome(status=PaymentStatus.COMPLETED, delay_s=delay_s)
+
+
 def decide(
     scenario: Scenario, timing: Timing, rng: random.Random, delay_override_s: float | None
 ) -> Outcome:
@@ -45,13 +64,7 @@ def decide(
     expires at its TTL.
     """
     if scenario is Scenario.TIMEOUT:
-        return Outcome(
-            status=PaymentStatus.EXPIRED,
-            delay_s=timing.intent_ttl_s,
-            failure_reason="timeout",
-            gateway_response="No answer from the payment gateway",
-            response_code=68,
-        )
+        return _timeout(timing.intent_ttl_s)
     delay = timing.delay_scenario_s if scenario is Scenario.DELAY else timing.default_delay_s
     if delay_override_s is not None:
         delay = delay_override_s
@@ -64,7 +77,7 @@ def decide(
     else:  # pragma: no cover - UNSPECIFIED is resolved before we get here
         raise ValueError(f"unresolved scenario {scenario.name}")
     if approve:
-        return Outcome(status=PaymentStatus.COMPLETED, delay_s=delay)
+        return _approved(delay)
     reason, text, code = DECLINES[rng.randrange(len(DECLINES))]
     return Outcome(
         status=PaymentStatus.FAILED,

@@ -19,9 +19,10 @@ Currencies are ISO 4217 codes with minor units (``domain.currency``).
 from __future__ import annotations
 
 import re
+import sys
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from paysim.domain import currency as currencies
@@ -93,7 +94,7 @@ def check_money(field: str, amount: int, currency: str, *, present: bool) -> Mon
             f"{field}.currency",
             f"{currency} is not an ISO 4217 currency of payment (e.g. KRW, USD, EUR)",
         )
-    return Money(amount, currency)
+    return Money(amount, sys.intern(currency))  # one of a few hundred codes: shared
 
 
 def check_webhook_url(field: str, url: str) -> str:
@@ -188,15 +189,19 @@ def validate_create(request: CreateRequest, *, max_delay_s: float) -> CreateInte
     check_tags("metadata.tags", r.metadata.tags)
     delay = delay_override_s(r.metadata.tags, max_delay_s)
     forced = forced_outcome(r.metadata.tags)
+    m = r.metadata
+    # The strings many payments repeat (a user's id, a shop's webhook URL and its
+    # client's user agent, the currency) are shared, not kept once per payment.
+    # sys.intern'd strings go when nothing refers to them any more.
     return CreateIntent(
         reservation_id=r.reservation_id,
-        user_id=r.user_id,
+        user_id=sys.intern(r.user_id),
         amount=money,
         method=r.method,
         scenario=r.scenario,
-        webhook_url=r.webhook_url,
+        webhook_url=sys.intern(r.webhook_url),
         idempotency_key=r.idempotency_key,
-        metadata=r.metadata,
+        metadata=replace(m, source=sys.intern(m.source), user_agent=sys.intern(m.user_agent)),
         delay_override_s=delay,
         forced_outcome=forced,
     )

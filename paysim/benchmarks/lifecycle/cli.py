@@ -11,7 +11,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from paysim.benchmarks.lifecycle.listing import PAGE_SIZE, run_listing
-from paysim.benchmarks.lifecycle.memory import memory_churn, memory_pending, run_child
+from paysim.benchmarks.lifecycle.memory import (
+    MemoryResult,
+    memory_churn,
+    memory_cycle,
+    memory_pending,
+    run_child,
+)
 
 DEFAULT_LAYOUTS = "10000x100,100000x1000,1000000x10000,100000x100"
 
@@ -22,6 +28,38 @@ def _layouts(text: str) -> list[tuple[int, int]]:
         payments, users = part.lower().split("x")
         layouts.append((int(payments), int(users)))
     return layouts
+
+
+GOAL_PENDING_BYTES = 2 * 1024**3  # issue 18: 1,000,000 pending payments in under 2 GiB
+GOAL_PENDING_COUNT = 1_000_000
+GOAL_CYCLE_RATIO = 1.2  # after create/cancel/sweep: within 20 % of the idle RSS
+
+
+def _command(args: argparse.Namespace, case: str) -> str:
+    size = f"--pending {args.pending}" if case == "pending" else f"--churn {args.churn}"
+    return f"python -m paysim.benchmarks.lifecycle --memory --cases {case} {size}"
+
+
+def _goal_pending(m: MemoryResult) -> str:
+    at_goal = m.bytes_per_payment * GOAL_PENDING_COUNT / 1024**3
+    verdict = "within" if at_goal * 1024**3 < GOAL_PENDING_BYTES else "OVER"
+    return (
+        f"{m.bytes_per_payment:,.0f} B per pending payment (timer task included): "
+        f"{GOAL_PENDING_COUNT:,} pending would take {at_goal:.2f} GiB, {verdict} the 2 GiB goal"
+    )
+
+
+def _goal_cycle(m: MemoryResult) -> str:
+    assert m.idle_mib is not None
+    assert m.rss_after_cycle_abs_mib is not None
+    ratio = m.rss_after_cycle_abs_mib / m.idle_mib
+    verdict = "within" if ratio <= GOAL_CYCLE_RATIO else "OVER"
+    return (
+        f"RSS idle {m.idle_mib:.1f} MiB, {m.rss_pending_abs_mib:.1f} MiB with all pending, "
+        f"{m.rss_after_cycle_abs_mib:.1f} MiB after cancel+sweep (x{ratio:.2f} idle, "
+        f"{verdict} the +20 % goal; {m.blocks_after_retention:+,} allocated blocks; "
+        f"free memory returned: {m.trimmed})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pending", type=int, default=100_000)
     parser.add_argument("--churn", type=int, default=1_000_000)
     parser.add_argument("--churn-minutes", type=float, default=10.0)
+    parser.add_argument(
+        "--cases", default="pending,cycle,churn", help="memory cases: pending, cycle, churn"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here as JSON")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -43,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         kind, *rest = args.child
         if kind == "pending":
             result = memory_pending(int(rest[0]))
+        elif kind == "cycle":
+            result = memory_cycle(int(rest[0]))
         else:
             result = memory_churn(int(rest[0]), float(rest[1]))
         print(json.dumps(asdict(result)))
@@ -73,10 +116,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"payments with {rows[0].own} of the user's own: x{growth:.2f}"
             )
     if args.memory or both:
-        results = [
-            run_child(["pending", str(args.pending)]),
-            run_child(["churn", str(args.churn), str(args.churn_minutes)]),
-        ]
+        cases = {
+            "pending": ["pending", str(args.pending)],
+            "cycle": ["cycle", str(args.churn)],
+            "churn": ["churn", str(args.churn), str(args.churn_minutes)],
+        }
+        results = [run_child(cases[c]) for c in args.cases.split(",")]
         summary["memory"] = [asdict(r) for r in results]
         print("memory: VmRSS after gc.collect() minus the baseline after setup (MiB)")
         print(f"{'case':<44}{'stored':>10}{'RSS':>8}{'B/payment':>11}{'peak':>8}{'real s':>8}")
@@ -87,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             if m.create_us is not None:
                 print(f"  create_intent: {m.create_us:.1f} µs per call")
-            if m.stored_after_retention is not None:
+            if m.case.endswith("pending (TIMEOUT, TTL 15 min)"):
+                print(f"  {_goal_pending(m)}\n  command: {_command(args, 'pending')}")
+            if m.rss_after_cycle_abs_mib is not None:
+                print(f"  {_goal_cycle(m)}\n  command: {_command(args, 'cycle')}")
+            elif m.stored_after_retention is not None:
                 print(
                     f"  most stored at once {m.peak_stored:,}; 65 s after the last creation: "
                     f"{m.stored_after_retention:,} stored, RSS {m.rss_after_retention_mib:.1f} "

@@ -22,12 +22,14 @@ from paysim.adapters.memory_store import MemoryStore
 from paysim.benchmarks.lifecycle.inprocess import EPOCH, make_service, rss_kib
 from paysim.config import Settings, SimulationSettings
 from paysim.domain.models import (
+    CancelCommand,
     CreateIntent,
     Metadata,
     Money,
     PaymentMethod,
     Scenario,
 )
+from paysim.domain.validation import CreateRequest, validate_create
 
 
 @dataclass
@@ -44,6 +46,10 @@ class MemoryResult:
     blocks_after_retention: int | None = None  # sys.getallocatedblocks() minus the baseline
     peak_stored: int | None = None
     create_us: float | None = None
+    idle_mib: float | None = None  # absolute VmRSS after setup (the cycle case)
+    rss_pending_abs_mib: float | None = None  # absolute VmRSS with every payment pending
+    rss_after_cycle_abs_mib: float | None = None  # absolute, after cancel + sweep
+    trimmed: bool | None = None  # whether the sweep handed free memory back (malloc_trim)
 
 
 def _setup_process() -> int:
@@ -76,6 +82,30 @@ def _command(i: int, delay_ms: str | None) -> CreateIntent:
     )
 
 
+def _timeout_request(i: int) -> CreateIntent:
+    """A TIMEOUT request through the edge's ``validate_create``, each with its own strings."""
+    return validate_create(
+        CreateRequest(
+            reservation_id=f"rsv-{i:012d}",
+            user_id=f"user-{i % 1000:06d}",
+            amount=10_000 + i % 7,
+            currency="".join(("K", "RW")),  # decoded per request, like every other string
+            amount_present=True,
+            method=PaymentMethod.CREDIT_CARD,
+            scenario=Scenario.TIMEOUT,
+            webhook_url=f"https://shop.example.com/webhooks/payments?shard={i % 16}",
+            idempotency_key="",
+            metadata=Metadata(
+                source="".join(("bench", "")),
+                user_agent=f"bench-client/1.{i % 10}",
+                ip_address=f"10.{i % 256}.{i // 256 % 256}.{i // 65536 % 256}",
+                session_id=f"sess-{i:012d}",
+            ),
+        ),
+        max_delay_s=SimulationSettings().max_delay_s,
+    )
+
+
 def memory_pending(count: int) -> MemoryResult:
     settings = SimulationSettings(max_pending_payments=count + 1)
     store = MemoryStore()
@@ -86,7 +116,7 @@ def memory_pending(count: int) -> MemoryResult:
             baseline = _setup_process()
             started = time.perf_counter()
             for i in range(count):
-                await service.create_intent(_command(i, "600000"))
+                await service.create_intent(_timeout_request(i))
             create_s = time.perf_counter() - started
             await trio.testing.wait_all_tasks_blocked()  # every timer task started
             gc.collect()
@@ -98,7 +128,7 @@ def memory_pending(count: int) -> MemoryResult:
     baseline, rss, create_s, real_s = trio.run(run)
     peak = rss_kib("VmHWM") - baseline
     return MemoryResult(
-        case=f"{count:,} pending (timers armed)",
+        case=f"{count:,} pending (TIMEOUT, TTL 15 min)",
         payments=count,
         stored_at_end=len(store),
         rss_at_end_mib=(rss - baseline) / 1024,
@@ -179,6 +209,72 @@ def memory_churn(count: int, minutes: float) -> MemoryResult:
         rss_after_retention_mib=r["rss_after"] / 1024,
         blocks_after_retention=int(r["blocks_after"]),
         peak_stored=max((stored for stored, _ in samples), default=0),
+    )
+
+
+def memory_cycle(count: int) -> MemoryResult:
+    """Create ``count`` TIMEOUT payments, cancel them all, sweep them once retention is over.
+
+    The wall clock is a fake one the run moves past retention; the sweep is the
+    service's own (``PaymentService.sweep``, as ``run_sweeper`` calls it).
+    """
+    retention_s = 60.0
+    settings = SimulationSettings(retention_s=retention_s, max_pending_payments=count + 1)
+    store = MemoryStore(retention_s=retention_s)
+    now = [EPOCH]
+
+    async def run() -> dict[str, float]:
+        async with trio.open_nursery() as nursery:
+            service = make_service(nursery, store, settings, lambda: now[0])
+            idle = _setup_process()
+            blocks = sys.getallocatedblocks()
+            started = time.perf_counter()
+            ids = []
+            for i in range(count):
+                created = await service.create_intent(_timeout_request(i))
+                ids.append(created.payment.payment_intent_id)
+            await trio.testing.wait_all_tasks_blocked()
+            gc.collect()
+            pending = rss_kib()
+            for n, pid in enumerate(ids):
+                await service.cancel_payment(CancelCommand(pid, "bench", None, ""))
+                if n % 1000 == 999:
+                    await trio.lowlevel.checkpoint()  # the cancelled timers end, as between calls
+            del ids
+            await trio.testing.wait_all_tasks_blocked()  # every timer task has ended
+            now[0] += retention_s + 1.0
+            swept = await service.sweep()
+            gc.collect()
+            after = rss_kib()
+            real_s = time.perf_counter() - started
+            nursery.cancel_scope.cancel()
+            return {
+                "idle": idle,
+                "pending": pending,
+                "after": after,
+                "swept": swept,
+                "blocks": sys.getallocatedblocks() - blocks,
+                "trimmed": store.compactions > 0,
+                "real_s": real_s,
+            }
+
+    r = trio.run(run)
+    idle = r["idle"]
+    return MemoryResult(
+        case=f"{count:,} created, cancelled, swept",
+        payments=count,
+        stored_at_end=len(store),
+        rss_at_end_mib=(r["after"] - idle) / 1024,
+        bytes_per_payment=(r["pending"] - idle) * 1024 / count,
+        peak_mib=(rss_kib("VmHWM") - idle) / 1024,
+        real_s=r["real_s"],
+        stored_after_retention=len(store),
+        rss_after_retention_mib=(r["after"] - idle) / 1024,
+        blocks_after_retention=int(r["blocks"]),
+        idle_mib=idle / 1024,
+        rss_pending_abs_mib=r["pending"] / 1024,
+        rss_after_cycle_abs_mib=r["after"] / 1024,
+        trimmed=bool(r["trimmed"]),
     )
 
 
