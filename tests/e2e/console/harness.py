@@ -20,7 +20,11 @@ from typing import Any, TypeVar
 
 import trio
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -146,6 +150,10 @@ class Page:
                 text = found[0].text if found else ""
             except StaleElementReferenceException:
                 return False
+            except WebDriverException as exc:  # chromedriver's other word for stale
+                if "does not belong to the document" in str(exc):
+                    return False
+                raise
             return text if wanted in text else False
 
         wait = WebDriverWait(self.driver, timeout, poll_frequency=0.05)
