@@ -1,12 +1,20 @@
-"""The simulator: one cancellable timer task per pending payment.
+"""The simulator: one cancellable timer task per pending payment, on one clock.
 
 ``app.run`` opens the simulator nursery and hands it to ``Simulator``; nothing
-else spawns into it. Each pending payment is one child task with its own
-``CancelScope`` whose deadline is the moment the simulated PG answers. At the
-deadline the task calls ``fire(payment_id)`` (the service resolves the
-payment); ``cancel(payment_id)`` cancels the scope, and nothing fires after
-that. A cap (MAX_PENDING_PAYMENTS) turns overload into ``Overloaded`` instead of
-unbounded memory. Cancelling the simulator nursery (shutdown) ends every timer.
+else spawns into it. Each pending payment is one child task of that nursery,
+parked until the moment the simulated PG answers (its deadline). The
+deadlines are kept by the simulator, not by a ``CancelScope`` per task: one
+clock task (running only while timers are armed) sleeps until the earliest
+due time in a heap and wakes the timers that are due, which then call
+``fire(payment_id)`` (the service resolves the payment); ``cancel(payment_id)``
+wakes the timer to end, and nothing fires after that. Why (issue 18): a
+``CancelScope`` with a deadline costs about 1 KB per pending payment and, when
+it expires, a ``Cancelled`` raised and caught; a heap entry is about 80 bytes
+and a wake-up is ``reschedule``. A cancelled or moved timer leaves a stale
+heap entry behind, skipped when it comes up and compacted away when stale
+entries outnumber live ones. A cap (MAX_PENDING_PAYMENTS) turns overload into
+``Overloaded`` instead of unbounded memory. Cancelling the simulator nursery
+(shutdown) ends every timer and the clock.
 
 Graceful shutdown (policy "resolve", driven by ``app``): ``resolve_by(cutoff)``
 fires at once every timer due after ``cutoff``, also those armed later (calls
@@ -25,8 +33,10 @@ arm a second timer) and as firing (``pending_ids``, ``wait_idle``), and
 from __future__ import annotations
 
 import contextvars
+import heapq
 from collections.abc import Awaitable, Callable
 
+import outcome
 import structlog
 import trio
 
@@ -38,12 +48,27 @@ log = structlog.get_logger("paysim.simulator")
 Fire = Callable[[str], Awaitable[None]]
 MAX_EXTRAS = 16
 _TIMER_NAME = "paysim.simulator.timer"  # one shared name: trio formats one per task otherwise
+_CLOCK_NAME = "paysim.simulator.clock"
+_UNARMED = float("inf")  # reserved: no due time yet
+_FIRED = float("-inf")  # the clock found it due: it fires when its task runs
+_COMPACT_AT = 4096  # stale heap entries tolerated before they may be compacted away
 
 
-def _abort_always(_: object) -> trio.lowlevel.Abort:
-    """Waiting here ends only by cancellation: ``trio.sleep_forever()`` without its own
-    coroutine frame and its per-call lambda (about 350 bytes per pending timer)."""
-    return trio.lowlevel.Abort.SUCCEEDED
+class _Timer:
+    """One pending payment's timer: its due time and, while parked, its task.
+
+    It is also the parked task's abort function: cancelled by its nursery
+    (shutdown), the task ends, and nothing may wake it any more."""
+
+    __slots__ = ("due", "task")
+
+    def __init__(self) -> None:
+        self.due = _UNARMED
+        self.task: trio.lowlevel.Task | None = None
+
+    def __call__(self, _: object) -> trio.lowlevel.Abort:
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class Simulator:
@@ -56,7 +81,13 @@ class Simulator:
     ) -> None:
         self._nursery = nursery
         self._max_pending = max_pending
-        self._scopes: dict[str, trio.CancelScope] = {}
+        self._timers: dict[str, _Timer] = {}
+        # The clock: (due, payment id) entries, stale ones included (counted).
+        self._heap: list[tuple[float, str]] = []
+        self._stale = 0
+        self._clock_running = False
+        self._next_due = _UNARMED  # what the clock sleeps until
+        self._wake = trio.Event()  # set: an earlier due time arrived
         self._extras: dict[str, set[trio.CancelScope]] = {}
         self._on_pending_change = on_pending_change
         # Shutdown state: timers due after the cutoff fire at once; the ids whose
@@ -73,15 +104,15 @@ class Simulator:
 
     @property
     def pending(self) -> int:
-        return len(self._scopes)
+        return len(self._timers)
 
     def check_capacity(self) -> None:
-        if len(self._scopes) >= self._max_pending:
+        if len(self._timers) >= self._max_pending:
             raise Overloaded(f"too many pending payments ({self._max_pending}); retry later")
 
     def is_scheduled(self, payment_id: str) -> bool:
         """A timer waits, or its ``fire`` runs or waits to be tried again."""
-        return payment_id in self._scopes or payment_id in self._firing
+        return payment_id in self._timers or payment_id in self._firing
 
     @property
     def retrying(self) -> int:
@@ -95,21 +126,32 @@ class Simulator:
         ``arm`` then starts the timer, ``cancel`` gives the slot back.
         """
         self.check_capacity()
-        if payment_id in self._scopes:
+        if payment_id in self._timers:
             raise ValueError(f"payment {payment_id} already has a timer")
-        self._scopes[payment_id] = trio.CancelScope(deadline=float("inf"))
+        self._timers[payment_id] = _Timer()
         self._on_pending_change(1)
 
     def arm(self, payment_id: str, delay_s: float, fire: Fire) -> None:
         """Start the reserved timer: ``fire(payment_id)`` in ``delay_s`` seconds."""
-        scope = self._scopes[payment_id]
+        timer = self._timers[payment_id]
         now = trio.current_time()
         due = now + delay_s
-        scope.deadline = due if due <= self._cutoff else now  # see resolve_by
-        self._timer_context.run(self._start_timer, payment_id, scope, fire)
+        self._set_due(payment_id, timer, due if due <= self._cutoff else now)  # see resolve_by
+        self._timer_context.run(self._start_timer, payment_id, timer, fire)
 
-    def _start_timer(self, payment_id: str, scope: trio.CancelScope, fire: Fire) -> None:
-        self._nursery.start_soon(self._timer, payment_id, scope, fire, name=_TIMER_NAME)
+    def _start_timer(self, payment_id: str, timer: _Timer, fire: Fire) -> None:
+        self._nursery.start_soon(self._timer, payment_id, timer, fire, name=_TIMER_NAME)
+        if not self._clock_running:
+            self._clock_running = True
+            self._nursery.start_soon(self._clock, name=_CLOCK_NAME)
+
+    def _set_due(self, payment_id: str, timer: _Timer, due: float) -> None:
+        if timer.due != _UNARMED:
+            self._stale += 1  # its earlier entry stays in the heap until it comes up
+        timer.due = due
+        heapq.heappush(self._heap, (due, payment_id))
+        if due < self._next_due:
+            self._wake.set()
 
     def schedule(self, payment_id: str, delay_s: float, fire: Fire) -> None:
         """``reserve`` and ``arm`` in one step."""
@@ -123,9 +165,9 @@ class Simulator:
         """
         now = trio.current_time()
         moved = []
-        for payment_id, scope in self._scopes.items():
-            if now + horizon_s < scope.deadline < float("inf"):  # inf: reserved, not armed
-                scope.deadline = now
+        for payment_id, timer in self._timers.items():
+            if now + horizon_s < timer.due < _UNARMED:  # not reserved only, not fired
+                self._set_due(payment_id, timer, now)
                 moved.append(payment_id)
         return moved
 
@@ -183,25 +225,25 @@ class Simulator:
 
     def pending_ids(self) -> list[str]:
         """Payments whose outcome is not announced yet: timers waiting, or firing now."""
-        return [*self._scopes, *self._firing]
+        return [*self._timers, *self._firing]
 
     async def wait_idle(self) -> None:
         """Block until no timer is pending and no ``fire`` is running."""
-        while self._scopes or self._firing:
+        while self._timers or self._firing:
             if self._idle is None:
                 self._idle = trio.Event()
             await self._idle.wait()
 
     def _check_idle(self) -> None:
-        if not self._scopes:
-            self._scopes = {}  # a dict keeps its largest table; a storm's should not stay
-        if self._idle is not None and not self._scopes and not self._firing:
+        if not self._timers:
+            self._timers = {}  # a dict keeps its largest table; a storm's should not stay
+        if self._idle is not None and not self._timers and not self._firing:
             self._idle.set()
             self._idle = None
 
     def cancel_all(self) -> list[str]:
         """Cancel every pending timer, retry and scheduled extra (handover); their ids."""
-        ids = [*self._scopes, *self._retrying]
+        ids = [*self._timers, *self._retrying]
         for payment_id in ids:
             self.cancel(payment_id)
         for payment_id in list(self._extras):
@@ -214,21 +256,76 @@ class Simulator:
         if retry is not None:
             retry.cancel()
             return True
-        scope = self._scopes.pop(payment_id, None)
-        if scope is None:
+        timer = self._timers.pop(payment_id, None)
+        if timer is None:
             return False
         self._on_pending_change(-1)
-        scope.cancel()
+        if _FIRED < timer.due < _UNARMED:
+            self._stale += 1
+            self._compact()
+        task, timer.task = timer.task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task, outcome.Value(False))
         self._check_idle()
         return True
 
-    async def _timer(self, payment_id: str, scope: trio.CancelScope, fire: Fire) -> None:
+    def _compact(self) -> None:
+        """Drop stale heap entries once they outnumber the live ones (a storm cancelled);
+        with none live, the clock ends now rather than at the last stale due time."""
+        if self._stale >= len(self._heap):
+            self._heap, self._stale = [], 0
+            self._wake.set()
+            return
+        if self._stale < _COMPACT_AT or self._stale * 2 < len(self._heap):
+            return
+        timers = self._timers
+        live = [e for e in self._heap if (t := timers.get(e[1])) is not None and t.due == e[0]]
+        heapq.heapify(live)
+        self._heap, self._stale = live, 0
+
+    async def _clock(self) -> None:
+        """Wake each timer when it is due; ends when no timer is armed."""
+        try:
+            while True:
+                now = trio.current_time()
+                heap = self._heap  # _compact replaces it
+                while heap and heap[0][0] <= now:
+                    due, payment_id = heapq.heappop(heap)
+                    timer = self._timers.get(payment_id)
+                    if timer is None or timer.due != due:
+                        self._stale -= 1
+                        continue
+                    timer.due = _FIRED
+                    task, timer.task = timer.task, None
+                    if task is not None:  # else it has not started yet, and will fire at once
+                        trio.lowlevel.reschedule(task, outcome.Value(True))
+                if len(heap) <= self._stale:  # nothing live left: stale entries only
+                    heap.clear()
+                    self._stale = 0
+                    return
+                self._next_due = heap[0][0]
+                self._wake = trio.Event()
+                with trio.move_on_at(self._next_due):
+                    await self._wake.wait()
+        finally:
+            self._clock_running = False
+            self._next_due = _UNARMED
+
+    async def _timer(self, payment_id: str, timer: _Timer, fire: Fire) -> None:
         # Kept small on purpose: this frame lives as long as the payment is pending.
-        with scope:
-            await trio.lowlevel.wait_task_rescheduled(_abort_always)
-        if scope.cancel_called and self._scopes.get(payment_id) is not scope:
-            return  # cancelled through cancel(): the payment was resolved elsewhere
-        del self._scopes[payment_id]
+        if timer.due != _FIRED:
+            if self._timers.get(payment_id) is not timer:
+                return  # cancelled before this task first ran
+            timer.task = trio.lowlevel.current_task()
+            try:
+                due = await trio.lowlevel.wait_task_rescheduled(timer)
+            finally:
+                timer.task = None
+            if not due:
+                return  # cancelled through cancel(): the payment was resolved elsewhere
+        if self._timers.get(payment_id) is not timer:
+            return  # cancelled after the clock found it due
+        del self._timers[payment_id]
         structlog.contextvars.bind_contextvars(payment_id=payment_id)
         self._on_pending_change(-1)
         self._firing.add(payment_id)
