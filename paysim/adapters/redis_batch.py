@@ -19,17 +19,17 @@ never sent); one cancelled after that stops waiting, and the op runs anyway,
 as any Redis command does once sent. Every op is written so that running
 without its caller harms nothing (see ``redis_store``).
 
-Errors, translated here once (``classify``): a batch that fails fails every
-op in it with ``StoreUnavailable`` (a ``LostReply`` if the batch may have run).
+Errors, translated here once (``classify``): a batch that fails fails every op
+in it with ``StoreUnavailable`` (a ``LostReply`` if the batch may have run).
 Whatever the network, ``redis_wire``, coredis or Redis raises
-(``STORE_ERRORS``: connection refused or lost, no answer within the timeout, the pool, a server still
-loading its data, ...) also marks the store *unreachable*: then calls fail at
-once instead of queueing, ``available`` turns False (readiness reads it), and
-the sender probes with backoff (``backoff``): after each wait it sends what
-waits, or an empty batch, until one succeeds. Ops nobody waits for
-(``post``) are kept through an outage and sent when the store is back. Logged
-once when the store goes and once when it comes back, with the cause but
-never the data. Any other error fails only its batch.
+(``STORE_ERRORS``: connection refused or lost, no answer within the timeout,
+the pool, a server still loading its data, ...) also marks the store
+*unreachable*: then calls fail at once instead of queueing, ``available`` turns
+False (readiness reads it), and the sender probes with backoff (``backoff``):
+after each wait it sends what waits, or an empty batch, until one succeeds. Ops
+nobody waits for (``post``) are kept through an outage and sent when the store
+is back. Logged once when the store goes and once when it comes back, with the
+cause but never the data. Any other error fails only its batch.
 
 The script and its connection are owned by the caller (``redis_store``).
 """
