@@ -115,8 +115,11 @@ for i = 1, #ops do
       redis.call('SET', key, value, 'PX', ttl)
       table.insert(out, false)
     end
-  elseif op == 'R' then                   -- release idempotency: key
-    redis.call('DEL', P .. ':i:' .. a[2])
+  elseif op == 'R' then                   -- release idempotency: key, unless created id or ''
+    local unless = a[3]
+    if (not unless) or unless == '' or redis.call('EXISTS', P .. ':p:' .. unless) == 0 then
+      redis.call('DEL', P .. ':i:' .. a[2])
+    end
     table.insert(out, 1)
   elseif op == 'P' then                   -- complete idempotency: key, record bytes
     local key, record = P .. ':i:' .. a[2], a[3]

@@ -232,12 +232,12 @@ class RedisStore:
             return None
         return codec.decode_record(existing.split(b"|", 1)[1])
 
-    async def release_idempotency(self, user_id: str, key: str) -> None:
+    async def release_idempotency(self, user_id: str, key: str, unless_created: str = "") -> None:
         scope = _scope(user_id, key)
         try:
-            await self._ops.call("R", scope)
+            await self._ops.call("R", scope, unless_created)
         except StoreUnavailable:
-            self._ops.post(lambda: ("R", scope))  # sent once the store is back
+            self._ops.post(lambda: ("R", scope, unless_created))  # sent once the store is back
 
     async def complete_idempotency(self, user_id: str, key: str, record: IdempotencyRecord) -> None:
         await self._ops.call("P", _scope(user_id, key), codec.encode_record(record))
