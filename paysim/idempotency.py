@@ -43,10 +43,15 @@ class Keys:
         record = IdempotencyRecord(fingerprint, payment_intent_id)
         return await self._store.claim_idempotency(scope, key, record, self._ttl_s, self._now())
 
-    async def release(self, scope: str, key: str, *, shield: bool = True) -> None:
-        """Give the key back; shielded by default, as it runs while a failure unwinds."""
+    async def release(
+        self, scope: str, key: str, *, shield: bool = True, unless_created: str = ""
+    ) -> None:
+        """Give the key back; shielded by default, as it runs while a failure unwinds.
+
+        ``unless_created``: keep it if that payment exists (see the store's port).
+        """
         with trio.CancelScope(shield=shield):
-            await self._store.release_idempotency(scope, key)
+            await self._store.release_idempotency(scope, key, unless_created)
 
     async def once(
         self,

@@ -52,8 +52,13 @@ class PaymentStore(Protocol):
     ) -> IdempotencyRecord | None:
         """Store ``record`` under (user, key) unless a live one exists; return that one."""
 
-    async def release_idempotency(self, user_id: str, key: str) -> None:
-        """Forget a claim whose payment could not be created."""
+    async def release_idempotency(self, user_id: str, key: str, unless_created: str = "") -> None:
+        """Forget a claim whose payment could not be created.
+
+        ``unless_created``: the claim's payment id; if that payment exists after
+        all (an insert whose answer was lost may have run), the claim stays, so
+        a retry with the key gets that payment instead of creating another.
+        """
 
     async def complete_idempotency(self, user_id: str, key: str, record: IdempotencyRecord) -> None:
         """Replace a live claim's record (with the answer), keeping its expiry."""

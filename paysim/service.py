@@ -130,7 +130,9 @@ class PaymentService:
         except BaseException:
             self._simulator.cancel(payment_intent_id)
             if key:
-                await self._keys.release(cmd.user_id, key)
+                # An insert that failed may still have run (its answer lost): then
+                # the key stays with the payment, and a retry gets it, not a twin.
+                await self._keys.release(cmd.user_id, key, unless_created=payment_intent_id)
             raise
         self._simulator.arm(payment_intent_id, self._clock.real(outcome.delay_s), self._fire_timer)
         self._metrics.payment_created(scenario.name.lower())

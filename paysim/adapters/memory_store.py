@@ -100,7 +100,9 @@ class MemoryStore:
         self._keys[(user_id, key)] = (now + ttl_s, record)
         return None
 
-    async def release_idempotency(self, user_id: str, key: str) -> None:
+    async def release_idempotency(self, user_id: str, key: str, unless_created: str = "") -> None:
+        if unless_created and unless_created in self._payments:
+            return
         self._keys.pop((user_id, key), None)
 
     async def complete_idempotency(self, user_id: str, key: str, record: IdempotencyRecord) -> None:

@@ -6,8 +6,9 @@ A store call becomes an *op* (a code and its arguments, see
 ``redis_scripts.OPS``) put on a queue; the caller then waits for its result.
 One sender task takes every op waiting (up to ``MAX_OPS``) and sends them as
 one EVALSHA of the ops script, MessagePack-encoded into a single argument
-(``encode_ops``: coredis's cost grows with the number of arguments), then hands
-each caller its result. Under load the queue fills while a batch is on the
+(``encode_ops``: one C call on each side beats framing fields), on the store's
+own connection (``redis_wire``: no coredis on this path), then hands each
+caller its result. Under load the queue fills while a batch is on the
 wire, so the batches grow by themselves; at low load an op goes out at once,
 alone. One batch in flight, not several: Redis runs scripts one at a time
 anyway, and with two senders the batches were smaller and the server idled
@@ -18,19 +19,19 @@ never sent); one cancelled after that stops waiting, and the op runs anyway,
 as any Redis command does once sent. Every op is written so that running
 without its caller harms nothing (see ``redis_store``).
 
-Errors, translated here once (``classify``): a batch that fails fails every
-op in it with ``StoreUnavailable`` (a ``LostReply`` if the batch may have run).
-Whatever the network, coredis or Redis raises (``STORE_ERRORS``: connection
-refused or lost, no answer within the timeout, the pool, a server still
-loading its data, ...) also marks the store *unreachable*: then calls fail at
-once instead of queueing, ``available`` turns False (readiness reads it), and
-the sender probes with backoff (``backoff``): after each wait it sends what
-waits, or an empty batch, until one succeeds. Ops nobody waits for
-(``post``) are kept through an outage and sent when the store is back. Logged
-once when the store goes and once when it comes back, with the cause but
-never the data. Any other error fails only its batch.
+Errors, translated here once (``classify``): a batch that fails fails every op
+in it with ``StoreUnavailable`` (a ``LostReply`` if the batch may have run).
+Whatever the network, ``redis_wire``, coredis or Redis raises
+(``STORE_ERRORS``: connection refused or lost, no answer within the timeout,
+the pool, a server still loading its data, ...) also marks the store
+*unreachable*: then calls fail at once instead of queueing, ``available`` turns
+False (readiness reads it), and the sender probes with backoff (``backoff``):
+after each wait it sends what waits, or an empty batch, until one succeeds. Ops
+nobody waits for (``post``) are kept through an outage and sent when the store
+is back. Logged once when the store goes and once when it comes back, with the
+cause but never the data. Any other error fails only its batch.
 
-The coredis client is owned by the caller (``redis_store.open_redis_store``).
+The script and its connection are owned by the caller (``redis_store``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import structlog
 import trio
 from trio_util import AsyncBool
 
+from paysim.adapters.redis_wire import UnreachableReply
 from paysim.backoff import Backoff
 from paysim.errors import StoreUnavailable
 
@@ -68,6 +70,7 @@ STORE_ERRORS: tuple[type[BaseException], ...] = (
     coredis.exceptions.AuthenticationError,
     coredis.exceptions.ProtocolError,
     coredis.exceptions.InvalidResponse,
+    UnreachableReply,
     ConnectionError,
     TimeoutError,
     OSError,

@@ -1,7 +1,8 @@
 """The Redis store's Lua: every read and write, batched, each one atomic.
 
-Why one script for everything: coredis costs about 200 µs of client CPU per
-command, so one command per store call would halve paysim's throughput.
+Why one script for everything: a command costs tens of µs of client CPU
+(about 200 through coredis, which is why the batches bypass it: ``redis_wire``),
+so one command per store call would halve paysim's throughput.
 ``redis_batch`` sends whatever store calls are waiting as *one* EVALSHA of
 ``OPS``, which runs them in order; each op is atomic (a script runs alone on
 the server), so a compare-and-set can never interleave with another replica's.
@@ -37,8 +38,8 @@ from __future__ import annotations
 # ARGV[1] = key prefix ("{paysim}"), ARGV[2] = this replica's id, ARGV[3] = the
 # ops, MessagePack-encoded (``redis_batch``): an array of arrays, each an op code
 # and its fields, strings or integers (Redis's cmsgpack reads str, not bin, so
-# bytes go as str). One argument for the whole batch: coredis's cost is per
-# argument, and one C call on each side beats framing fields in Python and Lua.
+# bytes go as str). One argument for the whole batch: one C call on each side
+# beats framing fields in Python and Lua.
 # Returns one result per op.
 OPS = r"""
 local P = ARGV[1]
@@ -114,8 +115,11 @@ for i = 1, #ops do
       redis.call('SET', key, value, 'PX', ttl)
       table.insert(out, false)
     end
-  elseif op == 'R' then                   -- release idempotency: key
-    redis.call('DEL', P .. ':i:' .. a[2])
+  elseif op == 'R' then                   -- release idempotency: key, unless created id or ''
+    local unless = a[3]
+    if (not unless) or unless == '' or redis.call('EXISTS', P .. ':p:' .. unless) == 0 then
+      redis.call('DEL', P .. ':i:' .. a[2])
+    end
     table.insert(out, 1)
   elseif op == 'P' then                   -- complete idempotency: key, record bytes
     local key, record = P .. ':i:' .. a[2], a[3]

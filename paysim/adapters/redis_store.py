@@ -43,7 +43,8 @@ lost may have run, and this is what keeps such a call harmless too:
   when the store is back (``post``), so a key is never stuck "in progress".
 
 Owned by ``open_redis_store``, which opens the connection pool, checks the
-server, loads the scripts, and closes the pool when its block ends; ``run``
+server, and closes the pool and the batches' own connection (``redis_wire``,
+opened by the first batch) when its block ends; ``run``
 (the batch sender) must run in a nursery inside that block.
 """
 
@@ -66,6 +67,7 @@ from trio_util import AsyncBool
 from paysim.adapters import payment_codec as codec
 from paysim.adapters.redis_batch import LostReply, OpBatcher, classify, describe
 from paysim.adapters.redis_scripts import HAND_OVER, MAINTAIN, OPS
+from paysim.adapters.redis_wire import Endpoint, RedisWire, WireScript
 from paysim.config import StoreSettings
 from paysim.domain.clock import SimClock
 from paysim.domain.listing import sort_key
@@ -110,8 +112,10 @@ class RedisStore:
         self._retention_s = retention_s
         self._retention_ms = max(1, round(retention_s * 1000))
         self._clock = SimClock(time_scale)
+        # The batches go on their own connection, spoken directly (``redis_wire``).
+        self._wire = RedisWire(Endpoint.from_settings(settings))
         self._ops = OpBatcher(
-            client.register_script(OPS), (self._prefix, replica_id), settings.timeout_s
+            WireScript(self._wire, OPS), (self._prefix, replica_id), settings.timeout_s
         )
         self._maintain = client.register_script(MAINTAIN)
         self._hand_over = client.register_script(HAND_OVER)
@@ -128,6 +132,10 @@ class RedisStore:
     ) -> NoReturn:
         """Send the batched calls until cancelled."""
         await self._ops.run(task_status=task_status)
+
+    async def aclose(self) -> None:
+        """Close the batches' connection (``open_redis_store`` does, at its end)."""
+        await self._wire.aclose()
 
     @property
     def batches(self) -> int:
@@ -224,12 +232,12 @@ class RedisStore:
             return None
         return codec.decode_record(existing.split(b"|", 1)[1])
 
-    async def release_idempotency(self, user_id: str, key: str) -> None:
+    async def release_idempotency(self, user_id: str, key: str, unless_created: str = "") -> None:
         scope = _scope(user_id, key)
         try:
-            await self._ops.call("R", scope)
+            await self._ops.call("R", scope, unless_created)
         except StoreUnavailable:
-            self._ops.post(lambda: ("R", scope))  # sent once the store is back
+            self._ops.post(lambda: ("R", scope, unless_created))  # sent once the store is back
 
     async def complete_idempotency(self, user_id: str, key: str, record: IdempotencyRecord) -> None:
         await self._ops.call("P", _scope(user_id, key), codec.encode_record(record))
@@ -368,7 +376,10 @@ async def open_redis_store(
                 time_scale=time_scale,
             )
             log.info("store connected", store=settings.redacted_url, replica_id=store.replica_id)
-            yield store
+            try:
+                yield store
+            finally:
+                await store.aclose()
             return
     # Raised out here: inside the client's block it would arrive wrapped in a group.
     raise StoreStartError(f"cannot reach the store at {settings.redacted_url}: {failure[:200]}")

@@ -47,8 +47,8 @@ class ObservedStore:
             self._recorder.claimed(record.payment_intent_id, key)
         return existing
 
-    async def release_idempotency(self, user_id: str, key: str) -> None:
-        await self._inner.release_idempotency(user_id, key)
+    async def release_idempotency(self, user_id: str, key: str, unless_created: str = "") -> None:
+        await self._inner.release_idempotency(user_id, key, unless_created)
 
     async def complete_idempotency(self, user_id: str, key: str, record: IdempotencyRecord) -> None:
         await self._inner.complete_idempotency(user_id, key, record)

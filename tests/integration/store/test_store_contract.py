@@ -135,6 +135,20 @@ async def test_an_idempotency_key_is_claimed_once_until_released(store: PaymentS
     assert await store.claim_idempotency("u", "k", IdempotencyRecord("fp3", "p3"), 3600, T0) is None
 
 
+async def test_a_claim_stays_with_a_payment_created_after_all(store: PaymentStore) -> None:
+    # An insert whose answer was lost may have run: its key is released only if
+    # its payment does not exist, so a retry finds the payment, not a free key.
+    await store.insert(payment(1))
+    record = IdempotencyRecord("fp", "pay_0001")
+    assert await store.claim_idempotency("u", "k", record, 3600, T0) is None
+    await store.release_idempotency("u", "k", unless_created="pay_0001")
+    assert (
+        await store.claim_idempotency("u", "k", IdempotencyRecord("fp", "p2"), 3600, T0) == record
+    )
+    await store.release_idempotency("u", "k", unless_created="pay_9999")  # never created
+    assert await store.claim_idempotency("u", "k", IdempotencyRecord("x", "p3"), 3600, T0) is None
+
+
 async def test_completing_a_claim_keeps_the_answer(store: PaymentStore) -> None:
     claim = IdempotencyRecord("fp", "pay_0001")
     await store.claim_idempotency("\x00cancel\x00pay_0001", "k", claim, 3600, T0)

@@ -31,7 +31,13 @@ from paysim.domain.models import (
     Scenario,
 )
 from paysim.domain.validation import CreateRequest, validate_create
-from paysim.errors import IdempotencyConflict, InvalidArgument, NotFound, Overloaded
+from paysim.errors import (
+    IdempotencyConflict,
+    InvalidArgument,
+    NotFound,
+    Overloaded,
+    StoreUnavailable,
+)
 from paysim.observability.metrics import Metrics
 from paysim.service import PaymentService, ServiceParts
 from paysim.simulator import Simulator
@@ -562,6 +568,30 @@ class CheckpointingStore(MemoryStore):
     async def insert(self, payment: Payment) -> None:
         await trio.lowlevel.checkpoint()
         await super().insert(payment)
+
+
+class LostAnswerStore(MemoryStore):
+    """Runs the first insert, then fails it as a store whose answer was lost does."""
+
+    lost = False
+
+    async def insert(self, payment: Payment) -> None:
+        await super().insert(payment)
+        if not self.lost:
+            self.lost = True
+            raise StoreUnavailable()
+
+
+async def test_a_retry_after_an_insert_whose_answer_was_lost_gets_that_payment(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_service(store=LostAnswerStore()) as h:
+        with pytest.raises(StoreUnavailable):
+            await h.service.create_intent(intent(idempotency_key="k1"))
+        assert len(h.store) == 1  # it ran
+        retry = await h.service.create_intent(intent(idempotency_key="k1"))
+        assert retry.replayed is True
+        assert len(h.store) == 1  # no twin
 
 
 def test_concurrent_creates_at_the_cap_leave_no_orphan() -> None:

@@ -1,0 +1,22 @@
+"""scaleout's store round trips: the top-level scripts in ``INFO commandstats``."""
+
+from __future__ import annotations
+
+from paysim.benchmarks.scaleout import GOALS, RoundTrips, round_trips_in
+
+INFO = (
+    "# Commandstats\r\n"
+    "cmdstat_evalsha:calls=989,usec=616666,usec_per_call=623.52,rejected_calls=0,failed_calls=2\r\n"
+    "cmdstat_eval:calls=2,usec=300,usec_per_call=150.00,rejected_calls=0,failed_calls=0\r\n"
+    "cmdstat_evalsha_ro:calls=7,usec=7,usec_per_call=1.00,rejected_calls=0,failed_calls=0\r\n"
+    "cmdstat_set:calls=44680,usec=36505,usec_per_call=0.82,rejected_calls=0,failed_calls=0\r\n"
+)
+
+
+def test_only_the_scripts_themselves_count_not_the_commands_inside_them() -> None:
+    assert round_trips_in(INFO) == RoundTrips(calls=991, usec=616_966)
+    assert round_trips_in("# Commandstats\r\n") == RoundTrips(0, 0)
+
+
+def test_the_goals_are_issue_18s() -> None:
+    assert GOALS == {"redis x1 / memory x1": 0.9, "redis x2 / redis x1": 1.8}
