@@ -82,6 +82,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _OURS = frozenset({"host", "content-length", "transfer-encoding"})
+_OURS_RAW = frozenset(name.encode() for name in _OURS)
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^#]*)")
 
 
@@ -197,11 +198,14 @@ class Http1Client:
         url: str,
         *,
         body: bytes = b"",
-        headers: Sequence[tuple[str, str]] = (),
+        headers: Sequence[tuple[str, str]] | Sequence[tuple[bytes, bytes]] = (),
         idempotent: bool | None = None,
         pin: Pin | None = None,
     ) -> Http1Response:
         """Send one request and read the whole response (of any status).
+
+        ``headers`` are str pairs, or bytes pairs as they go on the wire
+        (latin-1; h11 takes them as they are, with no encoding step).
 
         ``idempotent`` decides the keep-alive retry (None: by the method). No
         timeout but the connect's: bound the call with ``trio.fail_after``.
@@ -395,9 +399,10 @@ def _readable(stream: trio.abc.Stream) -> bool:
     return isinstance(stream, trio.SocketStream) and stream.socket.is_readable()
 
 
-def _check_name(name: str) -> None:
-    if name.lower() in _OURS:
-        raise ValueError(f"the client sets the {name} header itself")
+def _check_name(name: str | bytes) -> None:
+    if name.lower() in (_OURS if isinstance(name, str) else _OURS_RAW):
+        shown = name if isinstance(name, str) else name.decode("latin-1")
+        raise ValueError(f"the client sets the {shown} header itself")
 
 
 def _describe(exc: BaseException) -> str:

@@ -82,13 +82,13 @@ class H11Transport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
         host_header: str | None = None
-        headers: list[tuple[str, str]] = []
+        headers: list[tuple[bytes, bytes]] = []  # as httpx encoded them: h11 takes bytes
         for name, value in request.headers.raw:
             lower = name.lower()
             if lower == b"host":
                 host_header = value.decode("latin-1")
             elif lower not in _DROPPED:
-                headers.append((name.decode("latin-1"), value.decode("latin-1")))
+                headers.append((name, value))
         sni = request.extensions.get("sni_hostname")
         timeout = request.extensions.get("timeout", {}).get("read")
         deadline = trio.current_time() + timeout if timeout is not None else float("inf")

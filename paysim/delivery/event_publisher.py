@@ -143,7 +143,8 @@ class EventPublisher:
         self._queue: deque[Entry] = deque()
         self._in_flight = 0
         self._batches: set[Batch] = set()
-        # Bumped whenever entries join the queue; ``run`` waits for its next change.
+        # Bumped when the queue gets its first entry or a full batch, and when
+        # entries are handed back; ``run`` waits for its next change.
         self._arrivals = AsyncValue(0)
         self._running = False
         self._flushing = 0
@@ -200,7 +201,11 @@ class EventPublisher:
             )
         self._queue.append(Entry(payment_id, change.event_id, entry, size, trio.current_time()))
         self._m.backlog.inc()
-        self._arrivals.value += 1
+        # ``run`` waits for the first entry (to start the flush interval) and then
+        # for a full batch or the interval's end: waking it for every entry in
+        # between only made it find out that it had to wait on (issue 18).
+        if len(self._queue) == 1 or self._batch_full():
+            self._arrivals.value += 1
 
     # -- the long-running part ------------------------------------------------
 

@@ -361,6 +361,55 @@ async def test_a_partial_batch_waits_the_flush_interval_a_full_one_does_not(
     assert len(client.calls[1][1]) == 10
 
 
+async def test_entries_joining_a_waiting_batch_go_with_it_at_the_interval(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    client = FakeEvents()
+    publisher, _ = make_publisher(client)
+    await nursery.start(publisher.run)
+    t0 = trio.current_time()
+    for i in range(3):
+        await publisher.notify(make_change(i))
+    await trio.sleep(0.05)
+    for i in range(3, 8):
+        await publisher.notify(make_change(i))
+    await trio.sleep(1)
+    assert client.times == [t0 + 0.1]
+    assert len(client.calls[0][1]) == 8
+
+
+async def test_a_batch_filled_one_entry_at_a_time_goes_when_full(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # As in the server: each change comes from its own task, and ``run`` gets
+    # to look at the queue in between (it is woken for the first and the full).
+    client = FakeEvents()
+    publisher, _ = make_publisher(client)
+    await nursery.start(publisher.run)
+    t0 = trio.current_time()
+    for i in range(12):
+        await publisher.notify(make_change(i))
+        await trio.sleep(0.001)
+    await trio.sleep(1)
+    assert client.times == pytest.approx([t0 + 0.009, t0 + 0.010 + 0.1])
+    assert [len(entries) for _, entries in client.calls] == [10, 2]
+
+
+async def test_a_batch_full_by_size_goes_at_once(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    client = FakeEvents()
+    publisher, _ = make_publisher(client)
+    await nursery.start(publisher.run)
+    t0 = trio.current_time()
+    for i in range(2):  # 2 x 150 KB: over 256 KiB together, so the first is a batch alone
+        await publisher.notify(make_change(i, reservation_id="r" * 150_000))
+        await trio.sleep(0.001)
+    await trio.sleep(1)
+    assert client.times == pytest.approx([t0 + 0.001, t0 + 0.001 + 0.1])
+    assert [ids_of(entries) for _, entries in client.calls] == [["pi_0000"], ["pi_0001"]]
+
+
 async def test_only_failed_entries_are_resent_and_counted_once_published(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:

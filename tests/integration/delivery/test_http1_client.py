@@ -422,8 +422,33 @@ async def test_a_url_it_cannot_send_to_raises_value_error(url):
 async def test_headers_it_sets_itself_are_refused():
     async with Http1Client() as client:
         for name in ("Host", "content-length", "Transfer-Encoding"):
-            with pytest.raises(ValueError, match="sets the"):
+            with pytest.raises(ValueError, match=f"sets the {name} header"):
                 await client.request("GET", "http://127.0.0.1/", headers=[(name, "1")])
+            raw = [(name.encode(), b"1")]
+            with pytest.raises(ValueError, match=f"sets the {name} header"):
+                await client.request("GET", "http://127.0.0.1/", headers=raw)
+
+
+async def test_bytes_headers_go_out_as_they_are(start):
+    server = await start()
+    async with Http1Client() as client:
+        got = echoed(
+            await client.request(
+                "POST",
+                server.url + "/h",
+                body=b"{}",
+                headers=[(b"X-Raw", b"v=1; a b"), (b"user-agent", b"raw/1")],
+            )
+        )
+    assert got["headers"]["x-raw"] == "v=1; a b"
+    assert got["headers"]["user-agent"] == "raw/1"
+    assert got["headers"]["content-length"] == "2"
+
+
+async def test_a_bytes_header_h11_refuses_raises_before_connecting():
+    async with Http1Client() as client:
+        with pytest.raises(Http1Error, match="invalid request"):
+            await client.request("GET", "http://127.0.0.1:1/", headers=[(b"X-Id", b"a\r\nb")])
 
 
 async def test_a_header_h11_refuses_raises_before_connecting():
