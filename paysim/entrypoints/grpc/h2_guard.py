@@ -77,7 +77,6 @@ from paysim.entrypoints.grpc.hpack_cache import CachingDecoder
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _LATE_FRAMES = (WindowUpdateFrame, RstStreamFrame, PriorityFrame)
 _FRAME_HEADER = struct.Struct(">HBBBL")  # length (24 bits as 16 + 8), type, flags, stream
-_STREAM_ID = struct.Struct(">L")
 _DATA, _HEADERS = 0x0, 0x1
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 _PADDED, _PRIORITY = 0x8, 0x20
@@ -184,16 +183,22 @@ class GuardedFrameBuffer(FrameBuffer):  # type: ignore[misc]
             self._pos = 0
         self.data += data
 
-    def next(self) -> Frame:
+    def next(self) -> Frame | RawFrame:
         limit = self._limits.max_frame_size
         while True:
             data, pos = self.data, self._pos
             if len(data) - pos < 9:
                 raise StopIteration
-            try:
-                frame, length = Frame.parse_frame_header(memoryview(data)[pos : pos + 9])
-            except (InvalidFrameError, ValueError):
-                raise h2.exceptions.ProtocolError("Invalid frame header received.") from None
+            high, low, kind, flags, sid = _FRAME_HEADER.unpack_from(data, pos)
+            length = (high << 8) | low
+            raw = self.shortcut and self._raw_kind(kind, flags, sid & 0x7FFFFFFF, length)
+            if raw:
+                frame = None
+            else:
+                try:
+                    frame, length = Frame.parse_frame_header(memoryview(data)[pos : pos + 9])
+                except (InvalidFrameError, ValueError):
+                    raise h2.exceptions.ProtocolError("Invalid frame header received.") from None
             if length > limit:
                 raise h2.exceptions.FrameTooLargeError(
                     f"frame of {length} bytes; SETTINGS_MAX_FRAME_SIZE is {limit}"
@@ -201,9 +206,9 @@ class GuardedFrameBuffer(FrameBuffer):  # type: ignore[misc]
             end = pos + 9 + length
             if len(data) < end:
                 raise StopIteration
-            raw = self._raw_frame(data, pos, end) if self.shortcut else None
-            if raw is not None:
-                return raw
+            if frame is None:
+                self._pos = end
+                return self._raw_frame(kind, flags, sid & 0x7FFFFFFF, data[pos + 9 : end])
             try:
                 frame.parse_body(memoryview(data)[pos + 9 : end])
             except InvalidFrameError:
@@ -215,27 +220,23 @@ class GuardedFrameBuffer(FrameBuffer):  # type: ignore[misc]
 
     __next__ = next
 
-    def _raw_frame(self, data: bytes, pos: int, end: int) -> RawFrame | None:
-        """The frame at ``pos`` as a ``RawFrame`` if it is a common one, else None.
-
-        Exactly what hyperframe would parse: a frame with a stream id (the
-        reserved bit cleared), no padding and no priority, which cannot fail to
-        parse; the header block bound applies as in ``_header_block``.
-        """
-        kind, flags, sid = data[pos + 3], data[pos + 4], _STREAM_ID.unpack_from(data, pos + 5)[0]
-        sid &= 0x7FFFFFFF
+    def _raw_kind(self, kind: int, flags: int, sid: int, length: int) -> bool:
+        """Whether the frame is a common one, which hyperframe could not refuse: a
+        stream id, no padding and no priority, outside a header block."""
         if not sid or self._headers_buffer:
-            return None
-        if kind == _DATA and not flags & _PADDED and (end - pos > 9 or flags & _END_STREAM):
-            self._pos = end
-            return RawData(sid, data[pos + 9 : end], _FLAG_NAMES[flags & _END_STREAM])
-        if kind == _HEADERS and flags & (_PADDED | _PRIORITY | _END_HEADERS) == _END_HEADERS:
-            self._pos = end
-            self._block_bytes = 0
-            self._check_block(end - pos - 9, 0)
-            names = _FLAG_NAMES[flags & (_END_STREAM | _END_HEADERS)]
-            return RawHeaders(sid, data[pos + 9 : end], names)
-        return None
+            return False
+        if kind == _DATA:
+            return not flags & _PADDED and bool(length or flags & _END_STREAM)
+        return kind == _HEADERS and flags & (_PADDED | _PRIORITY | _END_HEADERS) == _END_HEADERS
+
+    def _raw_frame(self, kind: int, flags: int, sid: int, body: bytes) -> RawFrame:
+        """A common frame as hyperframe would have parsed it (undefined flags ignored);
+        a header block within the bound, as in ``_header_block``."""
+        if kind == _DATA:
+            return RawData(sid, body, _FLAG_NAMES[flags & _END_STREAM])
+        self._block_bytes = 0
+        self._check_block(len(body), 0)
+        return RawHeaders(sid, body, _FLAG_NAMES[flags & (_END_STREAM | _END_HEADERS)])
 
     def _header_block(self, frame: Frame) -> Frame | None:
         """Gather HEADERS + CONTINUATION into one frame, within the bounds."""

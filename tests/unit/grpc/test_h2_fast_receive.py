@@ -219,6 +219,8 @@ def test_a_known_request_block_is_not_decoded_again() -> None:
         [PREFACE, call(5), call(3)],
         [PREFACE, call(2)],
         [PREFACE, call(0x80000001), call(3)],
+        [PREFACE, call(1), data(0x80000000)],
+        [PREFACE, call(1), headers(0x80000000)],
         # more than the stream's window (100 + 5 + 1024 bytes)
         [PREFACE, headers(1) + data(1, b"x" * 1000, 0) + data(1, b"x" * 200)],
         # an informational or undecodable block, and a header list over 1024 bytes
@@ -256,7 +258,7 @@ def _plausible_frame(rng: random.Random, sid: int) -> bytes:
 
 
 def _random_frame(rng: random.Random) -> bytes:
-    sid = rng.choice([0, 1, 1, 3, 3, 5, 7, 2, 0x80000003, 101])
+    sid = rng.choice([0, 1, 1, 3, 3, 5, 7, 2, 0x80000003, 0x80000000, 101])
     kind = rng.choice([0x0, 0x0, 0x1, 0x1, 0x1, 0x2, 0x3, 0x4, 0x6, 0x8, 0x9, 0x7, 0xA0])
     flags = rng.choice([0x0, 0x1, 0x4, 0x5, 0x8, 0x9, 0x20, 0x24, 0x25, 0x2C, rng.randrange(256)])
     if kind == 0x1 or kind == 0x9:
