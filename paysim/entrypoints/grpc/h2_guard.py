@@ -80,6 +80,7 @@ _FRAME_HEADER = struct.Struct(">HBBBL")  # length (24 bits as 16 + 8), type, fla
 _DATA, _HEADERS = 0x0, 0x1
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 _PADDED, _PRIORITY = 0x8, 0x20
+_KNOWN_REQUESTS = 32  # request header blocks remembered per connection (``_learn``)
 _FLAG_NAMES = {
     0: frozenset(),
     _END_STREAM: frozenset({"END_STREAM"}),
@@ -384,11 +385,12 @@ class GuardedH2Connection(h2.connection.H2Connection):  # type: ignore[misc]
             return  # their checks depend on more than the block: keep h2's own path
         if self.decoder.cached(block) is None:
             return
+        requests = self.decoder.requests
         for event in events:
             if type(event) is h2.events.RequestReceived:
-                stream = self.streams[sid]
-                entry = (list(event.headers), stream._expected_content_length)
-                self.decoder.requests[block] = entry
+                if len(requests) >= _KNOWN_REQUESTS:
+                    requests.clear()  # clients repeat a few lists: a full cache starts over
+                requests[block] = (list(event.headers), self.streams[sid]._expected_content_length)
 
     @property
     def open_inbound_streams(self) -> int:

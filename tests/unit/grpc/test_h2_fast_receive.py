@@ -186,6 +186,16 @@ def test_a_known_request_block_is_not_decoded_again() -> None:
     assert requests[0].headers is not requests[1].headers
 
 
+def test_known_requests_are_bounded_and_start_over() -> None:
+    h2c = _server(True)
+    h2c.receive_data(PREFACE)
+    for n in range(40):
+        block = encode_without_indexing([*REQUEST, ("x-n", str(n))])
+        h2c.receive_data(call(1 + 2 * n, block))
+        assert len(h2c.decoder.requests) == n % 32 + 1
+    assert len(h2c.decoder._cache) == 40  # the HPACK cache has its own bound (256)
+
+
 @pytest.mark.parametrize(
     "chunks",
     [
