@@ -40,7 +40,8 @@ hyperframe object, after the same size and header-block checks, and go through
 h2's own handlers. A HEADERS frame that opens a stream with a header block h2
 has already turned into a request on this connection (same bytes, HPACK table
 unchanged: ``CachingDecoder.requests``) runs h2's connection and stream state
-machines but reuses that header list instead of decoding it again.
+machines but reuses that header list (and the content-length h2 read from it)
+instead of decoding it again; at most 32 such blocks per connection.
 """
 
 from __future__ import annotations
