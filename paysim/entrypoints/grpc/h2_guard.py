@@ -32,6 +32,16 @@ and ``send_data`` without padding, run the same state-machine inputs and
 flow-control checks and raise the same errors as h2, but write the frame bytes
 directly instead of building and serializing hyperframe objects (about a
 quarter of h2's cost per call). Anything else goes through h2 unchanged.
+
+Receiving takes the same kind of shortcut: an unpadded DATA frame, and a HEADERS
+frame with END_HEADERS and neither padding nor priority, come out of the frame
+buffer as a ``RawFrame`` (the four attributes h2's handlers read) instead of a
+hyperframe object, after the same size and header-block checks, and go through
+h2's own handlers. A HEADERS frame that opens a stream with a header block h2
+has already turned into a request on this connection (same bytes, HPACK table
+unchanged: ``CachingDecoder.requests``) runs h2's connection and stream state
+machines but reuses that header list (and the content-length h2 read from it)
+instead of decoding it again; at most 32 such blocks per connection.
 """
 
 from __future__ import annotations
@@ -43,8 +53,9 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.events
 import h2.exceptions
-from h2.connection import ConnectionInputs
+from h2.connection import AllowedStreamIDs, ConnectionInputs
 from h2.frame_buffer import FrameBuffer
 from h2.stream import StreamInputs
 from hyperframe.exceptions import InvalidFrameError
@@ -62,11 +73,21 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+from paysim.entrypoints.grpc.hpack_cache import CachingDecoder
+
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _LATE_FRAMES = (WindowUpdateFrame, RstStreamFrame, PriorityFrame)
 _FRAME_HEADER = struct.Struct(">HBBBL")  # length (24 bits as 16 + 8), type, flags, stream
 _DATA, _HEADERS = 0x0, 0x1
 _END_STREAM, _END_HEADERS = 0x1, 0x4
+_PADDED, _PRIORITY = 0x8, 0x20
+_KNOWN_REQUESTS = 32  # request header blocks remembered per connection (``_learn``)
+_FLAG_NAMES = {
+    0: frozenset(),
+    _END_STREAM: frozenset({"END_STREAM"}),
+    _END_HEADERS: frozenset({"END_HEADERS"}),
+    _END_STREAM | _END_HEADERS: frozenset({"END_STREAM", "END_HEADERS"}),
+}
 
 
 def _frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
@@ -119,6 +140,26 @@ class _Bucket:
         return True
 
 
+class RawFrame:
+    """A common frame as its bytes: the attributes h2's handlers read of a frame."""
+
+    __slots__ = ("data", "flags", "flow_controlled_length", "stream_id")
+
+    def __init__(self, stream_id: int, data: bytes, flags: frozenset[str]) -> None:
+        self.stream_id = stream_id
+        self.data = data
+        self.flags = flags
+        self.flow_controlled_length = len(data)  # unpadded
+
+
+class RawData(RawFrame):
+    """DATA without padding, and not empty unless it ends the stream."""
+
+
+class RawHeaders(RawFrame):
+    """HEADERS with END_HEADERS, without padding or priority."""
+
+
 class GuardedFrameBuffer(FrameBuffer):  # type: ignore[misc]
     """h2's frame iterator, bounded, with one read offset instead of a copy per frame."""
 
@@ -129,6 +170,7 @@ class GuardedFrameBuffer(FrameBuffer):  # type: ignore[misc]
         self._limits = limits
         self._pos = 0
         self._block_bytes = 0
+        self.shortcut = True  # tests turn it off to compare with h2's own path
 
     def add_data(self, data: bytes) -> None:
         if self._preamble_len:
@@ -143,16 +185,22 @@ class GuardedFrameBuffer(FrameBuffer):  # type: ignore[misc]
             self._pos = 0
         self.data += data
 
-    def next(self) -> Frame:
+    def next(self) -> Frame | RawFrame:
         limit = self._limits.max_frame_size
         while True:
             data, pos = self.data, self._pos
             if len(data) - pos < 9:
                 raise StopIteration
-            try:
-                frame, length = Frame.parse_frame_header(memoryview(data)[pos : pos + 9])
-            except (InvalidFrameError, ValueError):
-                raise h2.exceptions.ProtocolError("Invalid frame header received.") from None
+            high, low, kind, flags, sid = _FRAME_HEADER.unpack_from(data, pos)
+            length = (high << 8) | low
+            raw = self.shortcut and self._raw_kind(kind, flags, sid & 0x7FFFFFFF, length)
+            if raw:
+                frame = None
+            else:
+                try:
+                    frame, length = Frame.parse_frame_header(memoryview(data)[pos : pos + 9])
+                except (InvalidFrameError, ValueError):
+                    raise h2.exceptions.ProtocolError("Invalid frame header received.") from None
             if length > limit:
                 raise h2.exceptions.FrameTooLargeError(
                     f"frame of {length} bytes; SETTINGS_MAX_FRAME_SIZE is {limit}"
@@ -160,6 +208,9 @@ class GuardedFrameBuffer(FrameBuffer):  # type: ignore[misc]
             end = pos + 9 + length
             if len(data) < end:
                 raise StopIteration
+            if frame is None:
+                self._pos = end
+                return self._raw_frame(kind, flags, sid & 0x7FFFFFFF, data[pos + 9 : end])
             try:
                 frame.parse_body(memoryview(data)[pos + 9 : end])
             except InvalidFrameError:
@@ -170,6 +221,24 @@ class GuardedFrameBuffer(FrameBuffer):  # type: ignore[misc]
                 return complete
 
     __next__ = next
+
+    def _raw_kind(self, kind: int, flags: int, sid: int, length: int) -> bool:
+        """Whether the frame is a common one, which hyperframe could not refuse: a
+        stream id, no padding and no priority, outside a header block."""
+        if not sid or self._headers_buffer:
+            return False
+        if kind == _DATA:
+            return not flags & _PADDED and bool(length or flags & _END_STREAM)
+        return kind == _HEADERS and flags & (_PADDED | _PRIORITY | _END_HEADERS) == _END_HEADERS
+
+    def _raw_frame(self, kind: int, flags: int, sid: int, body: bytes) -> RawFrame:
+        """A common frame as hyperframe would have parsed it (undefined flags ignored);
+        a header block within the bound, as in ``_header_block``."""
+        if kind == _DATA:
+            return RawData(sid, body, _FLAG_NAMES[flags & _END_STREAM])
+        self._block_bytes = 0
+        self._check_block(len(body), 0)
+        return RawHeaders(sid, body, _FLAG_NAMES[flags & (_END_STREAM | _END_HEADERS)])
 
     def _header_block(self, frame: Frame) -> Frame | None:
         """Gather HEADERS + CONTINUATION into one frame, within the bounds."""
@@ -205,6 +274,7 @@ class GuardedFrameBuffer(FrameBuffer):  # type: ignore[misc]
 
 class GuardedH2Connection(h2.connection.H2Connection):  # type: ignore[misc]
     MAX_CLOSED_STREAMS = 1_024
+    decoder: CachingDecoder
 
     def __init__(
         self,
@@ -221,6 +291,9 @@ class GuardedH2Connection(h2.connection.H2Connection):  # type: ignore[misc]
         self._resets = _Bucket(limits.resets, now)
         self._empty = _Bucket(limits.empty_frames, now)
         self._tidy_at = 64
+        self.decoder = CachingDecoder(self.decoder)
+        self._frame_dispatch_table[RawData] = self._receive_data_frame
+        self._frame_dispatch_table[RawHeaders] = self._receive_raw_headers
         # The HPACK block of a constant header list, or None (``hpack_cache``).
         self.constant_headers: Callable[[Any], bytes | None] = _no_constant
 
@@ -274,6 +347,51 @@ class GuardedH2Connection(h2.connection.H2Connection):  # type: ignore[misc]
         stream.outbound_flow_control_window -= size
         self.outbound_flow_control_window -= size
         self._data_to_send += _frame_header(size, _DATA, flags, stream_id) + bytes(data)
+
+    def _receive_raw_headers(self, frame: RawFrame) -> tuple[list[Any], list[Any]]:
+        """h2's ``_receive_headers_frame``; a known request block is not decoded again."""
+        sid = frame.stream_id
+        new = sid not in self.streams
+        known = self.decoder.requests.get(frame.data) if new else None
+        if known is None:
+            frames, events = self._receive_headers_frame(frame)
+            if new:
+                self._learn(frame.data, sid, events)
+            return frames, events
+        # h2's steps for a new stream, in its order, with what ``_learn`` kept of the
+        # block: its header list and the content-length h2 read from it (or None).
+        headers, content_length = known
+        max_open = self.local_settings.max_concurrent_streams
+        if self.open_inbound_streams + 1 > max_open:
+            raise h2.exceptions.TooManyStreamsError(
+                f"Max outbound streams is {max_open}, {self.open_outbound_streams} open"
+            )
+        events = self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+        stream = self._get_or_create_stream(sid, AllowedStreamIDs(not self.config.client_side))
+        machine = stream.state_machine
+        stream_events: list[Any] = machine.process_input(StreamInputs.RECV_HEADERS)
+        if "END_STREAM" in frame.flags:
+            ended = machine.process_input(StreamInputs.RECV_END_STREAM)
+            stream_events[0].stream_ended = ended[0]
+            stream_events += ended
+        stream._expected_content_length = content_length
+        stream_events[0].headers = list(headers)
+        return [], events + stream_events
+
+    def _learn(self, block: bytes, sid: int, events: list[Any]) -> None:
+        """Remember what h2 made of a cached (table-neutral) block that opened a stream
+        as a request: the same bytes make the same request until the cache is cleared."""
+        config = self.config
+        if config.validate_inbound_headers or config.normalize_inbound_headers:
+            return  # their checks depend on more than the block: keep h2's own path
+        if self.decoder.cached(block) is None:
+            return
+        requests = self.decoder.requests
+        for event in events:
+            if type(event) is h2.events.RequestReceived:
+                if len(requests) >= _KNOWN_REQUESTS:
+                    requests.clear()  # clients repeat a few lists: a full cache starts over
+                requests[block] = (list(event.headers), self.streams[sid]._expected_content_length)
 
     @property
     def open_inbound_streams(self) -> int:

@@ -95,6 +95,13 @@ class CachingDecoder(Decoder):  # type: ignore[misc]
         super().__init__(max_header_list_size=original.max_header_list_size)
         self.max_allowed_table_size = original.max_allowed_table_size
         self._cache: dict[bytes, list[Any]] = {}
+        # What h2 made of a cached block as a new request's headers (``h2_guard``);
+        # its keys are a subset of the cache's, and it is cleared with it.
+        self.requests: dict[bytes, tuple[list[Any], int | None]] = {}
+
+    def cached(self, block: bytes) -> list[Any] | None:
+        """The decoded headers of ``block`` if it is cached (valid as long as it is)."""
+        return self._cache.get(block)
 
     def decode(self, data: bytes, raw: bool = False) -> list[Any]:
         key = bytes(data)
@@ -105,6 +112,7 @@ class CachingDecoder(Decoder):  # type: ignore[misc]
         indexed = _leaves_table_alone(key)
         if not indexed:
             self._cache.clear()
+            self.requests.clear()
             if _size_updates_at_start(key) > 2:
                 raise CompressionError("more than two table size updates in one header block")
         headers: list[Any] = super().decode(data, raw)

@@ -48,7 +48,7 @@ from purerpc.grpclib.headers import HeaderDict
 from purerpc.grpclib.status import Status, StatusCode
 
 from paysim.entrypoints.grpc.h2_guard import FrameLimits, GuardedH2Connection
-from paysim.entrypoints.grpc.hpack_cache import CachingDecoder, CachingEncoder
+from paysim.entrypoints.grpc.hpack_cache import CachingEncoder
 from paysim.entrypoints.grpc.messages import (
     ACCEPT_ENCODING,
     SUPPORTED_ENCODINGS,
@@ -186,7 +186,6 @@ class ServerConnection:
             },
         )
         h2c.max_inbound_frame_size = frames.max_frame_size
-        h2c.decoder = CachingDecoder(h2c.decoder)
         h2c.decoder.max_header_list_size = limits.max_header_list_size
         h2c.encoder = encoder = CachingEncoder(h2c.encoder, constant_headers)
         h2c.constant_headers = encoder.constant
