@@ -65,6 +65,7 @@ from paysim.entrypoints.grpc.reflection import ReflectionServicer
 from paysim.entrypoints.grpc.transport import GrpcLimits, GrpcServer, Registry
 from paysim.entrypoints.http import HttpApp, HttpLimits, serve_http
 from paysim.entrypoints.journal_route import add_journal_route
+from paysim.faults.control import FaultControl
 from paysim.faults.ledger import Ledger, register_ledger_gauges
 from paysim.faults.metrics import FaultMetrics
 from paysim.faults.policy import FaultPolicy
@@ -317,7 +318,8 @@ async def open_api_chaos(
 
     On: the reconciliation ledger joins the outbox as a channel, the routes
     ``/admin/faults`` and ``/reconciliation`` are added (and the console's
-    reconciliation view reads the same report), the webhook dispatcher asks the
+    reconciliation view reads the same report, its faults view changes the
+    faults through the same ``FaultControl``), the webhook dispatcher asks the
     policy how long to lag each delivery, and the timeline player runs
     (playing CHAOS_TIMELINE from the start) until the block ends. With
     RECONCILIATION_WORKER_URL, an HTTP client (closed after) reads the
@@ -349,10 +351,12 @@ async def open_api_chaos(
             check = WorkerCheck(chaos.worker, ledger, client, store)
             check.register(metrics.registry)
             nursery.start_soon(check.run)
-        routes = FaultRoutes(policy, player, check)
+        control = FaultControl(policy, player)
+        routes = FaultRoutes(control, check)
         routes.add_to(surfaces.http_app)
         if surfaces.console is not None:
             surfaces.console.reconciliation = routes.report
+            surfaces.console.faults = control
         await nursery.start(player.run)
         if chaos.timeline is not None:
             player.start(load_timeline(chaos.timeline))
