@@ -11,7 +11,8 @@ the endpoint gate, the service for payments it never saw) and answers:
   failed deliveries, the last errors, and whether it is disabled;
 * ``overview`` and ``meta`` (what the page's forms offer);
 * ``reconciliation``: the report of ``GET /reconciliation`` (404 while the
-  fault policy is off: then there is no report);
+  fault policy is off: then there is no report); ``faults`` is
+  ``paysim.console.faults``;
 * ``events``: Server-Sent Events (``paysim.console.hub`` bounds each page's
   queue; dropped updates are announced as a ``dropped`` event).
 """
@@ -39,6 +40,7 @@ from paysim.domain.models import SCENARIO_NAMES
 from paysim.entrypoints.http import HttpRequest, HttpResponse, json_response
 from paysim.entrypoints.http_stream import Send
 from paysim.errors import NotFound
+from paysim.faults.control import FaultControl
 from paysim.service import PaymentService
 
 _FLUSH_EVERY_S = 0.1
@@ -61,6 +63,8 @@ class Console:
     max_delay_s: float = 600.0  # the create form's delay bound (MAX_DELAY_MS)
     # The reconciliation report, set by the wiring when the fault policy is on.
     reconciliation: Callable[[], Awaitable[dict[str, Any]]] | None = None
+    # API faults, read and changed live (``paysim.console.faults``); set with the policy.
+    faults: FaultControl | None = None
 
     # -- GET /console/api/payments -------------------------------------------------
     async def payments(self, request: HttpRequest) -> HttpResponse:
@@ -178,6 +182,7 @@ class Console:
                 "default_webhook_url": safe_url(self.settings.default_webhook_url),
                 "events_enabled": self.events_enabled,
                 "reconciliation": self.reconciliation is not None,
+                "faults": self.faults is not None,
             },
         )
 

@@ -4,7 +4,8 @@ Pages and assets: ``/console`` (the page, or the login form when a token is
 needed and missing), ``/console/app.js``, ``/console/app.css`` (package data,
 read once; no CDN, works offline). Reads: ``GET /console/api/*``. Actions:
 ``POST /console/api/*`` (token, same origin, JSON, not read-only: see
-``paysim.console.auth``).
+``paysim.console.auth``), among them ``/console/api/faults/change``
+(``paysim.console.faults``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs
 from paysim.console.actions import Actions
 from paysim.console.api import Console
 from paysim.console.auth import Guard, same_origin
+from paysim.console.faults import FaultsView
 from paysim.entrypoints.http import Handler, HttpApp, HttpRequest, HttpResponse, json_response
 
 _TYPES = {
@@ -75,6 +77,9 @@ def add_console(app: HttpApp, console: Console, actions: Actions) -> None:
         ("reconciliation", console.reconciliation_route),
     ):
         app.add_route(f"/console/api/{name}", get, _reader(guard, read))
+    faults = FaultsView(lambda: console.faults)
+    app.add_route("/console/api/faults", get, _reader(guard, faults.read))
+    app.add_route("/console/api/faults/change", post, _writer(guard, faults.change))
     for name, act in (
         ("action", actions.act),
         ("create", actions.create),
