@@ -229,14 +229,70 @@ async function loadReconciliation() {
   $("r-at").textContent = "as of " + time(Date.now() / 1000);
   $("r-message").textContent = "";
 }
+// -- the faults view (#faults): GET /admin/faults's answer, changed through the same code --
+const ms = (v) => `${v} ms`;
+function latencyText(l) {
+  if (!l) return "none";
+  const d = l.distribution === "fixed" ? ms(l.ms) : l.distribution === "uniform" ? `${l.min_ms}–${l.max_ms} ms` : `p50 ${l.p50_ms} ms, p99 ${l.p99_ms} ms`;
+  return l.when ? `${d} (${l.when} the work)` : d;
+}
+function faultRow(rpc, f) {
+  const codes = Object.entries(f.error_codes).map(([c, w]) => `${c}×${w}`).join(", ");
+  const tr = el("tr");
+  tr.append(el("td", rpc), el("td", latencyText(f.latency)),
+    el("td", f.error_rate ? `${f.error_rate} (${codes})` : "0"),
+    el("td", f.lost_answer_rate ? `${f.lost_answer_rate} (${f.lost_answer_mode})` : "0"),
+    el("td", f.slow_drip_rate ? `${f.slow_drip_rate} (${f.slow_drip_chunk_bytes} B every ${f.slow_drip_interval_ms} ms)` : "0"));
+  return tr;
+}
+function showFaults(s) {
+  $("fx-seed").textContent = s.seed === null ? "none (unseeded)" : String(s.seed);
+  const t = s.timeline;
+  $("fx-timeline").textContent = t ? `${t.name}: phase ${t.phase_index + 1} of ${t.phases.length}, ${t.phase} (${t.phase_elapsed_s.toFixed(1)} s of ${t.phases[t.phase_index].duration_s} s)` : "none";
+  const w = s.plan.webhooks;
+  $("fx-lag").textContent = !w ? "none" : w.lag_ms !== undefined ? ms(w.lag_ms) : latencyText(w.lag);
+  $("fx-base").textContent = t ? "the timeline's phase (the base plan returns when it ends)" : "the base plan";
+  const rows = Object.entries(s.plan.rpcs).map(([rpc, f]) => faultRow(rpc, f));
+  if (!rows.length) { const tr = el("tr"), td = el("td", "no faults on any RPC"); td.colSpan = 5; tr.append(td); rows.push(tr); }
+  $("fx-plan").tBodies[0].replaceChildren(...rows);
+  const sel = $("fx-example");
+  if (!sel.options.length) for (const name of s.examples) sel.append(el("option", name));
+  $("fx-at").textContent = "as of " + time(Date.now() / 1000);
+}
+async function loadFaults() { showFaults(await api("/console/api/faults")); }
+async function changeFaults(body, done) {
+  try { showFaults(await post("/console/api/faults/change", body)); $("fx-message").textContent = done; }
+  catch (e) { $("fx-message").textContent = e.message; }
+}
+function planBody() {
+  try { return { plan: JSON.parse($("fx-plan-in").value) }; }
+  catch (e) { $("fx-message").textContent = "the plan is not valid JSON: " + e.message; return null; }
+}
+function setupFaults(meta) {
+  $("nav-faults").hidden = !meta.faults;
+  for (const id of ["fx-start", "fx-stop", "fx-apply", "fx-clear"]) $(id).disabled = meta.read_only;
+  $("fx-refresh").onclick = () => loadFaults().catch((e) => { $("fx-message").textContent = e.message; });
+  $("fx-start").onclick = () => {
+    const body = { timeline: $("fx-example").value }, seed = $("fx-seed-in").value.trim();
+    if (seed) body.seed = Number(seed);
+    changeFaults(body, `timeline ${body.timeline} started`);
+  };
+  $("fx-stop").onclick = () => changeFaults({ timeline: null }, "timeline stopped: the base plan is in force");
+  $("fx-clear").onclick = () => changeFaults({ plan: {} }, "plan cleared: no faults");
+  $("fx-apply").onclick = () => { const body = planBody(); if (body) changeFaults(body, "plan applied"); };
+  setInterval(() => { if (!$("faults").hidden) loadFaults().catch(() => {}); }, 3000);
+}
 function showView() {
-  const recon = location.hash === "#reconciliation" && !!(state.meta && state.meta.reconciliation);
-  $("reconciliation").hidden = !recon;
-  $("overview").hidden = recon;
-  document.querySelector("main").hidden = recon;
-  $("nav-reconciliation").className = recon ? "on" : "";
-  $("nav-payments").className = recon ? "" : "on";
-  if (recon) loadReconciliation().catch((e) => { $("r-message").textContent = e.message; });
+  const meta = state.meta || {};
+  const view = location.hash === "#reconciliation" && meta.reconciliation ? "reconciliation"
+    : location.hash === "#faults" && meta.faults ? "faults" : "payments";
+  $("reconciliation").hidden = view !== "reconciliation";
+  $("faults").hidden = view !== "faults";
+  $("overview").hidden = view !== "payments";
+  document.querySelector("main").hidden = view !== "payments";
+  for (const v of ["payments", "reconciliation", "faults"]) $("nav-" + v).className = view === v ? "on" : "";
+  if (view === "reconciliation") loadReconciliation().catch((e) => { $("r-message").textContent = e.message; });
+  if (view === "faults") loadFaults().catch((e) => { $("fx-message").textContent = e.message; });
 }
 
 async function start() {
@@ -266,6 +322,7 @@ async function start() {
   };
   $("nav-reconciliation").hidden = !meta.reconciliation;
   $("r-refresh").onclick = () => loadReconciliation().catch((e) => { $("r-message").textContent = e.message; });
+  setupFaults(meta);
   window.addEventListener("hashchange", showView);
   setInterval(() => { if (!$("reconciliation").hidden) loadReconciliation().catch(() => {}); }, 5000);
   showView();
