@@ -237,7 +237,7 @@ function latencyText(l) {
   return l.when ? `${d} (${l.when} the work)` : d;
 }
 function faultRow(rpc, f) {
-  const codes = Object.entries(f.error_codes).map(([c, w]) => `${c}×${w}`).join(", ");
+  const codes = Object.entries(f.error_codes).map(([c, w]) => `${c}: ${w}`).join(", ");
   const tr = el("tr");
   tr.append(el("td", rpc), el("td", latencyText(f.latency)),
     el("td", f.error_rate ? `${f.error_rate} (${codes})` : "0"),
