@@ -12,9 +12,14 @@ with representations that never touch the dynamic table (static-table index,
 literal *without* indexing), so their bytes are valid whatever the table holds.
 A pending table-size update falls back to the real encoder, which emits it.
 
-Bound: RFC 7541 §4.2 allows at most two dynamic-table size updates, at the start
-of a block; a block with more is a COMPRESSION_ERROR before any of it is decoded
-(a block of nothing but size updates once cost about a second of CPU per MiB).
+Bounds: the cache holds at most ``_CACHE_LIMIT`` blocks and ``_CACHE_BYTES``
+of blocks and their decoded headers together (a gRPC request's block and
+headers are a few hundred bytes; a hostile peer's distinct 16 KiB blocks would
+otherwise cost megabytes per connection, times every connection); a block that
+does not fit is decoded and not kept. RFC 7541 §4.2 allows at most two
+dynamic-table size updates, at the start of a block; a block with more is a
+COMPRESSION_ERROR before any of it is decoded (a block of nothing but size
+updates once cost about a second of CPU per MiB).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import h2.exceptions
 from hpack import Decoder, Encoder
 
 _CACHE_LIMIT = 256
+_CACHE_BYTES = 32 * 1024  # per connection: blocks plus their decoded headers
+_ENTRY_OVERHEAD = 32  # what a header pair costs beyond its name and value, roughly (RFC 7541 §4.1)
 
 
 def _read_int(block: bytes, i: int, prefix_bits: int) -> tuple[int, int]:
@@ -95,6 +102,7 @@ class CachingDecoder(Decoder):  # type: ignore[misc]
         super().__init__(max_header_list_size=original.max_header_list_size)
         self.max_allowed_table_size = original.max_allowed_table_size
         self._cache: dict[bytes, list[Any]] = {}
+        self.cached_bytes = 0  # of the cached blocks and their headers (``_CACHE_BYTES``)
         # What h2 made of a cached block as a new request's headers (``h2_guard``);
         # its keys are a subset of the cache's, and it is cleared with it.
         self.requests: dict[bytes, tuple[list[Any], int | None]] = {}
@@ -113,11 +121,15 @@ class CachingDecoder(Decoder):  # type: ignore[misc]
         if not indexed:
             self._cache.clear()
             self.requests.clear()
+            self.cached_bytes = 0
             if _size_updates_at_start(key) > 2:
                 raise CompressionError("more than two table size updates in one header block")
         headers: list[Any] = super().decode(data, raw)
         if raw and indexed and len(self._cache) < _CACHE_LIMIT:
-            self._cache[key] = list(headers)
+            size = len(key) + sum(len(n) + len(v) + _ENTRY_OVERHEAD for n, v in headers)
+            if self.cached_bytes + size <= _CACHE_BYTES:
+                self._cache[key] = list(headers)
+                self.cached_bytes += size
         return headers
 
 

@@ -80,3 +80,29 @@ def test_the_cache_stays_small_whatever_the_peer_sends() -> None:
     server, events = _send(lists)
     assert [e.custom_metadata for e in events] == [(("x-n", str(n)),) for n in range(100)]
     assert 0 < len(server._requests) <= 32
+
+
+def test_the_hpack_block_cache_is_bounded_in_bytes_not_only_in_blocks():
+    """A peer sending distinct large table-neutral blocks cannot make one connection hold
+    megabytes of cached blocks: what does not fit is decoded and not kept; small blocks
+    (a gRPC request's) are still cached, and a table change empties the cache."""
+    from hpack import Decoder
+
+    from paysim.entrypoints.grpc import hpack_cache
+    from paysim.entrypoints.grpc.hpack_cache import CachingDecoder, encode_without_indexing
+
+    decoder = CachingDecoder(Decoder(max_header_list_size=65_536))
+    for i in range(200):  # 200 distinct ~4 KiB blocks: 800 KiB if all were kept
+        block = encode_without_indexing([("x-pad", f"{i:04d}" + "a" * 4000)])
+        assert decoder.decode(block, raw=True) == [(b"x-pad", f"{i:04d}".encode() + b"a" * 4000)]
+    assert decoder.cached_bytes <= hpack_cache._CACHE_BYTES
+    assert len(decoder._cache) < 10
+    small = encode_without_indexing([(":path", "/payment.v1.PaymentService/GetPaymentStatus")])
+    decoder._cache.clear()
+    decoder.cached_bytes = 0
+    decoder.decode(small, raw=True)
+    assert decoder.cached(small) is not None
+    with_indexing = b"\x40" + bytes([1]) + b"a" + bytes([1]) + b"b"  # literal with indexing
+    decoder.decode(with_indexing, raw=True)
+    assert decoder.cached(small) is None
+    assert decoder.cached_bytes == 0
