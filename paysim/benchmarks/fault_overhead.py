@@ -26,12 +26,18 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from paysim.benchmarks.h2load import Load, Result, measure, request_body, stop_process
+from paysim.benchmarks.h2load import (
+    Load,
+    Result,
+    measure,
+    request_body,
+    start_pinned,
+    stop_process,
+)
 from paysim.loadgen.ports import wait_port
 from paysim.loadgen.spawn import free_port, server_env
 
@@ -40,12 +46,6 @@ CONFIGS = {
     "on, zero rates": {"CHAOS_API_ENABLED": "true"},
 }
 GOAL_ON = 1.03
-
-
-def start_pinned(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``cmd`` on core 0 (h2load runs on core 1), its output discarded."""
-    out = subprocess.DEVNULL
-    return subprocess.Popen(["taskset", "-c", "0", *cmd], env=env, stdout=out, stderr=out)
 
 
 def _one(name: str, extra: dict[str, str], load: Load, workdir: Path) -> Result:

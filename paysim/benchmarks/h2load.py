@@ -185,7 +185,7 @@ def _cpu_s(pids: list[int]) -> float | None:
     return total
 
 
-def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_pinned(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         ["taskset", "-c", "0", *cmd],
         env=env,
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         grpc_port, http_port = free_port(), free_port()
         # The gRPC path alone: no event bus here (the delivery benchmark covers it).
         env = server_env(grpc_port, http_port, events=False, extra={})
-        proc = _start([sys.executable, "-m", "paysim", "serve"], env)
+        proc = start_pinned([sys.executable, "-m", "paysim", "serve"], env)
         try:
             wait_port(grpc_port)
             results.append(
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_baseline:
             port = free_port()
             baseline = [sys.executable, "-m", "paysim.benchmarks.aio_baseline", str(port)]
-            proc = _start(baseline, dict(os.environ))
+            proc = start_pinned(baseline, dict(os.environ))
             try:
                 wait_port(port)
                 aio = proc  # taskset execs into the server, as for paysim
