@@ -62,12 +62,12 @@ CODE_NAMES = {code: Trusted(code.name) for code in StatusCode}
 _QUIET_CODES = (StatusCode.OK, StatusCode.CANCELLED)
 
 
-def _log_rpc(grpc_method: str, status: Status, elapsed: float, service: str) -> None:
+def _log_rpc(grpc_method: Trusted, status: Status, elapsed: float, service: str) -> None:
     """The call's one "rpc" line: info (debug for reflection that succeeded or that
     its client closed); a failed call's line carries the message its client got
     (generic for INTERNAL)."""
     fields: dict[str, Any] = {
-        "grpc_method": Trusted(grpc_method),  # a registered method's name, not the peer's :path
+        "grpc_method": grpc_method,  # Method.full_name
         "grpc_code": CODE_NAMES[status.status_code],
     }
     if status.status_code != StatusCode.OK and status.status_message:
@@ -182,7 +182,7 @@ class CallRunner:
             elapsed = time.perf_counter() - started
             code = CODE_NAMES[status.status_code]
             metrics.rpc_handled(method.grpc_type, method.service, method.name, code, elapsed)
-            _log_rpc(f"{method.service}/{method.name}", status, elapsed, method.service)
+            _log_rpc(method.full_name, status, elapsed, method.service)
             self._call_ended()
 
     async def _invoke(self, call: Call) -> Status | None:
@@ -220,7 +220,7 @@ class CallRunner:
             if status is None:
                 log.exception(
                     "rpc handler failed",
-                    grpc_method=f"{method.service}/{method.name}",
+                    grpc_method=method.full_name,
                 )
                 status = Status(StatusCode.INTERNAL, INTERNAL_MESSAGE)
             return status

@@ -35,6 +35,7 @@ from paysim.entrypoints.grpc.connection import Connection
 from paysim.entrypoints.grpc.h2_guard import FrameLimits
 from paysim.entrypoints.listeners import open_listeners
 from paysim.faults.policy import FaultPolicy
+from paysim.observability.logging import Trusted
 from paysim.observability.metrics import Metrics
 
 log = structlog.get_logger("paysim.grpc")
@@ -86,6 +87,12 @@ class Method:
     cardinality: Cardinality
     request_type: Any
     grpc_type: str
+    # "service/name" for the call's log line, made once: a registered name, not the
+    # peer's :path, so the log does not scrub it.
+    full_name: Trusted = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "full_name", Trusted(f"{self.service}/{self.name}"))
 
     @property
     def request_stream(self) -> bool:

@@ -118,8 +118,11 @@ def test_a_reflection_stream_its_client_closed_is_chatter_too(json_log, code, qu
 
     from paysim.entrypoints.grpc.calls import _log_rpc
     from paysim.entrypoints.grpc.reflection import V1ALPHA
+    from paysim.observability.logging import Trusted
 
-    _log_rpc(f"{V1ALPHA}/ServerReflectionInfo", Status(StatusCode[code], "x"), 0.001, V1ALPHA)
+    _log_rpc(
+        Trusted(f"{V1ALPHA}/ServerReflectionInfo"), Status(StatusCode[code], "x"), 0.001, V1ALPHA
+    )
     assert [r["grpc_code"] for r in rpc_records(json_log)] == ([] if quiet else [code])
 
 
