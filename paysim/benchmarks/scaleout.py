@@ -245,9 +245,32 @@ def main(argv: list[str] | None = None) -> int:
             summary[label] = ratio
             verdict = "met" if ratio >= GOALS[label] else "NOT met"
             print(f"{label} = {ratio:.2f} (goal >= {GOALS[label]}: {verdict})")
+    if one and two:
+        per_core = per_core_scaling(one, two)
+        if per_core is not None:
+            summary["redis x2 / redis x1 per busy core"] = per_core
+            print(
+                f"per busy core: x2 {two.rps / (two.server_cores or 1):.0f} vs x1 "
+                f"{one.rps / (one.server_cores or 1):.0f} req/s = {per_core:.2f}; with a core "
+                f"each (h2load and redis-server elsewhere) two processes would make "
+                f"{2 * per_core:.2f} x one"
+            )
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def per_core_scaling(one: Result, two: Result) -> float | None:
+    """Requests per busy server core with two processes over that with one.
+
+    On a machine with fewer free cores than processes (the two-core box this was
+    measured on also runs h2load and redis-server) the x2/x1 ratio measures the
+    machine; this says whether each process does as much per core as one alone
+    (1.0: linear, so two processes with two cores give 2 x one).
+    """
+    if not one.server_cores or not two.server_cores or not one.rps:
+        return None
+    return (two.rps / two.server_cores) / (one.rps / one.server_cores)
 
 
 def _median(values: list[float | None]) -> float:

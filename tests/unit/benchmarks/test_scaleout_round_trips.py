@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from paysim.benchmarks.scaleout import GOALS, RoundTrips, round_trips_in
+from paysim.benchmarks.h2load import Result
+from paysim.benchmarks.scaleout import GOALS, RoundTrips, per_core_scaling, round_trips_in
 
 INFO = (
     "# Commandstats\r\n"
@@ -20,3 +21,18 @@ def test_only_the_scripts_themselves_count_not_the_commands_inside_them() -> Non
 
 def test_the_goals_are_issue_18s() -> None:
     assert GOALS == {"redis x1 / memory x1": 0.9, "redis x2 / redis x1": 1.8}
+
+
+def _result(rps: float, cores: float | None) -> Result:
+    return Result("x", 1000, 1.0, rps, 1.0, 1.0, 1.0, 1.0, 0, 0, 100.0, cores)
+
+
+def test_per_core_scaling_divides_out_the_cores_each_run_got() -> None:
+    # Two processes got 1.45 cores: 1.44 x one by throughput, 0.99 per core.
+    assert per_core_scaling(_result(4000, 1.0), _result(5760, 1.45)) == 5760 / 1.45 / 4000
+    assert per_core_scaling(_result(4000, 0.5), _result(4000, 1.0)) == 0.5
+
+
+def test_per_core_scaling_is_unknown_without_the_servers_cpu() -> None:
+    assert per_core_scaling(_result(4000, None), _result(5760, 1.45)) is None
+    assert per_core_scaling(_result(4000, 1.0), _result(5760, 0.0)) is None
