@@ -180,7 +180,8 @@ def test_the_shortcut_is_taken_for_common_frames_only() -> None:
     buffer.add_data(window_update(0, 178) + window_update(5, 5, 0xFF) + frame(0x8, 0, 1, b"12345"))
     assert type(next(buffer)) is RawWindowUpdate
     update = next(buffer)
-    assert (type(update), update.stream_id, update.window_increment) == (RawWindowUpdate, 5, 5)
+    assert isinstance(update, RawWindowUpdate)
+    assert (update.stream_id, update.window_increment) == (5, 5)
     with pytest.raises(h2.exceptions.FrameDataMissingError):  # 5 bytes: hyperframe's, refused
         next(buffer)
 
