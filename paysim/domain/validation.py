@@ -56,8 +56,10 @@ _NOT_IN_IDS = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 def check_text(field: str, value: str, limit: int, *, required: bool = False) -> str:
-    if required and not value:
-        raise InvalidArgument(field, "is required")
+    if not value:  # most optional fields of most requests: nothing more to check
+        if required:
+            raise InvalidArgument(field, "is required")
+        return value
     if len(value) > limit:
         raise InvalidArgument(field, f"is longer than {limit} characters")
     if _CONTROL.search(value):
@@ -183,16 +185,21 @@ def validate_create(request: CreateRequest, *, max_delay_s: float) -> CreateInte
     money = check_money("amount", r.amount, r.currency, present=r.amount_present)
     check_webhook_url("webhook_url", r.webhook_url)
     check_id("idempotency_key", r.idempotency_key, MAX_KEY_LEN)
-    for name in ("source", "user_agent", "ip_address"):
-        check_text(f"metadata.{name}", getattr(r.metadata, name), MAX_META_LEN)
-    check_id("metadata.session_id", r.metadata.session_id, MAX_META_LEN)
+    m = r.metadata
+    check_text("metadata.source", m.source, MAX_META_LEN)
+    check_text("metadata.user_agent", m.user_agent, MAX_META_LEN)
+    check_text("metadata.ip_address", m.ip_address, MAX_META_LEN)
+    check_id("metadata.session_id", m.session_id, MAX_META_LEN)
     check_tags("metadata.tags", r.metadata.tags)
     delay = delay_override_s(r.metadata.tags, max_delay_s)
     forced = forced_outcome(r.metadata.tags)
-    m = r.metadata
     # The strings many payments repeat (a user's id, a shop's webhook URL and its
     # client's user agent, the currency) are shared, not kept once per payment.
-    # sys.intern'd strings go when nothing refers to them any more.
+    # sys.intern'd strings go when nothing refers to them any more. Metadata is
+    # copied only when interning changed one of its strings (not for empty ones).
+    source, user_agent = sys.intern(m.source), sys.intern(m.user_agent)
+    if source is not m.source or user_agent is not m.user_agent:
+        m = replace(m, source=source, user_agent=user_agent)
     return CreateIntent(
         reservation_id=r.reservation_id,
         user_id=sys.intern(r.user_id),
@@ -201,7 +208,7 @@ def validate_create(request: CreateRequest, *, max_delay_s: float) -> CreateInte
         scenario=r.scenario,
         webhook_url=sys.intern(r.webhook_url),
         idempotency_key=r.idempotency_key,
-        metadata=replace(m, source=sys.intern(m.source), user_agent=sys.intern(m.user_agent)),
+        metadata=m,
         delay_override_s=delay,
         forced_outcome=forced,
     )

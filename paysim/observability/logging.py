@@ -33,11 +33,12 @@ cached, always with microseconds (``2026-12-07T11:08:24.981411Z``).
 
 from __future__ import annotations
 
+import json as jsonlib
 import logging
 import re
 import sys
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -247,6 +248,21 @@ class _Stamper:
         return event
 
 
+def _reused_encoder() -> Callable[..., str]:
+    """``json.dumps`` for ``JSONRenderer``, with one encoder per ``default`` made once:
+    given a ``default``, ``json.dumps`` builds a new ``JSONEncoder`` for every line
+    (about 1.5 us of the rpc line's 12). Same output: same class, same options."""
+    encoders: dict[Any, Callable[[Any], str]] = {}
+
+    def dumps(obj: Any, *, default: Callable[[Any], Any]) -> str:
+        encode = encoders.get(default)
+        if encode is None:
+            encode = encoders[default] = jsonlib.JSONEncoder(default=default).encode
+        return encode(obj)
+
+    return dumps
+
+
 def _add_process(name: str) -> Any:
     def add_process(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         event.setdefault("process", name)  # a logger bound to another name keeps it
@@ -280,7 +296,7 @@ def configure(
     if process is not None:
         shared.insert(0, _add_process(process))
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_reused_encoder())
         if json
         else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=_refuse_exc_info)
     )

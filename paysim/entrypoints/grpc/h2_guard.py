@@ -4,16 +4,13 @@ h2 3.2 (the last release purerpc 0.8.0 accepts) parses frames faithfully but
 trusts its peer: it buffers a frame of any announced length before checking it,
 accepts 64 CONTINUATION frames of any size, treats a WINDOW_UPDATE or RST_STREAM
 for a stream it has closed as a connection error, answers every PING and
-SETTINGS without limit, and copies its receive buffer once per frame. The two
-classes here close those holes; everything else stays h2's.
+SETTINGS without limit, and copies its receive buffer once per frame. The frame
+buffer's bounds are in ``h2_frames``; the connection here closes the others;
+everything else stays h2's.
 
 Policy decisions (each a bound a peer cannot argue with):
 
-* a frame longer than our advertised SETTINGS_MAX_FRAME_SIZE is refused as soon
-  as its 9-byte header arrives (FRAME_SIZE_ERROR), before its body is buffered;
-* a header block (HEADERS plus CONTINUATION) is at most ``max_header_block``
-  bytes and ``max_continuations`` CONTINUATION frames, checked before any of it
-  is decoded; past either bound the connection ends with ENHANCE_YOUR_CALM;
+* frame size and header block bounds: ``h2_frames.GuardedFrameBuffer``;
 * WINDOW_UPDATE, RST_STREAM and PRIORITY for a stream that is already closed
   are ignored (RFC 9113 §5.1: they may legitimately cross our END_STREAM);
 * PINGs, SETTINGS, RST_STREAMs and "empty" frames (zero-length DATA without
@@ -33,11 +30,9 @@ flow-control checks and raise the same errors as h2, but write the frame bytes
 directly instead of building and serializing hyperframe objects (about a
 quarter of h2's cost per call). Anything else goes through h2 unchanged.
 
-Receiving takes the same kind of shortcut: an unpadded DATA frame, and a HEADERS
-frame with END_HEADERS and neither padding nor priority, come out of the frame
-buffer as a ``RawFrame`` (the four attributes h2's handlers read) instead of a
-hyperframe object, after the same size and header-block checks, and go through
-h2's own handlers. A HEADERS frame that opens a stream with a header block h2
+Receiving takes the same kind of shortcut: the common frames come out of the
+frame buffer without hyperframe objects (``h2_frames``) and go through h2's own
+handlers. A HEADERS frame that opens a stream with a header block h2
 has already turned into a request on this connection (same bytes, HPACK table
 unchanged: ``CachingDecoder.requests``) runs h2's connection and stream state
 machines but reuses that header list (and the content-length h2 read from it)
@@ -46,9 +41,7 @@ instead of decoding it again; at most 32 such blocks per connection.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import h2.config
@@ -56,69 +49,47 @@ import h2.connection
 import h2.events
 import h2.exceptions
 from h2.connection import AllowedStreamIDs, ConnectionInputs
-from h2.frame_buffer import FrameBuffer
 from h2.stream import StreamInputs
-from hyperframe.exceptions import InvalidFrameError
 from hyperframe.frame import (
-    ContinuationFrame,
     DataFrame,
     ExtensionFrame,
     Frame,
-    HeadersFrame,
     PingFrame,
     PriorityFrame,
-    PushPromiseFrame,
     RstStreamFrame,
     SettingsFrame,
     WindowUpdateFrame,
 )
 
+from paysim.entrypoints.grpc.h2_frames import (
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    FRAME_HEADER,
+    HEADERS,
+    Calm,
+    FrameLimits,
+    GuardedFrameBuffer,
+    Rate,
+    RawData,
+    RawFrame,
+    RawHeaders,
+    RawWindowUpdate,
+)
 from paysim.entrypoints.grpc.hpack_cache import CachingDecoder
 
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_LATE_FRAMES = (WindowUpdateFrame, RstStreamFrame, PriorityFrame)
-_FRAME_HEADER = struct.Struct(">HBBBL")  # length (24 bits as 16 + 8), type, flags, stream
-_DATA, _HEADERS = 0x0, 0x1
-_END_STREAM, _END_HEADERS = 0x1, 0x4
-_PADDED, _PRIORITY = 0x8, 0x20
+__all__ = ["Calm", "FrameLimits", "GuardedH2Connection", "Rate", "RawData", "RawHeaders"]
+
 _KNOWN_REQUESTS = 32  # request header blocks remembered per connection (``_learn``)
-_FLAG_NAMES = {
-    0: frozenset(),
-    _END_STREAM: frozenset({"END_STREAM"}),
-    _END_HEADERS: frozenset({"END_HEADERS"}),
-    _END_STREAM | _END_HEADERS: frozenset({"END_STREAM", "END_HEADERS"}),
-}
+_LATE_FRAMES = (RawWindowUpdate, WindowUpdateFrame, RstStreamFrame, PriorityFrame)
 
 
 def _frame_header(length: int, kind: int, flags: int, stream_id: int) -> bytes:
-    return _FRAME_HEADER.pack(length >> 8, length & 0xFF, kind, flags, stream_id)
+    return FRAME_HEADER.pack(length >> 8, length & 0xFF, kind, flags, stream_id)
 
 
 def _no_constant(headers: Any) -> bytes | None:
     return None
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A token bucket: ``burst`` at once, refilled at ``per_second``."""
-
-    burst: float
-    per_second: float
-
-
-@dataclass(frozen=True)
-class FrameLimits:
-    max_frame_size: int = 16_384
-    max_header_block: int = 16_384
-    max_continuations: int = 8
-    pings: Rate = Rate(1_000, 100)
-    settings: Rate = Rate(100, 10)
-    resets: Rate = Rate(1_000, 100)
-    empty_frames: Rate = Rate(1_000, 100)
-
-
-class Calm(h2.exceptions.DenialOfServiceError):  # type: ignore[misc]
-    """The peer went over a bound: GOAWAY(ENHANCE_YOUR_CALM), then close."""
 
 
 class _Bucket:
@@ -138,138 +109,6 @@ class _Bucket:
             return False
         self._tokens = tokens - 1
         return True
-
-
-class RawFrame:
-    """A common frame as its bytes: the attributes h2's handlers read of a frame."""
-
-    __slots__ = ("data", "flags", "flow_controlled_length", "stream_id")
-
-    def __init__(self, stream_id: int, data: bytes, flags: frozenset[str]) -> None:
-        self.stream_id = stream_id
-        self.data = data
-        self.flags = flags
-        self.flow_controlled_length = len(data)  # unpadded
-
-
-class RawData(RawFrame):
-    """DATA without padding, and not empty unless it ends the stream."""
-
-
-class RawHeaders(RawFrame):
-    """HEADERS with END_HEADERS, without padding or priority."""
-
-
-class GuardedFrameBuffer(FrameBuffer):  # type: ignore[misc]
-    """h2's frame iterator, bounded, with one read offset instead of a copy per frame."""
-
-    def __init__(self, limits: FrameLimits) -> None:
-        super().__init__(server=True)
-        self.data: bytes = b""
-        self._headers_buffer: list[Frame] = []
-        self._limits = limits
-        self._pos = 0
-        self._block_bytes = 0
-        self.shortcut = True  # tests turn it off to compare with h2's own path
-
-    def add_data(self, data: bytes) -> None:
-        if self._preamble_len:
-            n = min(self._preamble_len, len(data))
-            expected = _PREFACE[len(_PREFACE) - self._preamble_len :][:n]
-            if data[:n] != expected:
-                raise h2.exceptions.ProtocolError("Invalid HTTP/2 preamble.")
-            self._preamble_len -= n
-            data = data[n:]
-        if self._pos:
-            self.data = self.data[self._pos :]
-            self._pos = 0
-        self.data += data
-
-    def next(self) -> Frame | RawFrame:
-        limit = self._limits.max_frame_size
-        while True:
-            data, pos = self.data, self._pos
-            if len(data) - pos < 9:
-                raise StopIteration
-            high, low, kind, flags, sid = _FRAME_HEADER.unpack_from(data, pos)
-            length = (high << 8) | low
-            raw = self.shortcut and self._raw_kind(kind, flags, sid & 0x7FFFFFFF, length)
-            if raw:
-                frame = None
-            else:
-                try:
-                    frame, length = Frame.parse_frame_header(memoryview(data)[pos : pos + 9])
-                except (InvalidFrameError, ValueError):
-                    raise h2.exceptions.ProtocolError("Invalid frame header received.") from None
-            if length > limit:
-                raise h2.exceptions.FrameTooLargeError(
-                    f"frame of {length} bytes; SETTINGS_MAX_FRAME_SIZE is {limit}"
-                )
-            end = pos + 9 + length
-            if len(data) < end:
-                raise StopIteration
-            if frame is None:
-                self._pos = end
-                return self._raw_frame(kind, flags, sid & 0x7FFFFFFF, data[pos + 9 : end])
-            try:
-                frame.parse_body(memoryview(data)[pos + 9 : end])
-            except InvalidFrameError:
-                raise h2.exceptions.FrameDataMissingError("Frame data missing or invalid") from None
-            self._pos = end
-            complete = self._header_block(frame)
-            if complete is not None:
-                return complete
-
-    __next__ = next
-
-    def _raw_kind(self, kind: int, flags: int, sid: int, length: int) -> bool:
-        """Whether the frame is a common one, which hyperframe could not refuse: a
-        stream id, no padding and no priority, outside a header block."""
-        if not sid or self._headers_buffer:
-            return False
-        if kind == _DATA:
-            return not flags & _PADDED and bool(length or flags & _END_STREAM)
-        return kind == _HEADERS and flags & (_PADDED | _PRIORITY | _END_HEADERS) == _END_HEADERS
-
-    def _raw_frame(self, kind: int, flags: int, sid: int, body: bytes) -> RawFrame:
-        """A common frame as hyperframe would have parsed it (undefined flags ignored);
-        a header block within the bound, as in ``_header_block``."""
-        if kind == _DATA:
-            return RawData(sid, body, _FLAG_NAMES[flags & _END_STREAM])
-        self._block_bytes = 0
-        self._check_block(len(body), 0)
-        return RawHeaders(sid, body, _FLAG_NAMES[flags & (_END_STREAM | _END_HEADERS)])
-
-    def _header_block(self, frame: Frame) -> Frame | None:
-        """Gather HEADERS + CONTINUATION into one frame, within the bounds."""
-        pending = self._headers_buffer
-        if pending:
-            if not isinstance(frame, ContinuationFrame) or frame.stream_id != pending[0].stream_id:
-                raise h2.exceptions.ProtocolError("Invalid frame during header block.")
-            pending.append(frame)
-            self._check_block(len(frame.data), len(pending) - 1)
-            if "END_HEADERS" not in frame.flags:
-                return None
-            first = pending[0]
-            first.flags.add("END_HEADERS")
-            first.data = b"".join(bytes(f.data) for f in pending)
-            self._headers_buffer = []
-            return first
-        if isinstance(frame, (HeadersFrame, PushPromiseFrame)):
-            self._block_bytes = 0
-            self._check_block(len(frame.data), 0)
-            if "END_HEADERS" not in frame.flags:
-                pending.append(frame)
-                return None
-        return frame
-
-    def _check_block(self, size: int, continuations: int) -> None:
-        self._block_bytes += size
-        limits = self._limits
-        if self._block_bytes > limits.max_header_block:
-            raise Calm(f"header block larger than {limits.max_header_block} bytes")
-        if continuations > limits.max_continuations:
-            raise Calm(f"more than {limits.max_continuations} CONTINUATION frames")
 
 
 class GuardedH2Connection(h2.connection.H2Connection):  # type: ignore[misc]
@@ -294,6 +133,7 @@ class GuardedH2Connection(h2.connection.H2Connection):  # type: ignore[misc]
         self.decoder = CachingDecoder(self.decoder)
         self._frame_dispatch_table[RawData] = self._receive_data_frame
         self._frame_dispatch_table[RawHeaders] = self._receive_raw_headers
+        self._frame_dispatch_table[RawWindowUpdate] = self._receive_window_update_frame
         # The HPACK block of a constant header list, or None (``hpack_cache``).
         self.constant_headers: Callable[[Any], bytes | None] = _no_constant
 
@@ -310,14 +150,14 @@ class GuardedH2Connection(h2.connection.H2Connection):  # type: ignore[misc]
         self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
         machine = stream.state_machine
         machine.process_input(StreamInputs.SEND_HEADERS)
-        flags = _END_HEADERS
+        flags = END_HEADERS
         if end_stream:
             machine.process_input(StreamInputs.SEND_END_STREAM)
-            flags |= _END_STREAM
+            flags |= END_STREAM
         elif machine.trailers_sent:
             raise h2.exceptions.ProtocolError("Trailers must have END_STREAM set.")
         stream.request_method = None  # a response's headers carry no :method
-        self._data_to_send += _frame_header(len(block), _HEADERS, flags, stream_id) + block
+        self._data_to_send += _frame_header(len(block), HEADERS, flags, stream_id) + block
 
     def send_data(
         self, stream_id: int, data: bytes, end_stream: bool = False, pad_length: Any = None
@@ -343,10 +183,10 @@ class GuardedH2Connection(h2.connection.H2Connection):  # type: ignore[misc]
         flags = 0
         if end_stream:
             machine.process_input(StreamInputs.SEND_END_STREAM)
-            flags = _END_STREAM
+            flags = END_STREAM
         stream.outbound_flow_control_window -= size
         self.outbound_flow_control_window -= size
-        self._data_to_send += _frame_header(size, _DATA, flags, stream_id) + bytes(data)
+        self._data_to_send += _frame_header(size, DATA, flags, stream_id) + bytes(data)
 
     def _receive_raw_headers(self, frame: RawFrame) -> tuple[list[Any], list[Any]]:
         """h2's ``_receive_headers_frame``; a known request block is not decoded again."""

@@ -38,11 +38,18 @@ from paysim.service import PaymentService
 E = TypeVar("E", bound=enum.IntEnum)
 
 
+_MEMBERS: dict[type[enum.IntEnum], dict[int, Any]] = {}
+
+
 def _enum(kind: type[E], field: str, value: int) -> E:
-    try:
-        return kind(value)
-    except ValueError:
-        raise InvalidArgument(field, f"unknown enum value {value}") from None
+    """``kind(value)`` from a dict made once per enum (the enum call costs ~0.4 us)."""
+    members = _MEMBERS.get(kind)
+    if members is None:
+        members = _MEMBERS[kind] = {int(member): member for member in kind}
+    member: E | None = members.get(value)
+    if member is None:
+        raise InvalidArgument(field, f"unknown enum value {value}")
+    return member
 
 
 def _wire(value: enum.IntEnum) -> Any:
@@ -58,9 +65,12 @@ def _timestamp(seconds: float | None) -> Timestamp | None:
     return ts
 
 
+_NO_METADATA = Metadata()  # frozen: every request without metadata shares it
+
+
 def _metadata(message: Any, present: bool) -> Metadata:
     if not present:
-        return Metadata()
+        return _NO_METADATA
     tags = dict(message.tags)
     return Metadata(
         source=message.source,
