@@ -214,7 +214,8 @@ def h11_reads(data: bytes) -> tuple[int, tuple[tuple[bytes, bytes], ...], bytes,
     conn.send(h11.Request(method="GET", target="/", headers=[("Host", "h")]))
     conn.send(h11.EndOfMessage())
     conn.receive_data(data)
-    status, headers, body = 0, (), b""
+    status, body = 0, b""
+    headers: tuple[tuple[bytes, bytes], ...] = ()
     eof_sent = False
     while True:
         event = conn.next_event()
