@@ -266,7 +266,13 @@ class Http1Client:
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = _Pool(self._max_connections)
-        async with pool.slots:
+        try:
+            # A free slot is taken without a checkpoint (the exchange has its
+            # own): one trip through trio's scheduler less per request.
+            pool.slots.acquire_nowait()
+        except trio.WouldBlock:
+            await pool.slots.acquire()
+        try:
             conn = await self._checkout(pool)
             if conn is not None:
                 try:
@@ -279,6 +285,8 @@ class Http1Client:
                 return await self._exchange(pool, conn, event)
             except _Stale:
                 raise Http1Error("the connection closed before the response") from None
+        finally:
+            pool.slots.release()
 
     async def _checkout(self, pool: _Pool) -> _Connection | None:
         """The most recently used idle connection that still looks open, if any."""
