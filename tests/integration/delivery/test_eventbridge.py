@@ -750,3 +750,14 @@ def test_the_contract_events_endpoint_variable_is_honoured(monkeypatch, env, exp
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     client = make_client("events", AwsSettings())
     assert client.meta.endpoint_url == expected
+
+
+async def test_the_publisher_counts_an_entry_as_entry_size_does(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """It counts the parts every entry shares once; the sum must stay entry_size's."""
+    publisher, _ = make_publisher(FakeEvents())
+    for i, reservation_id in enumerate(["r", "예약" * 100, "x" * 5000]):
+        await publisher.notify(make_change(i, reservation_id=reservation_id))
+    pending = list(publisher._queue)  # the sizes it batches by
+    assert [e.size for e in pending] == [entry_size(e.entry) for e in pending]

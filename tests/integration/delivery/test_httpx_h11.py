@@ -22,7 +22,68 @@ __all__ = ["start"]  # the fixture, used by name
 
 
 def client(**kwargs: object) -> CookielessClient:
-    return CookielessClient(transport=H11Transport(Http1Client(**kwargs)))  # type: ignore[arg-type]
+    """As the wiring makes it: requests go straight to the transport."""
+    return CookielessClient(
+        transport=H11Transport(Http1Client(**kwargs)),  # type: ignore[arg-type]
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+class Seen:
+    """A request event hook that records what it saw."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    async def __call__(self, request: httpx.Request) -> None:
+        self.urls.append(str(request.url))
+
+
+@pytest.mark.parametrize("through", ["transport", "client.send"])
+async def test_a_redirect_comes_back_as_it_is_either_way(start, monkeypatch, through):
+    """Straight to the transport (``AsyncClient.send`` made to fail, so it is not
+    used) or through ``AsyncClient.send`` (a hook set after construction): the
+    same response, the redirect not followed, the client's timeout applied."""
+
+    async def redirect(server: Server, stream: trio.abc.Stream, index: int) -> None:
+        buffer = bytearray()
+        while await server.read_request(stream, buffer) is not None:
+            await stream.send_all(
+                b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 5\r\n\r\nmoved"
+            )
+
+    server = await start(redirect)
+    seen = Seen()
+    async with client() as http:
+        if through == "transport":
+
+            async def refuse(*args: object, **kwargs: object) -> httpx.Response:
+                raise AssertionError("AsyncClient.send was used")
+
+            monkeypatch.setattr(httpx.AsyncClient, "send", refuse)
+        else:
+            http.event_hooks = {"request": [seen], "response": []}
+        request = httpx.Request("POST", f"{server.url}/hook", content=b"{}")
+        response = await http.send(request)
+    assert (response.status_code, response.content) == (302, b"moved")
+    assert response.headers["location"] == "/elsewhere"
+    assert response.request is request
+    assert response.is_closed
+    assert request.extensions["timeout"] == httpx.Timeout(5.0).as_dict()
+    assert len(server.requests) == 1  # not followed
+    assert seen.urls == ([] if through == "transport" else [f"{server.url}/hook"])
+
+
+async def test_a_client_made_with_hooks_uses_client_send(start):
+    server = await start()
+    seen = Seen()
+    hooked = CookielessClient(
+        transport=H11Transport(Http1Client()), trust_env=False, event_hooks={"request": [seen]}
+    )
+    async with hooked:
+        assert (await hooked.get(server.url)).status_code == 200
+    assert seen.urls == [server.url]
 
 
 async def test_a_post_goes_through_with_its_headers_body_and_host(start):

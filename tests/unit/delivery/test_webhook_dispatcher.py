@@ -313,6 +313,24 @@ async def test_full_queue_makes_the_newest_change_wait(make, autojump_clock):
     assert h.metric("paysim_webhook_queue_depth") == 0
 
 
+async def test_a_change_is_queued_without_a_checkpoint_while_there_is_room(make, autojump_clock):
+    """A status change's task does not yield to the scheduler to queue its webhook
+    (issue 18): in a cancelled scope, ``notify`` still queues and returns."""
+    h = make(queue_size=1)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await h.dispatcher.notify(change("pay_1", event_id="e1"))  # no Cancelled: no checkpoint
+    assert not scope.cancelled_caught
+    assert h.metric("paysim_webhook_queue_depth") == 1
+    with trio.CancelScope() as scope:  # full: it waits, so the cancellation lands
+        scope.cancel()
+        await h.dispatcher.notify(change("pay_2", event_id="e2"))
+    assert scope.cancelled_caught
+    assert h.metric("paysim_webhook_enqueue_waits_total") == 1
+    await h.dispatcher.wait_idle()
+    assert [r.headers["x-webhook-id"] for r in h.receiver.requests] == ["e1"]
+
+
 async def test_cloud_metadata_is_refused_without_a_request(make, autojump_clock):
     h = make()
     await h.dispatcher.notify(change(url="http://169.254.169.254/latest/meta-data/"))
