@@ -45,9 +45,14 @@ def _trio_version() -> tuple[int, int]:
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
+def trio_checked() -> bool:
+    """Whether the installed trio is a release in TESTED_TRIO."""
+    return TESTED_TRIO[0] <= _trio_version() <= TESTED_TRIO[1]
+
+
 def _load_trap() -> Callable[[object], object] | None:
     """trio's private trap message class, or None (then the public API is used)."""
-    if not TESTED_TRIO[0] <= _trio_version() <= TESTED_TRIO[1]:
+    if not trio_checked():
         return None
     try:
         from trio._core._traps import WaitTaskRescheduled

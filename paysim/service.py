@@ -336,12 +336,14 @@ class PaymentService:
 
     # -- retention ---------------------------------------------------------------
     async def sweep(self) -> int:
-        """Drop what retention allows; cancel anything still scheduled for those payments."""
+        """Drop what retention allows; cancel anything still scheduled for those payments;
+        then the simulator gives back what a storm left (``Simulator.give_back_memory``)."""
         dropped = await self._store.sweep(self._now())
         for pid in dropped:
             self._simulator.forget(pid)
         if dropped:
             self._metrics.payments_dropped(len(dropped))
+        self._simulator.give_back_memory()
         return len(dropped)
 
     async def run_sweeper(self, interval_s: float) -> None:

@@ -126,9 +126,7 @@ async def test_a_spot_parks_again_after_it_was_resumed(path: str) -> None:
 def test_the_small_path_is_in_use() -> None:
     """On a trio not in TESTED_TRIO the public fallback is used: check the protocol
     (this file) on the new release, then widen the range."""
-    assert parking.TESTED_TRIO[0] <= parking._trio_version() <= parking.TESTED_TRIO[1], (
-        f"trio {trio.__version__} is outside paysim.parking.TESTED_TRIO"
-    )
+    assert parking.trio_checked(), f"trio {trio.__version__} is outside parking.TESTED_TRIO"
     assert parking._trap is not None
 
 
