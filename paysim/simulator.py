@@ -40,7 +40,7 @@ import outcome
 import structlog
 import trio
 
-from paysim import runtime, sparse_tables
+from paysim import sparse_tables
 from paysim.backoff import Backoff
 from paysim.errors import Overloaded, Unavailable
 from paysim.parking import ParkingSpot
@@ -248,13 +248,13 @@ class Simulator:
             self._idle = None
 
     def give_back_memory(self) -> bool:
-        """After a storm: rebuild the tables that held it, and return free memory.
+        """After a storm: rebuild the tables that held it; True if any was.
 
-        The sweeper calls it (never the hot path). The timers' dict, the set of
-        firing ids and trio's task sets of the simulator nursery keep tables sized
-        for their largest count; those that are now nearly empty
-        (``sparse_tables.is_sparse``) are rebuilt, then the C allocator's free
-        pages go back to the OS. True if anything was rebuilt.
+        The sweeper calls it (never the hot path), and then hands the C
+        allocator's free pages back (``runtime.return_free_memory``). The timers'
+        dict, the set of firing ids and trio's task sets of the simulator nursery
+        keep tables sized for their largest count; those now nearly empty
+        (``sparse_tables.is_sparse``) are rebuilt.
         """
         rebuilt = sparse_tables.shrink_trio_task_sets(self._nursery) > 0
         if sparse_tables.is_sparse(self._timers):
@@ -263,8 +263,6 @@ class Simulator:
         if sparse_tables.is_sparse(self._firing):
             self._firing = set(self._firing)
             rebuilt = True
-        if rebuilt:
-            runtime.return_free_memory()
         return rebuilt
 
     def cancel_all(self) -> list[str]:

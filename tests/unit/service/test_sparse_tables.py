@@ -91,15 +91,8 @@ async def test_an_unchecked_trio_is_left_alone(
 
 
 async def test_the_simulator_gives_back_a_storms_tables_once(
-    small_tables: None, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+    small_tables: None, autojump_clock: trio.testing.MockClock
 ) -> None:
-    trimmed: list[bool] = []
-
-    def return_free_memory() -> bool:
-        trimmed.append(True)
-        return True
-
-    monkeypatch.setattr(runtime, "return_free_memory", return_free_memory)
     fired: list[str] = []
 
     async def fire(payment_id: str) -> None:
@@ -111,17 +104,60 @@ async def test_the_simulator_gives_back_a_storms_tables_once(
             sim.schedule(f"p{n}", 60.0, fire)
         await trio.testing.wait_all_tasks_blocked()
         assert not sim.give_back_memory()  # all pending: nothing to give back
-        assert trimmed == []
         for n in range(1, 5_000):
             sim.cancel(f"p{n}")
         await trio.testing.wait_all_tasks_blocked()  # the cancelled timers' tasks ended
         children = sparse_tables._trio_task_sets(nursery)[1]
         before = sys.getsizeof(children)
         assert sim.give_back_memory()
-        assert trimmed == [True]
         assert sys.getsizeof(children) < before / 10
         assert not sim.give_back_memory()  # once
         sim.schedule("after", 1.0, fire)
         await trio.sleep(61.0)
         assert sim.pending == 0
     assert fired == ["after", "p0"]
+
+
+async def test_a_sweep_after_a_storm_gives_its_memory_back(
+    small_tables: None, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    from tests.unit.service.test_service import intent, open_service
+
+    trimmed: list[bool] = []
+
+    def return_free_memory() -> bool:
+        trimmed.append(True)
+        return True
+
+    monkeypatch.setattr(runtime, "return_free_memory", return_free_memory)
+    async with open_service(default_scenario="timeout") as h:
+        created = [
+            await h.service.create_intent(intent(reservation_id=f"r{n}")) for n in range(3_000)
+        ]
+        await trio.testing.wait_all_tasks_blocked()
+        assert await h.service.sweep() == 0
+        assert trimmed == []  # nothing to give back while the storm is pending
+        for c in created:
+            h.simulator.cancel(c.payment.payment_intent_id)
+        await trio.testing.wait_all_tasks_blocked()
+        assert await h.service.sweep() == 0  # nothing dropped, but the timers' tables went
+        assert trimmed == [True]
+        assert await h.service.sweep() == 0
+        assert trimmed == [True]
+
+
+async def test_a_large_sweep_gives_its_memory_back(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    from paysim import service
+    from tests.unit.service.test_service import intent, open_service
+
+    trimmed: list[int] = []
+    monkeypatch.setattr(service, "_LARGE_SWEEP", 3)
+    async with open_service(default_scenario="approve", retention_s=60.0) as h:
+        monkeypatch.setattr(runtime, "return_free_memory", lambda: trimmed.append(len(h.store)))
+        for n in range(3):
+            await h.service.create_intent(intent(reservation_id=f"r{n}"))
+        await trio.sleep(63.0)  # approved after the default delay, then past retention
+        assert await h.service.sweep() == 3
+        assert trimmed == [0]  # once, after the payments were dropped
