@@ -12,7 +12,10 @@ wakes the timer to end, and nothing fires after that. Why (issue 18): a
 it expires, a ``Cancelled`` raised and caught; a heap entry is about 80 bytes
 and a wake-up is ``reschedule``. A cancelled or moved timer leaves a stale
 heap entry behind, skipped when it comes up and compacted away when stale
-entries outnumber live ones. A cap (MAX_PENDING_PAYMENTS) turns overload into
+entries outnumber live ones. A timer task parks on its own ``_Timer``
+(``paysim.parking``: about 540 B less per pending payment than
+``wait_task_rescheduled``); after a storm, ``give_back_memory`` (the sweeper)
+rebuilds the tables that held it. A cap (MAX_PENDING_PAYMENTS) turns overload into
 ``Overloaded`` instead of unbounded memory. Cancelling the simulator nursery
 (shutdown) ends every timer and the clock.
 
@@ -40,8 +43,10 @@ import outcome
 import structlog
 import trio
 
+from paysim import sparse_tables
 from paysim.backoff import Backoff
 from paysim.errors import Overloaded, Unavailable
+from paysim.parking import ParkingSpot
 
 log = structlog.get_logger("paysim.simulator")
 
@@ -54,17 +59,20 @@ _FIRED = float("-inf")  # the clock found it due: it fires when its task runs
 _COMPACT_AT = 4096  # stale heap entries tolerated before they may be compacted away
 
 
-class _Timer:
+class _Timer(ParkingSpot):
     """One pending payment's timer: its due time and, while parked, its task.
 
-    It is also the parked task's abort function: cancelled by its nursery
-    (shutdown), the task ends, and nothing may wake it any more."""
+    Its task parks on it (``await timer``, see ``paysim.parking``), and it is
+    the parked task's abort function: cancelled by its nursery (shutdown), the
+    task ends, and nothing may wake it any more."""
 
-    __slots__ = ("due", "task")
+    __slots__ = ("due", "fire", "payment_id", "task")
 
-    def __init__(self) -> None:
+    def __init__(self, payment_id: str) -> None:
+        self.payment_id = payment_id
         self.due = _UNARMED
         self.task: trio.lowlevel.Task | None = None
+        self.fire: Fire | None = None
 
     def __call__(self, _: object) -> trio.lowlevel.Abort:
         self.task = None
@@ -128,7 +136,7 @@ class Simulator:
         self.check_capacity()
         if payment_id in self._timers:
             raise ValueError(f"payment {payment_id} already has a timer")
-        self._timers[payment_id] = _Timer()
+        self._timers[payment_id] = _Timer(payment_id)
         self._on_pending_change(1)
 
     def arm(self, payment_id: str, delay_s: float, fire: Fire) -> None:
@@ -137,10 +145,11 @@ class Simulator:
         now = trio.current_time()
         due = now + delay_s
         self._set_due(payment_id, timer, due if due <= self._cutoff else now)  # see resolve_by
-        self._timer_context.run(self._start_timer, payment_id, timer, fire)
+        timer.fire = fire
+        self._timer_context.run(self._start_timer, timer)
 
-    def _start_timer(self, payment_id: str, timer: _Timer, fire: Fire) -> None:
-        self._nursery.start_soon(self._timer, payment_id, timer, fire, name=_TIMER_NAME)
+    def _start_timer(self, timer: _Timer) -> None:
+        self._nursery.start_soon(self._timer, timer, name=_TIMER_NAME)
         if not self._clock_running:
             self._clock_running = True
             self._nursery.start_soon(self._clock, name=_CLOCK_NAME)
@@ -241,6 +250,24 @@ class Simulator:
             self._idle.set()
             self._idle = None
 
+    def give_back_memory(self) -> bool:
+        """After a storm: rebuild the tables that held it; True if any was.
+
+        The sweeper calls it (never the hot path), and then hands the C
+        allocator's free pages back (``runtime.return_free_memory``). The timers'
+        dict, the set of firing ids and trio's task sets of the simulator nursery
+        keep tables sized for their largest count; those now nearly empty
+        (``sparse_tables.is_sparse``) are rebuilt.
+        """
+        rebuilt = sparse_tables.shrink_trio_task_sets(self._nursery) > 0
+        if sparse_tables.is_sparse(self._timers):
+            self._timers = dict(self._timers)
+            rebuilt = True
+        if sparse_tables.is_sparse(self._firing):
+            self._firing = set(self._firing)
+            rebuilt = True
+        return rebuilt
+
     def cancel_all(self) -> list[str]:
         """Cancel every pending timer, retry and scheduled extra (handover); their ids."""
         ids = [*self._timers, *self._retrying]
@@ -311,26 +338,31 @@ class Simulator:
             self._clock_running = False
             self._next_due = _UNARMED
 
-    async def _timer(self, payment_id: str, timer: _Timer, fire: Fire) -> None:
-        # Kept small on purpose: this frame lives as long as the payment is pending.
-        if timer.due != _FIRED:
-            if self._timers.get(payment_id) is not timer:
-                return  # cancelled before this task first ran
-            timer.task = trio.lowlevel.current_task()
-            try:
-                due = await trio.lowlevel.wait_task_rescheduled(timer)
-            finally:
-                timer.task = None
-            if not due:
-                return  # cancelled through cancel(): the payment was resolved elsewhere
-        if self._timers.get(payment_id) is not timer:
+    async def _timer(self, timer: _Timer) -> None:
+        # Kept small on purpose (two locals, no try): this coroutine and the frame
+        # object trio makes of it live as long as the payment is pending.
+        if timer.due != _FIRED and (not self._park_here(timer) or not await timer):
+            return  # cancelled, before this task first ran or through cancel()
+        await self._fired(timer)
+
+    def _park_here(self, timer: _Timer) -> bool:
+        """Record the task that is about to park on ``timer``; False if it was cancelled."""
+        if self._timers.get(timer.payment_id) is not timer:
+            return False  # cancelled before this task first ran
+        timer.task = trio.lowlevel.current_task()
+        return True
+
+    async def _fired(self, timer: _Timer) -> None:
+        # The clock found the timer due (its task was woken with True, or had not parked yet).
+        payment_id = timer.payment_id
+        if self._timers.get(payment_id) is not timer or timer.fire is None:
             return  # cancelled after the clock found it due
         del self._timers[payment_id]
         structlog.contextvars.bind_contextvars(payment_id=payment_id)
         self._on_pending_change(-1)
         self._firing.add(payment_id)
         try:
-            await self._fire_until_done(payment_id, fire)
+            await self._fire_until_done(payment_id, timer.fire)
         finally:
             self._firing.discard(payment_id)
             self._retrying.pop(payment_id, None)

@@ -3,11 +3,13 @@
 Three structures besides the payments themselves, each kept in step on
 every write, so that no read or sweep ever scans everything:
 
-* **a per-user index**: each user's sort keys in ascending order
-  (``listing.sort_key``: creation time in ns, then the id; the key names the
-  payment, so it is the whole entry). ListPayments reads one
-  user's list, so its cost does not grow with other users' payments.
-  Creation times arrive in order, so an insert is almost always an append.
+* **a per-user index**: each user's payment ids in ascending order of
+  ``listing.sort_key`` (creation time in ns, then the id). The ids are the
+  payments' own strings; the keys are worked out from the payments when an
+  insert or a drop searches the list, not kept (a key tuple and its int were
+  about 100 B per payment). ListPayments reads one user's list, so its cost
+  does not grow with other users' payments. Creation times arrive in order,
+  so an insert is almost always an append.
 * **a retention queue**: ``(drop at, id)`` appended whenever a payment
   becomes, or changes while, settled (COMPLETED or terminal). With one
   retention period the queue is ordered by time, so the sweep pops from the
@@ -45,7 +47,7 @@ class MemoryStore:
     def __init__(self, retention_s: float = 86_400.0) -> None:
         self._retention_s = retention_s
         self._payments: dict[str, Payment] = {}
-        self._by_user: dict[str, list[Key]] = {}
+        self._by_user: dict[str, list[str]] = {}  # user id -> payment ids, ascending key
         self._retention: deque[tuple[float, str]] = deque()
         # (user_id, key) -> (expires_at, record), oldest first: expiry sweeps from the front.
         self._keys: OrderedDict[tuple[str, str], tuple[float, IdempotencyRecord]] = OrderedDict()
@@ -63,11 +65,10 @@ class MemoryStore:
         pid = payment.payment_intent_id
         self._payments[pid] = payment
         entries = self._by_user.setdefault(payment.user_id, [])
-        entry = sort_key(payment)
-        if not entries or entries[-1] < entry:
-            entries.append(entry)
+        if not entries or self._key(entries[-1]) < sort_key(payment):
+            entries.append(pid)
         else:
-            bisect.insort(entries, entry)
+            bisect.insort(entries, pid, key=self._key)
         self._note_settled(payment)
 
     async def get(self, payment_intent_id: str) -> Payment | None:
@@ -88,7 +89,7 @@ class MemoryStore:
 
     async def user_payments(self, user_id: str) -> Sequence[Payment]:
         payments = self._payments
-        return [payments[pid] for _, pid in self._by_user.get(user_id, ())]
+        return [payments[pid] for pid in self._by_user.get(user_id, ())]
 
     async def claim_idempotency(
         self, user_id: str, key: str, record: IdempotencyRecord, ttl_s: float, now: float
@@ -143,16 +144,19 @@ class MemoryStore:
                 (payment.updated_at + self._retention_s, payment.payment_intent_id)
             )
 
+    def _key(self, payment_intent_id: str) -> Key:
+        """An index entry's sort key (every indexed payment is in ``_payments``)."""
+        return sort_key(self._payments[payment_intent_id])
+
     def _drop(self, payment: Payment) -> None:
         pid = payment.payment_intent_id
-        del self._payments[pid]
         entries = self._by_user[payment.user_id]
-        entry = sort_key(payment)
-        index = bisect.bisect_left(entries, entry)
-        if index < len(entries) and entries[index] == entry:
+        index = bisect.bisect_left(entries, sort_key(payment), key=self._key)
+        if index < len(entries) and entries[index] == pid:
             del entries[index]
         if not entries:
             del self._by_user[payment.user_id]
+        del self._payments[pid]  # after the search, which reads the payments
 
     def _sweep_keys(self, now: float) -> None:
         keys = self._keys

@@ -189,6 +189,24 @@ async def test_sweep_drops_settled_payments_after_retention(store: PaymentStore)
     assert await store.get("pay_0001") == pending
 
 
+async def test_a_sweep_leaves_the_rest_of_the_users_index_in_order(store: PaymentStore) -> None:
+    # Inserted out of order, ties on created_at; the sweep drops some from the middle.
+    times = (T0 + 3, T0, T0 + 3, T0 + 1, T0 + 2, T0 + 3, T0 + 1)
+    for n, at in enumerate(times, start=1):
+        await store.insert(payment(n, at=at))
+    for n in (3, 4, 6):  # pay_0003 and pay_0006 tie with pay_0001 on created_at
+        p = await store.get(f"pay_{n:04d}")
+        assert p is not None
+        await store.compare_and_set(p.version, moved(p, S.CANCELLED, T0 + 10))
+    assert sorted(await store.sweep(T0 + 10 + RETENTION)) == ["pay_0003", "pay_0004", "pay_0006"]
+    listed = await store.user_payments("user_1")
+    assert [p.payment_intent_id for p in listed] == ["pay_0002", "pay_0007", "pay_0005", "pay_0001"]
+    await store.insert(payment(8, at=T0 + 1))  # into the middle again, after a drop
+    listed = await store.user_payments("user_1")
+    assert [sort_key(p) for p in listed] == sorted(sort_key(p) for p in listed)
+    assert len(listed) == 5
+
+
 async def test_a_later_change_postpones_the_drop(store: PaymentStore) -> None:
     p = payment(1)
     await store.insert(p)
