@@ -245,6 +245,18 @@ def main(argv: list[str] | None = None) -> int:
             summary[label] = ratio
             verdict = "met" if ratio >= GOALS[label] else "NOT met"
             print(f"{label} = {ratio:.2f} (goal >= {GOALS[label]}: {verdict})")
+    pairs = {
+        "redis x1 / memory x1": ("redis x1", "memory x1"),
+        "redis x2 / redis x1": ("redis x2", "redis x1"),
+    }
+    for label, (top_name, bottom_name) in pairs.items():
+        each = pair_ratios(measured.get(top_name, []), measured.get(bottom_name, []))
+        if len(each) > 1:
+            summary[f"{label} per round"] = each
+            print(
+                f"{label} round by round: median {_median(list(each)):.2f}, "
+                f"range {min(each):.2f}-{max(each):.2f} ({' '.join(f'{r:.2f}' for r in each)})"
+            )
     if one and two:
         per_core = per_core_scaling(one, two)
         if per_core is not None:
@@ -258,6 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def pair_ratios(top: list[Result], bottom: list[Result]) -> list[float]:
+    """Each round's ratio of req/s, runs of the same round side by side.
+
+    The runs of a round follow each other within a minute, so a machine that
+    drifts over minutes moves both sides of a round's ratio together; the
+    median of these ratios is steadier than the ratio of the medians.
+    """
+    return [t.rps / b.rps for t, b in zip(top, bottom, strict=False) if b.rps]
 
 
 def per_core_scaling(one: Result, two: Result) -> float | None:

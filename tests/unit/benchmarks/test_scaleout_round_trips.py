@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from paysim.benchmarks.h2load import Result
-from paysim.benchmarks.scaleout import GOALS, RoundTrips, per_core_scaling, round_trips_in
+from paysim.benchmarks.scaleout import (
+    GOALS,
+    RoundTrips,
+    pair_ratios,
+    per_core_scaling,
+    round_trips_in,
+)
 
 INFO = (
     "# Commandstats\r\n"
@@ -36,3 +42,10 @@ def test_per_core_scaling_divides_out_the_cores_each_run_got() -> None:
 def test_per_core_scaling_is_unknown_without_the_servers_cpu() -> None:
     assert per_core_scaling(_result(4000, None), _result(5760, 1.45)) is None
     assert per_core_scaling(_result(4000, 1.0), _result(5760, 0.0)) is None
+
+
+def test_pair_ratios_compare_runs_of_the_same_round() -> None:
+    memory = [_result(4000, 1.0), _result(3000, 1.0), _result(5000, 1.0)]
+    redis = [_result(3600, 1.0), _result(2700, 1.0), _result(4500, 1.0)]
+    assert pair_ratios(redis, memory) == [0.9, 0.9, 0.9]
+    assert pair_ratios(redis[:2], memory) == [0.9, 0.9]  # a round without both: left out
