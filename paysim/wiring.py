@@ -36,7 +36,7 @@ from grpc_health.v1 import health_pb2
 from paysim._proto.proto.payment.v1 import payment_pb2
 from paysim.adapters.aws import ClientTuning, make_client
 from paysim.adapters.http1_client import Http1Client
-from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
+from paysim.adapters.httpx_transport import CookielessClient, Http1Transport
 from paysim.adapters.memory_store import MemoryStore
 from paysim.adapters.redis_store import open_redis_store
 from paysim.config import Environment, Settings, SimulationSettings
@@ -131,7 +131,7 @@ async def open_resources(
     ``events_client`` is used instead of one built from the environment.
     """
     async with CookielessClient(
-        transport=H11Transport(
+        transport=Http1Transport(
             Http1Client(
                 max_connections=settings.webhook.concurrency * 2,
                 connect_timeout_s=settings.webhook.timeout_s,

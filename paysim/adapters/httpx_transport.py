@@ -133,14 +133,14 @@ class CookielessClient(httpx.AsyncClient):
             raise ValueError("this client keeps no cookies")
 
 
-class H11Transport(httpx.AsyncBaseTransport):
+class Http1Transport(httpx.AsyncBaseTransport):
     def __init__(self, client: Http1Client) -> None:
         self._client = client
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
         host_header: str | None = None
-        headers: list[tuple[bytes, bytes]] = []  # as httpx encoded them: h11 takes bytes
+        headers: list[tuple[bytes, bytes]] = []  # as httpx encoded them: Http1Client takes bytes
         for name, value in request.headers.raw:
             lower = name.lower()
             if lower == b"host":

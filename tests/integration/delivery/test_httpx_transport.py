@@ -1,4 +1,4 @@
-"""httpx's API over ``Http1Client``: ``H11Transport`` and ``CookielessClient``.
+"""httpx's API over ``Http1Client``: ``Http1Transport`` and ``CookielessClient``.
 
 Real servers on loopback (the ones of ``test_http1_client``); the webhook
 dispatcher's own behaviour through this transport is covered end to end by
@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from paysim.adapters.http1_client import Http1Client
-from paysim.adapters.httpx_h11 import CookielessClient, H11Transport
+from paysim.adapters.httpx_transport import CookielessClient, Http1Transport
 from tests.integration.delivery.test_http1_client import OK, Server, self_signed_certificate, start
 
 __all__ = ["start"]  # the fixture, used by name
@@ -24,7 +24,7 @@ __all__ = ["start"]  # the fixture, used by name
 def client(**kwargs: object) -> CookielessClient:
     """As the wiring makes it: requests go straight to the transport."""
     return CookielessClient(
-        transport=H11Transport(Http1Client(**kwargs)),  # type: ignore[arg-type]
+        transport=Http1Transport(Http1Client(**kwargs)),  # type: ignore[arg-type]
         follow_redirects=False,
         trust_env=False,
     )
@@ -79,7 +79,7 @@ async def test_a_client_made_with_hooks_uses_client_send(start):
     server = await start()
     seen = Seen()
     hooked = CookielessClient(
-        transport=H11Transport(Http1Client()), trust_env=False, event_hooks={"request": [seen]}
+        transport=Http1Transport(Http1Client()), trust_env=False, event_hooks={"request": [seen]}
     )
     async with hooked:
         assert (await hooked.get(server.url)).status_code == 200
