@@ -34,6 +34,7 @@ trusted with the next request).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -77,7 +78,7 @@ def encode_request(method: bytes, target: bytes, headers: list[Header], body: by
     return b"".join(lines)
 
 
-def asks_to_close(headers: list[Header]) -> bool:
+def asks_to_close(headers: Iterable[Header]) -> bool:
     """Whether these headers hold ``Connection: close`` (a token, any case)."""
     return any(name.lower() == b"connection" and _has_close(value) for name, value in headers)
 
@@ -175,8 +176,7 @@ class ResponseReader:
             if code == 101:
                 raise FramingError("unexpected 101 Switching Protocols")
             return True  # an interim response: the real one follows
-        connection_close = any(name == b"connection" and _has_close(v) for name, v in headers)
-        keep_alive = status.group(1) == b"1" and not connection_close
+        keep_alive = status.group(1) == b"1" and not asks_to_close(headers)
         self.head = Head(code, headers, keep_alive)
         self._frame(code, headers)
         return True
