@@ -16,6 +16,17 @@ import h2.connection
 import h2.events
 import trio
 
+# A CreatePaymentIntent request's headers in a fixed order (the h2 fast-path tests
+# encode them into header blocks, so the order is part of the bytes).
+CREATE_REQUEST_HEADERS = [
+    (":method", "POST"),
+    (":scheme", "http"),
+    (":path", "/payment.v1.PaymentService/CreatePaymentIntent"),
+    (":authority", "localhost"),
+    ("content-type", "application/grpc"),
+    ("te", "trailers"),
+]
+
 
 def frame(payload: bytes, *, compressed: bool = False, length: int | None = None) -> bytes:
     """A gRPC length-prefixed message (``length`` may lie, on purpose)."""

@@ -26,15 +26,9 @@ from paysim.entrypoints.grpc.h2_frames import RawWindowUpdate
 from paysim.entrypoints.grpc.h2_guard import FrameLimits, GuardedH2Connection, RawData, RawHeaders
 from paysim.entrypoints.grpc.hpack_cache import encode_without_indexing
 from paysim.entrypoints.grpc.protocol import ConnectionLimits, ServerConnection
+from tests.h2_client import CREATE_REQUEST_HEADERS
 
-REQUEST = [
-    (":method", "POST"),
-    (":scheme", "http"),
-    (":path", "/payment.v1.PaymentService/CreatePaymentIntent"),
-    (":authority", "localhost"),
-    ("content-type", "application/grpc"),
-    ("te", "trailers"),
-]
+REQUEST = CREATE_REQUEST_HEADERS
 BODY = b"\x00\x00\x00\x00\x03abc"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 

@@ -16,15 +16,9 @@ from h2.stream import StreamState
 from paysim.entrypoints.grpc.calls import OK_TRAILERS, RESPONSE_HEADERS
 from paysim.entrypoints.grpc.h2_guard import GuardedH2Connection
 from paysim.entrypoints.grpc.protocol import ConnectionLimits, ServerConnection
+from tests.h2_client import CREATE_REQUEST_HEADERS
 
-REQUEST = [
-    (":method", "POST"),
-    (":scheme", "http"),
-    (":path", "/payment.v1.PaymentService/CreatePaymentIntent"),
-    (":authority", "localhost"),
-    ("content-type", "application/grpc"),
-    ("te", "trailers"),
-]
+REQUEST = CREATE_REQUEST_HEADERS
 
 
 def _pair(streams: int = 1, *, shortcut: bool) -> tuple[GuardedH2Connection, list[Any]]:
