@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
+from paysim.benchmarks.delivery.constants import TARGET_RATE
 from paysim.benchmarks.delivery.harness import bench
 from paysim.benchmarks.delivery.receiver import run_receiver
 from paysim.benchmarks.delivery.report import build_report, print_report
@@ -29,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m paysim.benchmarks.delivery", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--rate", type=float, default=1000.0, help="creates per second")
+    parser.add_argument(
+        "--rate", type=float, default=TARGET_RATE, help="creates per second (default: the goal)"
+    )
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     parser.add_argument("--delay-ms", type=int, default=2000, help="DEFAULT_DELAY_MS")
     parser.add_argument("--channels", type=int, default=4, help="gRPC connections")
