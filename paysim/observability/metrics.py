@@ -7,16 +7,20 @@ so nothing is ever registered in prometheus_client's global ``REGISTRY``.
 The gRPC metrics use go-grpc-prometheus' names and labels so that existing
 dashboards work unchanged; paysim's own metrics are prefixed ``paysim_``.
 
-Recording sits on the hot path (thousands of calls per second), so each
-labelled child is looked up once and then cached in a dict keyed by its label
-tuple: ``.labels()`` validates and locks on every call, a dict lookup does not.
-Label values must come from small fixed sets (gRPC method names, status and
-code names, route names): never pass client-controlled text as a label.
+Recording sits on the hot path (thousands of calls per second). The series
+every payment touches (gRPC calls, created, transitions, pending, and the
+delivery channels' in ``delivery_metrics``) are plain numbers from
+``paysim.observability.series``, exported with the exposition prometheus_client's
+objects gave them; a call records about 0.1 µs per series instead of 0.3-0.7 µs
+through a locked prometheus_client value. They are updated on the trio thread
+only. The rare ones stay prometheus_client objects, each labelled child looked
+up once and cached. Label values must come from small fixed sets (gRPC method
+names, status and code names, route names): never pass client-controlled text
+as a label.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
 
 from prometheus_client import (
@@ -24,7 +28,6 @@ from prometheus_client import (
     Counter,
     Gauge,
     GCCollector,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
 )
@@ -33,25 +36,14 @@ from prometheus_client.exposition import choose_encoder
 import paysim
 from paysim.domain.models import SCENARIO_NAMES
 from paysim.observability.delivery_metrics import EventMetrics, WebhookMetrics
+from paysim.observability.grpc_series import HANDLING_BUCKETS, GrpcSeries
+from paysim.observability.series import CounterChild, CounterFamily, GaugeFamily
 
-# prometheus.DefBuckets, which go-grpc-prometheus uses for handling time.
-HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+__all__ = ["HANDLING_BUCKETS", "Metrics", "ProcessMetrics"]
 
 # Known values are pre-created so that their series exist (at 0) from the start.
 SCENARIOS = SCENARIO_NAMES
 DELIVERY_CHANNELS = ("webhook", "event")
-
-_GRPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
-
-
-@dataclass(frozen=True, slots=True)
-class _RpcChildren:
-    """The per-method children touched by every call of one gRPC method."""
-
-    started: Counter
-    received: Counter
-    sent: Counter
-    handling: Histogram
 
 
 class ProcessMetrics:
@@ -113,56 +105,25 @@ class Metrics(ProcessMetrics):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         super().__init__(registry)
         reg = self.registry
-        self._grpc_started = Counter(
-            "grpc_server_started",
-            "Total number of RPCs started on the server.",
-            _GRPC_LABELS,
-            registry=reg,
-        )
-        self._grpc_handled = Counter(
-            "grpc_server_handled",
-            "Total number of RPCs completed on the server, regardless of success or failure.",
-            (*_GRPC_LABELS, "grpc_code"),
-            registry=reg,
-        )
-        self._grpc_handling = Histogram(
-            "grpc_server_handling_seconds",
-            "Histogram of response latency (seconds) of gRPC that had been "
-            "application-level handled by the server.",
-            _GRPC_LABELS,
-            buckets=HANDLING_BUCKETS,
-            registry=reg,
-        )
-        self._grpc_received = Counter(
-            "grpc_server_msg_received",
-            "Total number of RPC stream messages received on the server.",
-            _GRPC_LABELS,
-            registry=reg,
-        )
-        self._grpc_sent = Counter(
-            "grpc_server_msg_sent",
-            "Total number of gRPC stream messages sent by the server.",
-            _GRPC_LABELS,
-            registry=reg,
-        )
+        self._grpc = GrpcSeries(reg)
 
-        self._created = Counter(
+        self._created = CounterFamily(
             "paysim_payments_created",
             "Payments created, by requested scenario.",
             ("scenario",),
             registry=reg,
         )
-        self._transitions = Counter(
+        self._transitions = CounterFamily(
             "paysim_payment_transitions",
             "Payment status transitions.",
             ("from_status", "to_status"),
             registry=reg,
         )
-        self._pending = Gauge(
+        self._pending = GaugeFamily(
             "paysim_payments_pending",
             "Payments waiting for their simulated outcome.",
             registry=reg,
-        )
+        ).labels()
         self._dropped = Counter(
             "paysim_payments_dropped",
             "Settled payments dropped by retention (RETENTION_MS).",
@@ -188,33 +149,22 @@ class Metrics(ProcessMetrics):
         )
         for channel in DELIVERY_CHANNELS:
             self._shutdown_undelivered.labels(channel)
-        self._rpc_children: dict[tuple[str, str, str], _RpcChildren] = {}
-        self._handled_children: dict[tuple[str, str, str, str], Counter] = {}
-        self._created_children: dict[str, Counter] = {}
-        self._transition_children: dict[tuple[str, str], Counter] = {}
+        self._rpc_methods = self._grpc.methods
+        self._created_children: dict[str, CounterChild] = {}
+        self._transition_children = self._transitions.children
         self._rejected_children: dict[str, Counter] = {}
         for scenario in SCENARIOS:
             self._created_child(scenario)
 
     # -- gRPC (go-grpc-prometheus) ---------------------------------------
 
-    def _rpc(self, key: tuple[str, str, str]) -> _RpcChildren:
-        children = self._rpc_children.get(key)
-        if children is None:
-            children = _RpcChildren(
-                started=self._grpc_started.labels(*key),
-                received=self._grpc_received.labels(*key),
-                sent=self._grpc_sent.labels(*key),
-                handling=self._grpc_handling.labels(*key),
-            )
-            self._rpc_children[key] = children
-        return children
-
     def rpc_started(self, grpc_type: str, service: str, method: str) -> None:
-        """Count a started call, and its request message as received."""
-        children = self._rpc((grpc_type, service, method))
-        children.started.inc()
-        children.received.inc()
+        """Count a started call, and its request message as received (the same series)."""
+        key = (grpc_type, service, method)
+        rpc = self._rpc_methods.get(key)
+        if rpc is None:
+            rpc = self._grpc.method(key)
+        rpc.started.value += 1.0
 
     def rpc_handled(
         self, grpc_type: str, service: str, method: str, code: str, seconds: float
@@ -222,23 +172,22 @@ class Metrics(ProcessMetrics):
         """Count a finished call by gRPC code name (``"OK"``, ``"INVALID_ARGUMENT"``...).
 
         An OK unary call has sent exactly one message; other calls are not
-        counted as sending (streaming handlers know better and do not use this).
+        counted as sending (streaming handlers know better and do not use this):
+        ``GrpcSeries`` derives the sent count from the OK count.
         """
         key = (grpc_type, service, method)
-        children = self._rpc(key)
-        children.handling.observe(seconds)
-        handled_key = (grpc_type, service, method, code)
-        handled = self._handled_children.get(handled_key)
+        rpc = self._rpc_methods.get(key)
+        if rpc is None:
+            rpc = self._grpc.method(key)
+        rpc.handling.observe(seconds)
+        handled = rpc.codes.get(code)
         if handled is None:
-            handled = self._grpc_handled.labels(*handled_key)
-            self._handled_children[handled_key] = handled
-        handled.inc()
-        if code == "OK" and grpc_type == "unary":
-            children.sent.inc()
+            handled = self._grpc.handled(key, rpc, code)
+        handled.value += 1.0
 
     # -- paysim ------------------------------------------------------------
 
-    def _created_child(self, scenario: str) -> Counter:
+    def _created_child(self, scenario: str) -> CounterChild:
         child = self._created_children.get(scenario)
         if child is None:
             child = self._created.labels(scenario)
@@ -246,19 +195,21 @@ class Metrics(ProcessMetrics):
         return child
 
     def payment_created(self, scenario: str) -> None:
-        self._created_child(scenario).inc()
+        child = self._created_children.get(scenario)
+        if child is None:
+            child = self._created_child(scenario)
+        child.value += 1.0
 
     def payment_transition(self, from_status: str, to_status: str) -> None:
         key = (from_status, to_status)
         child = self._transition_children.get(key)
         if child is None:
             child = self._transitions.labels(*key)
-            self._transition_children[key] = child
-        child.inc()
+        child.value += 1.0
 
     def pending_changed(self, delta: int) -> None:
         """Move the pending gauge by ``delta`` (+1 when scheduled, -1 when settled)."""
-        self._pending.inc(delta)
+        self._pending.value += delta
 
     def payments_dropped(self, count: int) -> None:
         self._dropped.inc(count)
