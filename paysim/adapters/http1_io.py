@@ -53,7 +53,7 @@ async def send(stream: trio.abc.Stream, fd: int, data: bytes) -> None:
         await stream.send_all(memoryview(data)[sent:])  # the kernel's buffer was full
 
 
-async def receive(stream: trio.abc.Stream, fd: int, max_bytes: int) -> bytes:
+async def receive(stream: trio.abc.Stream, fd: int, max_bytes: int) -> bytes | bytearray:
     """The next bytes (b"" at EOF), after waiting for them; see the module docstring."""
     if fd < 0:
         return await stream.receive_some(max_bytes)

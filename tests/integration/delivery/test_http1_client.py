@@ -548,8 +548,8 @@ async def test_plain_tcp_goes_past_the_stream_unless_switched_off(start, io_path
 
     async def refusing(*args: Any, **kwargs: Any) -> trio.SocketStream:
         stream = await open_tcp_stream(*args, **kwargs)
-        stream.send_all = refuse  # type: ignore[method-assign]
-        stream.receive_some = refuse  # type: ignore[method-assign]
+        stream.send_all = refuse  # type: ignore[method-assign, assignment]
+        stream.receive_some = refuse  # type: ignore[method-assign, assignment]
         return stream
 
     monkeypatch.setattr(trio, "open_tcp_stream", refusing)  # the client's streams only
