@@ -78,6 +78,7 @@ from urllib.parse import urlsplit
 
 import trio
 
+from paysim.adapters import http1_io
 from paysim.adapters.http1_framing import (
     FramingError,
     Header,
@@ -130,10 +131,11 @@ class _Stale(Exception):
 
 
 class _Connection:
-    __slots__ = ("received", "stream")
+    __slots__ = ("fd", "received", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
+        self.fd = http1_io.socket_fd(stream)  # -1: through the stream (http1_io)
         self.received = False  # a byte of the current response arrived
 
 
@@ -292,7 +294,7 @@ class Http1Client:
         """The most recently used idle connection that still looks open, if any."""
         while pool.idle:
             conn = pool.idle.pop()
-            if not _readable(conn.stream):
+            if not http1_io.readable(conn.stream):
                 return conn
             await trio.aclose_forcefully(conn.stream)  # closed by the server (or it babbles)
         return None
@@ -372,12 +374,12 @@ class Http1Client:
         self, conn: _Connection, event: _Request
     ) -> tuple[Http1Response, bool]:
         """The response, and whether the connection may carry another request."""
-        await conn.stream.send_all(event.data)
+        await http1_io.send(conn.stream, conn.fd, event.data)
         reader = ResponseReader(
             head_request=event.head, max_head=_MAX_HEAD_BYTES, max_body=self._max_body_bytes
         )
         while True:
-            chunk = await conn.stream.receive_some(_RECEIVE_CHUNK)
+            chunk = await http1_io.receive(conn.stream, conn.fd, _RECEIVE_CHUNK)
             if not chunk and not conn.received:
                 raise _Stale
             conn.received = True
@@ -406,13 +408,6 @@ def _origin(scheme: str, authority: str) -> tuple[Origin, str]:
     if port != _DEFAULT_PORTS[scheme]:
         host_header += f":{port}"
     return (scheme, host, port, host if scheme == "https" else ""), host_header
-
-
-def _readable(stream: trio.abc.Stream) -> bool:
-    """Whether an idle connection's socket has something to read: EOF, most likely."""
-    if isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
-    return isinstance(stream, trio.SocketStream) and stream.socket.is_readable()
 
 
 def _raw(name: str | bytes, value: str | bytes) -> Header:

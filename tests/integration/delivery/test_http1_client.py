@@ -23,6 +23,7 @@ import pytest
 import trio
 import trio.testing
 
+from paysim.adapters import http1_io
 from paysim.adapters.http1_client import Http1Client, Http1Error
 from paysim.entrypoints.http import (
     HttpApp,
@@ -142,6 +143,14 @@ class Server:
         self.requests.append(request)
         self.changes.changed()
         return request
+
+
+@pytest.fixture(autouse=True, params=["socket", "stream"])
+def io_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs twice: on the socket directly (``http1_io``, the default)
+    and through ``trio.SocketStream``: the direct path must behave as the stream does."""
+    monkeypatch.setattr(http1_io, "_RAW", request.param == "socket")
+    return str(request.param)
 
 
 @pytest.fixture
@@ -524,3 +533,61 @@ async def test_https_with_keep_alive(nursery, tmp_path):
     async with Http1Client() as untrusting:  # the system's CAs: the handshake fails
         with pytest.raises(Http1Error, match=f"connect to localhost:{port}"):
             await untrusting.request("GET", url)
+
+
+# -- the direct socket path (http1_io) ---------------------------------------------
+
+
+async def test_plain_tcp_goes_past_the_stream_unless_switched_off(start, io_path, monkeypatch):
+    server = await start()
+
+    async def refuse(*args: object) -> None:
+        raise AssertionError("the stream was used")
+
+    open_tcp_stream = trio.open_tcp_stream
+
+    async def refusing(*args: Any, **kwargs: Any) -> trio.SocketStream:
+        stream = await open_tcp_stream(*args, **kwargs)
+        stream.send_all = refuse  # type: ignore[method-assign, assignment]
+        stream.receive_some = refuse  # type: ignore[method-assign, assignment]
+        return stream
+
+    monkeypatch.setattr(trio, "open_tcp_stream", refusing)  # the client's streams only
+    async with Http1Client() as client:
+        if io_path == "socket":
+            assert (await client.request("GET", server.url)).status == 200
+        else:
+            with pytest.raises(AssertionError, match="the stream was used"):
+                await client.request("GET", server.url)
+
+
+async def test_a_request_larger_than_the_socket_buffer_is_sent_whole(start):
+    """The kernel takes part of it; the rest goes through the stream."""
+    body = bytes(range(256)) * (16 * 1024)  # 4 MiB
+
+    async def consume(server: Server, stream: trio.abc.Stream, index: int) -> None:
+        buffer = bytearray()
+        while await server.read_request(stream, buffer) is not None:
+            await stream.send_all(OK)
+
+    server = await start(consume)
+    async with Http1Client() as client:
+        with trio.fail_after(WAIT_S):
+            assert (await client.request("POST", server.url, body=body)).body == b"ok"
+    assert server.requests[0].endswith(body)
+
+
+async def test_a_reset_in_the_middle_of_the_answer_raises(start):
+    async def reset(server: Server, stream: trio.abc.Stream, index: int) -> None:
+        await server.read_request(stream, bytearray())
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+        assert isinstance(stream, trio.SocketStream)
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    server = await start(reset)
+    async with Http1Client() as client:
+        with (
+            trio.fail_after(WAIT_S),
+            pytest.raises(Http1Error, match="connection lost"),
+        ):
+            await client.request("POST", server.url)
