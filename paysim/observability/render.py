@@ -1,70 +1,74 @@
-"""The two line formats, fast for the common event and identical to structlog's.
+"""The two line formats, fast for the common event.
 
-A log line of paysim's own is a flat event: text, numbers, booleans, ``None``
-(the "rpc" line, one per call, is the one that counts). For such an event the
-renderers here write the same characters as structlog's ``JSONRenderer``
-(over ``json.JSONEncoder``, ASCII only, ``", "`` and ``": "``) and
-``ConsoleRenderer(colors=False)`` (timestamp, ``[level    ]``, the event
-padded to 30, then the other keys sorted, ``key=value``), at a quarter and a
-sixth of their cost. Anything else (a nested value, a float that JSON has no
-number for, an exception or a stack to print, a ``logger`` column) returns
-``None``, and the caller renders the event with structlog's own renderer, so
-the output is the same whatever the event. The differential tests in
-``tests/unit/observability/test_render.py`` hold the two to that.
+JSON lines are written by orjson, as structlog's performance recipe has it:
+compact (``{"event":"rpc","ms":1.2}``, no space after ``:`` and ``,``), ASCII
+only, NaN and infinities as ``null`` (``json.dumps`` wrote the invalid
+``NaN`` and ``Infinity``); what orjson refuses goes through the standard
+library's encoder, in the same layout. Values JSON has no type for are
+written as structlog's ``JSONRenderer`` wrote them (``__structlog__()``, else
+repr), datetimes and dataclasses included.
+
+Console lines: a paysim line is a flat event (the "rpc" line, one per call,
+is the one that counts). For such an event ``console_line`` writes the same
+characters as ``ConsoleRenderer(colors=False)`` (timestamp, ``[level    ]``,
+the event padded to 30, then the other keys sorted, ``key=value``) at a sixth
+of its cost; for anything it leaves (a traceback, a stack, a logger column)
+it returns ``None`` and the caller uses ``ConsoleRenderer``. The differential
+tests in ``tests/unit/observability/test_render.py`` hold both to that.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
-from json.encoder import encode_basestring_ascii
 from typing import Any
+
+import orjson
 
 _EVENT_WIDTH = 30  # ConsoleRenderer's default padding of the event
 _LEVEL_WIDTH = len("exception")  # the longest level name ConsoleRenderer knows
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # ConsoleRenderer prints a text value with repr() when it holds one of these.
 _NEEDS_REPR = re.compile(r"[ \t=\r\n\"']")
 _CONSOLE_COLUMNS = frozenset({"timestamp", "level", "event", "logger", "logger_name"})
 # ConsoleRenderer's own columns and the texts it appends (its column "" comes first).
 _CONSOLE_SPECIAL = frozenset({"stack", "exception", "exc_info", "logger", "logger_name", ""})
-_NOT_JSON_NUMBERS = frozenset({"nan", "inf", "-inf"})
-_CACHE_MAX = 512  # encoded keys kept: log keys are a small closed set, but never grow unbounded
 
-_json_keys: dict[str, str] = {}  # '"key": ' for each key seen
+# Left to ``default`` (its repr, as before), not written as orjson would write them.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
-def json_line(event: Mapping[str, Any]) -> str | None:
-    """``event`` as ``json.dumps`` writes it, or None if it is not flat and plain."""
-    parts: list[str] = []
-    append = parts.append
-    for key, value in event.items():
-        head = _json_keys.get(key)
-        if head is None:
-            if type(key) is not str:
-                return None
-            head = encode_basestring_ascii(key) + ": "
-            if len(_json_keys) < _CACHE_MAX:
-                _json_keys[key] = head
-        if isinstance(value, str):
-            append(head + encode_basestring_ascii(value))
-            continue
-        kind = type(value)
-        if kind is float:
-            text = repr(value)
-            if text in _NOT_JSON_NUMBERS:  # JSONEncoder writes NaN, Infinity
-                return None
-        elif kind is int:
-            text = repr(value)
-        elif value is None:
-            text = "null"
-        elif value is True:
-            text = "true"
-        elif value is False:
-            text = "false"
-        else:
-            return None
-        append(head + text)
-    return "{" + ", ".join(parts) + "}"
+def _not_json(value: Any) -> Any:
+    """What JSON has no type for, as structlog's ``JSONRenderer`` writes it: what its
+    ``__structlog__()`` returns, else its repr."""
+    method = getattr(value, "__structlog__", None)
+    return method() if callable(method) else repr(value)
+
+
+def _u_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code > 0xFFFF:  # a surrogate pair, as json.dumps writes it
+        code -= 0x10000
+        return f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}"
+    return f"\\u{code:04x}"
+
+
+def json_line(event: Mapping[Any, Any]) -> str:
+    """``event`` as one compact JSON object, ASCII only: a non-ASCII character
+    (only ever inside a string) as its ``\\u`` escape. What orjson refuses (an
+    integer past 64 bits, a key that is not text, a lone surrogate, nesting past
+    its limit) the standard library's encoder writes, in the same layout."""
+    try:
+        line = orjson.dumps(event, default=_not_json, option=_ORJSON_OPTIONS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(event, default=_not_json, separators=(",", ":"))
+    return line if line.isascii() else _NON_ASCII.sub(_u_escape, line)
+
+
+def render_json(_: Any, __: str, event: Mapping[str, Any]) -> str:
+    """``json_line`` as a structlog processor: the renderer of library records."""
+    return json_line(event)
 
 
 def console_line(event: Mapping[str, Any]) -> str | None:

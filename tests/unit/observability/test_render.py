@@ -1,14 +1,19 @@
 """The fast line renderers and the scrub pre-check, against what they replace.
 
 Differential tests: ``render.json_line`` against ``json.dumps`` (what
-structlog's ``JSONRenderer`` wrote), ``render.console_line`` against
-structlog's ``ConsoleRenderer(colors=False)``, ``_suspect`` against the full
-scrub, and a configured logger's line against the six processors it replaced.
+structlog's ``JSONRenderer`` wrote: the same keys, order and values, in a
+compact layout), ``render.console_line`` against structlog's
+``ConsoleRenderer(colors=False)`` (the same characters), ``_suspect`` against
+the full scrub, and a configured logger's lines against those of the six
+processors it replaced.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import io
+import json
 import logging
 import math
 from collections.abc import Iterator
@@ -22,6 +27,13 @@ from hypothesis import strategies as st
 from paysim.observability import logging as paysim_logging
 from paysim.observability import render
 from paysim.observability.logging import Trusted, configure, scrub
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
 
 TEXT = st.text(
     st.sampled_from("0123456789 -abcdefABCDEFb'\"=\t\n\r\\é٣€xyz_.:/") | st.characters(),
@@ -43,28 +55,41 @@ EVENTS = st.dictionaries(KEYS, PLAIN | ODD, max_size=8)
 
 
 def structlog_json(event: dict[str, Any]) -> str:
-    renderer = structlog.processors.JSONRenderer()  # json.dumps, as before
+    """What structlog's ``JSONRenderer`` wrote before (``json.dumps``, spaced)."""
+    renderer = structlog.processors.JSONRenderer()
     return str(renderer(None, "info", dict(event)))
+
+
+def parsed(line: str) -> list[tuple[str, Any]]:
+    """The line's keys and values, in order; NaN and infinities as None (json.dumps
+    wrote them as NaN and Infinity, which JSON has not: orjson writes null)."""
+    return [
+        (k, None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in json.loads(line, object_pairs_hook=list)
+    ]
 
 
 @settings(max_examples=500)
 @given(EVENTS)
-@example({"ms": math.nan, "b": math.inf})
+@example({"ms": math.nan, "b": math.inf, "c": -math.inf})
 @example({"é": "\u2028\x00", "n": -(2**64), "t": True, "f": False, "z": None})
-def test_json_line_is_json_dumps(event: dict[str, Any]) -> None:
+@example({"when": datetime.datetime(2026, 12, 7, tzinfo=datetime.UTC), "what": Point(1, 2)})
+@example({"ids": {1, 2}, "nested": {"a": [1.5, "b"]}, "deep": [[[[[[[]]]]]]]})
+@example({"emoji": "\U0001f600 \ud800", "big": 2**80})
+def test_json_line_has_the_keys_and_values_json_dumps_had(event: dict[str, Any]) -> None:
     line = render.json_line(event)
-    plain = all(
-        type(v) in (str, Trusted, int, bool, type(None)) or (type(v) is float and math.isfinite(v))
-        for v in event.values()
-    )
-    assert (line is not None) == plain
-    if line is not None:
-        assert line == structlog_json(event)
+    assert line.isascii()
+    assert "\n" not in line
+    assert parsed(line) == parsed(structlog_json(event))
 
 
-def test_json_line_of_the_rpc_line() -> None:
+def test_json_line_is_compact() -> None:
     event = {"grpc_method": Trusted("p.v1.S/M"), "grpc_code": Trusted("OK"), "ms": 1.5}
-    assert render.json_line(event) == '{"grpc_method": "p.v1.S/M", "grpc_code": "OK", "ms": 1.5}'
+    assert render.json_line(event) == '{"grpc_method":"p.v1.S/M","grpc_code":"OK","ms":1.5}'
+    assert render.json_line({"a": math.nan, "é": -math.inf}) == '{"a":null,"\\u00e9":null}'
+    assert render.json_line({"a": "\U0001f600"}) == '{"a":"\\ud83d\\ude00"}'  # as json.dumps
+    # what orjson refuses, the standard library writes, in the same layout
+    assert render.json_line({"n": 2**80, 1: "x"}) == '{"n":1208925819614629174706176,"1":"x"}'
 
 
 CONSOLE = structlog.dev.ConsoleRenderer(colors=False)
@@ -197,8 +222,31 @@ def test_configured_lines_are_those_of_the_six_processors(
         "paysim.observability.logging.time.time_ns", lambda: 1_796_000_000_123_456_789
     )
     ours, theirs = lines(json_format, reference=False), lines(json_format, reference=True)
-    assert ours == theirs
+    if json_format:  # the same keys, order and values; compact
+        assert [parsed(line) for line in ours] == [parsed(line) for line in theirs]
+        assert all(line.startswith('{"') and '": ' not in line for line in ours)
+    else:  # the same characters
+        assert ours == theirs
     assert "2026-11-30T" in ours[0]
     assert ".123456Z" in ours[0]
     assert "4111" not in "\n".join(ours)
     assert "[redacted]" in ours[2]
+
+
+def test_the_chaos_harness_still_counts_rpc_lines(restore: None) -> None:
+    # paysim.chaos.stack counts the server's "rpc" lines by a byte marker
+    from purerpc.grpclib.status import Status, StatusCode
+
+    from paysim.chaos.stack import _RPC_LINE
+    from paysim.entrypoints.grpc.calls import _log_rpc
+
+    stream = io.StringIO()
+    configure(level="info", json=True, stream=stream, process="api")
+    structlog.configure(cache_logger_on_first_use=False)
+    _log_rpc(
+        Trusted("payment.v1.PaymentService/GetPaymentStatus"), Status(StatusCode.OK), 0.002, "x"
+    )
+    structlog.get_logger("test").info("not rpc", note="rpc")
+    rpc, other = stream.getvalue().encode().splitlines()
+    assert _RPC_LINE in rpc
+    assert _RPC_LINE not in other
