@@ -235,6 +235,8 @@ def _make_safe(structured: bool) -> Any:
                 continue
             elif isinstance(value, _UNSAFE_TYPES):
                 event[key] = _safe_value(value)
+        if exc_info is None:  # nearly every line: no call to find out
+            return event
         exc = _exc_from(exc_info)
         if exc is not None:
             chain = _exception_dicts(exc)
