@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 STOP_TIMEOUT_S = 15.0
 _STDERR_KEEP = 64 * 1024
-_RPC_LINE = b'"event": "rpc"'
+_RPC_LINE = b'"event":"rpc"'  # a compact JSON line (paysim.observability.render)
 
 
 @contextlib.asynccontextmanager

@@ -65,18 +65,22 @@ _QUIET_CODES = (StatusCode.OK, StatusCode.CANCELLED)
 def _log_rpc(grpc_method: Trusted, status: Status, elapsed: float, service: str) -> None:
     """The call's one "rpc" line: info (debug for reflection that succeeded or that
     its client closed); a failed call's line carries the message its client got
-    (generic for INTERNAL)."""
-    fields: dict[str, Any] = {
-        "grpc_method": grpc_method,  # Method.full_name
-        "grpc_code": CODE_NAMES[status.status_code],
-    }
-    if status.status_code != StatusCode.OK and status.status_message:
-        fields["grpc_message"] = status.status_message
-    fields["ms"] = round(elapsed * 1000, 3)
-    if service in QUIET_SERVICES and status.status_code in _QUIET_CODES:
-        log.debug("rpc", **fields)
+    (generic for INTERNAL).
+
+    Costs counted (one line per call): the fields go as keywords, not through a
+    dict and ``**``, and ``log.bind()`` is what ``log.info`` would call first
+    (through the lazy proxy's ``__getattr__``, 0.6 us more)."""
+    code = status.status_code
+    logger = log.bind()
+    emit = logger.debug if service in QUIET_SERVICES and code in _QUIET_CODES else logger.info
+    ms = round(elapsed * 1000, 3)
+    if code is StatusCode.OK or not status.status_message:
+        emit("rpc", grpc_method=grpc_method, grpc_code=CODE_NAMES[code], ms=ms)
     else:
-        log.info("rpc", **fields)
+        message = status.status_message
+        emit(
+            "rpc", grpc_method=grpc_method, grpc_code=CODE_NAMES[code], grpc_message=message, ms=ms
+        )
 
 
 RESPONSE_HEADERS = [
