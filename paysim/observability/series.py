@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -112,18 +112,16 @@ class _Family(Generic[C]):
         self,
         name: str,
         documentation: str,
-        labelnames: Sequence[str],
-        registry: CollectorRegistry | None,
-        new_child: Callable[[], C],
+        labelnames: Sequence[str] = (),
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self._new_child: Callable[[], C] = new_child
         # Read by the hot path directly (``children.get(key)``); only ``labels`` adds.
         self.children: dict[tuple[str, ...], C] = {}
         if not self.labelnames:
-            self.children[()] = new_child()
+            self.children[()] = self._child()
         if registry is not None:
             registry.register(self)
 
@@ -133,8 +131,11 @@ class _Family(Generic[C]):
         if child is None:
             if len(values) != len(self.labelnames) or not values:
                 raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
-            child = self.children[values] = self._new_child()
+            child = self.children[values] = self._child()
         return child
+
+    def _child(self) -> C:
+        raise NotImplementedError
 
     def describe(self) -> Iterable[Metric]:
         return [self.family()]
@@ -155,14 +156,8 @@ class _Family(Generic[C]):
 class CounterFamily(_Family[CounterChild]):
     """Exports as prometheus_client's ``Counter``: ``<name>_total`` and ``<name>_created``."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        super().__init__(name, documentation, labelnames, registry, CounterChild)
+    def _child(self) -> CounterChild:
+        return CounterChild()
 
     def family(self) -> CounterMetricFamily:
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -188,14 +183,8 @@ def add_counter(
 class GaugeFamily(_Family[GaugeChild]):
     """Exports as prometheus_client's ``Gauge`` (no ``_created``)."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        super().__init__(name, documentation, labelnames, registry, GaugeChild)
+    def _child(self) -> GaugeChild:
+        return GaugeChild()
 
     def family(self) -> GaugeMetricFamily:
         return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -225,7 +214,7 @@ class HistogramFamily(_Family[HistogramChild]):
         self.bounds = bounds
         # The ``le`` label as prometheus_client writes it ("0.005", "1.0", "+Inf").
         self._le: list[str] = [floatToGoString(b) for b in bounds]  # type: ignore[no-untyped-call]
-        super().__init__(name, documentation, labelnames, registry, self._child)
+        super().__init__(name, documentation, labelnames, registry)
 
     def _child(self) -> HistogramChild:
         return HistogramChild(self.bounds)
