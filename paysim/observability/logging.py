@@ -39,7 +39,6 @@ cached, always with microseconds (``2026-12-07T11:08:24.981411Z``).
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import re
 import sys
@@ -285,38 +284,30 @@ def _add_process(name: str) -> Any:
     return add_process
 
 
-# structlog.contextvars keeps each bound key in a context variable of this prefix.
-_CONTEXT_PREFIX = structlog.contextvars.STRUCTLOG_KEY_PREFIX
-_CONTEXT_PREFIX_LEN = len(_CONTEXT_PREFIX)
-_METHOD_LEVELS = {"warn": "warning", "exception": "error"}  # as structlog's add_log_level
-
-
 class _OneProcessor:
     """Every processor of structlog's own lines, as one (structlog's recipe: fewer
-    processors), in the order they ran as six: context variables, ``make_safe``,
-    process, level, timestamp, then the line: by orjson in JSON format; in console
-    format ``render`` writes a plain event (every "rpc" line) with the same
-    characters as structlog's ``ConsoleRenderer``, which still writes the rest."""
+    processors), called in the order they ran as six: context variables,
+    ``make_safe``, process, level, timestamp, then the line: by orjson in JSON
+    format; in console format ``render`` writes a plain event (every "rpc" line)
+    with the same characters as structlog's ``ConsoleRenderer``, which still
+    writes the rest. The steps are the library chain's own functions."""
 
     __slots__ = ("_fast", "_process", "_renderer", "_safe", "_stamp")
 
     def __init__(self, json: bool, process: str | None, renderer: Any) -> None:
         self._safe = _make_safe(structured=json)
         self._stamp = _Stamper()
-        self._process = process
+        self._process = _add_process(process) if process is not None else None
         self._fast = render.json_line if json else render.console_line
         self._renderer = renderer
 
     def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> Any:
-        for var, value in contextvars.copy_context().items():  # merge_contextvars
-            key = var.name
-            if key.startswith(_CONTEXT_PREFIX) and value is not Ellipsis:
-                event.setdefault(key[_CONTEXT_PREFIX_LEN:], value)
+        event = structlog.contextvars.merge_contextvars(logger, name, event)
         event = self._safe(logger, name, event)
         if self._process is not None:
-            event.setdefault("process", self._process)  # a logger bound to another name keeps it
-        event["level"] = _METHOD_LEVELS.get(name, name)
-        self._stamp(logger, name, event)
+            event = self._process(logger, name, event)
+        event = structlog.processors.add_log_level(logger, name, event)
+        event = self._stamp(logger, name, event)
         line = self._fast(event)
         return self._renderer(logger, name, event) if line is None else line
 
