@@ -17,7 +17,6 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter
 
 from paysim.observability.series import (
-    CounterChild,
     CounterFamily,
     GaugeFamily,
     HistogramFamily,
@@ -82,7 +81,6 @@ class WebhookMetrics:
         )
         self.chaos = {kind: chaos.labels(kind) for kind in WEBHOOK_CHAOS_KINDS}
         self._by_outcome = {o: deliveries.labels(o) for o in WEBHOOK_OUTCOMES}
-        self._by_result: dict[str, CounterChild] = {}
 
     def delivered(self, outcome: str) -> None:
         """Count a finished delivery; ``outcome`` is one of WEBHOOK_OUTCOMES."""
@@ -90,9 +88,9 @@ class WebhookMetrics:
 
     def attempted(self, result: str, seconds: float) -> None:
         """Count one attempt by result (``2xx``, ``timeout``...) and its duration."""
-        child = self._by_result.get(result)
+        child = self._attempts.children.get((result,))
         if child is None:
-            child = self._by_result[result] = self._attempts.labels(result)
+            child = self._attempts.labels(result)
         child.value += 1.0
         self._attempt_seconds.observe(seconds)
 

@@ -37,7 +37,7 @@ import paysim
 from paysim.domain.models import SCENARIO_NAMES
 from paysim.observability.delivery_metrics import EventMetrics, WebhookMetrics
 from paysim.observability.grpc_series import HANDLING_BUCKETS, GrpcSeries
-from paysim.observability.series import CounterChild, CounterFamily, GaugeFamily
+from paysim.observability.series import CounterFamily, GaugeFamily
 
 __all__ = ["HANDLING_BUCKETS", "Metrics", "ProcessMetrics"]
 
@@ -150,11 +150,9 @@ class Metrics(ProcessMetrics):
         for channel in DELIVERY_CHANNELS:
             self._shutdown_undelivered.labels(channel)
         self._rpc_methods = self._grpc.methods
-        self._created_children: dict[str, CounterChild] = {}
-        self._transition_children = self._transitions.children
         self._rejected_children: dict[str, Counter] = {}
         for scenario in SCENARIOS:
-            self._created_child(scenario)
+            self._created.labels(scenario)
 
     # -- gRPC (go-grpc-prometheus) ---------------------------------------
 
@@ -187,22 +185,15 @@ class Metrics(ProcessMetrics):
 
     # -- paysim ------------------------------------------------------------
 
-    def _created_child(self, scenario: str) -> CounterChild:
-        child = self._created_children.get(scenario)
+    def payment_created(self, scenario: str) -> None:
+        child = self._created.children.get((scenario,))
         if child is None:
             child = self._created.labels(scenario)
-            self._created_children[scenario] = child
-        return child
-
-    def payment_created(self, scenario: str) -> None:
-        child = self._created_children.get(scenario)
-        if child is None:
-            child = self._created_child(scenario)
         child.value += 1.0
 
     def payment_transition(self, from_status: str, to_status: str) -> None:
         key = (from_status, to_status)
-        child = self._transition_children.get(key)
+        child = self._transitions.children.get(key)
         if child is None:
             child = self._transitions.labels(*key)
         child.value += 1.0
