@@ -180,8 +180,8 @@ def test_the_shortcut_is_taken_for_common_frames_only() -> None:
         next(buffer)
 
 
-def test_a_known_request_block_is_not_decoded_again() -> None:
-    h2c = _server(True)
+def _count_decodes(h2c: Any) -> list[bytes]:
+    """The header blocks h2's HPACK decoder is given from now on, appended as it decodes them."""
     decoded: list[bytes] = []
     original = h2c.decoder.decode
 
@@ -189,7 +189,13 @@ def test_a_known_request_block_is_not_decoded_again() -> None:
         decoded.append(bytes(block))
         return original(block, raw)
 
-    h2c.decoder.decode = counting  # type: ignore[method-assign,assignment]
+    h2c.decoder.decode = counting
+    return decoded
+
+
+def test_a_known_request_block_is_not_decoded_again() -> None:
+    h2c = _server(True)
+    decoded = _count_decodes(h2c)
     events = h2c.receive_data(PREFACE + call(1) + call(3) + call(5, WITH_LENGTH))
     events += h2c.receive_data(call(7, WITH_LENGTH))
     assert decoded == [NEUTRAL, WITH_LENGTH]
@@ -382,14 +388,7 @@ def test_grpcio_blocks_with_deadlines_are_decoded_once_each() -> None:
     )
     assert_same([stream[:500], stream[500:]])
     h2c = _server(True)
-    decoded: list[bytes] = []
-    original = h2c.decoder.decode
-
-    def counting(block: bytes, raw: bool = False) -> Any:
-        decoded.append(bytes(block))
-        return original(block, raw)
-
-    h2c.decoder.decode = counting  # type: ignore[method-assign,assignment]
+    decoded = _count_decodes(h2c)
     events = h2c.receive_data(stream)
     assert decoded == GRPCIO_BLOCKS[:4]
     timeouts = [
