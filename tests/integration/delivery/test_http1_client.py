@@ -145,6 +145,17 @@ class Server:
         return request
 
 
+def answering(response: bytes) -> Script:
+    """A script that reads each request on its connection and answers it with ``response``."""
+
+    async def answer(server: Server, stream: trio.abc.Stream, index: int) -> None:
+        buffer = bytearray()
+        while await server.read_request(stream, buffer) is not None:
+            await stream.send_all(response)
+
+    return answer
+
+
 @pytest.fixture(autouse=True, params=["socket", "stream"])
 def io_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test here runs twice: on the socket directly (``http1_io``, the default)
@@ -260,15 +271,11 @@ async def test_connection_close_is_not_reused(start):
 
 
 async def test_chunked_and_interim_responses_are_read_whole(start):
-    async def chunked(server: Server, stream: trio.abc.Stream, index: int) -> None:
-        buffer = bytearray()
-        while await server.read_request(stream, buffer) is not None:
-            await stream.send_all(
-                b"HTTP/1.1 100 Continue\r\n\r\n"
-                b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
-            )
-
+    chunked = answering(
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+    )
     server = await start(chunked)
     async with Http1Client() as client:
         for _ in range(2):
@@ -565,12 +572,7 @@ async def test_a_request_larger_than_the_socket_buffer_is_sent_whole(start):
     """The kernel takes part of it; the rest goes through the stream."""
     body = bytes(range(256)) * (16 * 1024)  # 4 MiB
 
-    async def consume(server: Server, stream: trio.abc.Stream, index: int) -> None:
-        buffer = bytearray()
-        while await server.read_request(stream, buffer) is not None:
-            await stream.send_all(OK)
-
-    server = await start(consume)
+    server = await start(answering(OK))
     async with Http1Client() as client:
         with trio.fail_after(WAIT_S):
             assert (await client.request("POST", server.url, body=body)).body == b"ok"

@@ -16,7 +16,13 @@ import trio
 
 from paysim.adapters.http1_client import Http1Client
 from paysim.adapters.httpx_transport import CookielessClient, Http1Transport
-from tests.integration.delivery.test_http1_client import OK, Server, self_signed_certificate, start
+from tests.integration.delivery.test_http1_client import (
+    OK,
+    Server,
+    answering,
+    self_signed_certificate,
+    start,
+)
 
 __all__ = ["start"]  # the fixture, used by name
 
@@ -46,12 +52,9 @@ async def test_a_redirect_comes_back_as_it_is_either_way(start, monkeypatch, thr
     used) or through ``AsyncClient.send`` (a hook set after construction): the
     same response, the redirect not followed, the client's timeout applied."""
 
-    async def redirect(server: Server, stream: trio.abc.Stream, index: int) -> None:
-        buffer = bytearray()
-        while await server.read_request(stream, buffer) is not None:
-            await stream.send_all(
-                b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 5\r\n\r\nmoved"
-            )
+    redirect = answering(
+        b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 5\r\n\r\nmoved"
+    )
 
     server = await start(redirect)
     seen = Seen()
@@ -117,12 +120,9 @@ async def test_connections_are_kept_alive_across_requests(start):
 
 
 async def test_cookies_a_receiver_sets_are_never_sent_back(start):
-    async def sets_cookie(server: Server, stream: trio.abc.Stream, index: int) -> None:
-        buffer = bytearray()
-        while await server.read_request(stream, buffer) is not None:
-            await stream.send_all(
-                b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 2\r\n\r\nok"
-            )
+    sets_cookie = answering(
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 2\r\n\r\nok"
+    )
 
     server = await start(sets_cookie)
     async with client() as http:
