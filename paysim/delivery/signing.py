@@ -50,6 +50,20 @@ STANDARD = "standard"
 STANDARD_SECRET_PREFIX = "whsec_"
 
 _FIXED_HEADERS = (("Content-Type", "application/json"), ("User-Agent", "PaymentSim/1.0"))
+# Every header name ``build_headers`` can set, lower-cased, in either style.
+HEADER_NAMES = frozenset(
+    {
+        "content-type",
+        "user-agent",
+        "x-webhook-signature",
+        "x-webhook-id",
+        "x-webhook-timestamp",
+        "x-webhook-attempt",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
 _TIMESTAMP = re.compile(r"[0-9]{1,15}")
 
 

@@ -150,21 +150,7 @@ class WebhookSender:
 
 _EXCERPT_CHARS = 120
 # Headers a webhook request sets itself: a client default of the same name is not sent.
-_OWN_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "content-type",
-        "user-agent",
-        "x-webhook-signature",
-        "x-webhook-id",
-        "x-webhook-timestamp",
-        "x-webhook-attempt",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
+_OWN_HEADERS = frozenset({"host", "content-length"}) | signing.HEADER_NAMES
 
 
 def excerpt_of(content: bytes) -> str:

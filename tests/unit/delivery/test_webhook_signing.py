@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from paysim.delivery.signing import (
+    HEADER_NAMES,
     build_headers,
     legacy_signature,
     standard_key,
@@ -133,6 +134,19 @@ def test_standard_headers_add_the_three_standard_webhooks_headers() -> None:
         ("webhook-timestamp", "1700000000"),
         ("webhook-signature", spec_signature(SECRET, EVENT_ID, TS, BODY)),
     ]
+
+
+def test_header_names_are_exactly_what_either_style_sets() -> None:
+    # The sender drops a client default of any of these names: a header added to
+    # build_headers but not here would be sent twice.
+    names = {
+        name.lower()
+        for style in ("legacy", "standard")
+        for name, _ in build_headers(
+            secrets=(SECRET,), style=style, webhook_id=EVENT_ID, timestamp=TS, attempt=1, body=BODY
+        )
+    }
+    assert names == HEADER_NAMES
 
 
 def test_rotation_signs_standard_with_every_secret_and_legacy_with_the_first() -> None:
