@@ -8,31 +8,19 @@ token): a URL is shown as scheme, host and path only.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from paysim.domain.models import Payment
+from paysim.url_text import shown_url
 
 
 def safe_url(url: str) -> str:
     """``scheme://host[:port]/path``: no user info, query or fragment."""
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(unparseable URL)"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    return shown_url(url) if url else ""
 
 
 def endpoint_of(url: str) -> str:
     """The endpoint a webhook URL belongs to: its host (and port)."""
-    try:
-        parts = urlsplit(url)
-        return f"{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
-    except ValueError:
-        return "(unparseable URL)"
+    return shown_url(url, scheme=False, path=False)
 
 
 def summary(payment: Payment, idempotency_key: str = "") -> dict[str, Any]:

@@ -31,7 +31,6 @@ import math
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -42,6 +41,7 @@ from paysim.faults.ledger import Ledger
 from paysim.faults.settings import WorkerCheckSettings
 from paysim.faults.worker_report import MalformedReport, Truth, cross_check, parse_worker_report
 from paysim.ports import PaymentStore
+from paysim.url_text import shown_url
 
 log = structlog.get_logger("paysim.reconciliation")
 
@@ -52,11 +52,7 @@ class WorkerUnreadable(Exception):
 
 def describe_url(url: str) -> str:
     """``scheme://host[:port]``: the URL as the report shows it (no user info, no path)."""
-    try:
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
-    except ValueError:
-        return "(unparseable URL)"
+    return shown_url(url, path=False)
 
 
 async def fetch_worker_report(
