@@ -78,7 +78,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from paysim.adapters import http1_io
+from paysim.adapters import socket_io
 from paysim.adapters.http1_framing import (
     FramingError,
     Header,
@@ -135,7 +135,7 @@ class _Connection:
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        self.fd = http1_io.socket_fd(stream)  # -1: through the stream (http1_io)
+        self.fd = socket_io.socket_fd(stream)  # -1: through the stream (socket_io)
         self.received = False  # a byte of the current response arrived
 
 
@@ -294,7 +294,7 @@ class Http1Client:
         """The most recently used idle connection that still looks open, if any."""
         while pool.idle:
             conn = pool.idle.pop()
-            if not http1_io.readable(conn.stream):
+            if not socket_io.readable(conn.stream):
                 return conn
             await trio.aclose_forcefully(conn.stream)  # closed by the server (or it babbles)
         return None
@@ -374,12 +374,12 @@ class Http1Client:
         self, conn: _Connection, event: _Request
     ) -> tuple[Http1Response, bool]:
         """The response, and whether the connection may carry another request."""
-        await http1_io.send(conn.stream, conn.fd, event.data)
+        await socket_io.send(conn.stream, conn.fd, event.data)
         reader = ResponseReader(
             head_request=event.head, max_head=_MAX_HEAD_BYTES, max_body=self._max_body_bytes
         )
         while True:
-            chunk = await http1_io.receive(conn.stream, conn.fd, _RECEIVE_CHUNK)
+            chunk = await socket_io.receive(conn.stream, conn.fd, _RECEIVE_CHUNK)
             if not chunk and not conn.received:
                 raise _Stale
             conn.received = True

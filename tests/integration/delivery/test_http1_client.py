@@ -23,7 +23,7 @@ import pytest
 import trio
 import trio.testing
 
-from paysim.adapters import http1_io
+from paysim.adapters import socket_io
 from paysim.adapters.http1_client import Http1Client, Http1Error
 from paysim.entrypoints.http import (
     HttpApp,
@@ -158,9 +158,9 @@ def answering(response: bytes) -> Script:
 
 @pytest.fixture(autouse=True, params=["socket", "stream"])
 def io_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs twice: on the socket directly (``http1_io``, the default)
+    """Every test here runs twice: on the socket directly (``socket_io``, the default)
     and through ``trio.SocketStream``: the direct path must behave as the stream does."""
-    monkeypatch.setattr(http1_io, "_RAW", request.param == "socket")
+    monkeypatch.setattr(socket_io, "_RAW", request.param == "socket")
     return str(request.param)
 
 
@@ -542,7 +542,7 @@ async def test_https_with_keep_alive(nursery, tmp_path):
             await untrusting.request("GET", url)
 
 
-# -- the direct socket path (http1_io) ---------------------------------------------
+# -- the direct socket path (socket_io) ---------------------------------------------
 
 
 async def test_plain_tcp_goes_past_the_stream_unless_switched_off(start, io_path, monkeypatch):
