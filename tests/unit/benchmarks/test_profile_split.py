@@ -29,6 +29,16 @@ def test_the_first_matching_category_takes_a_stack() -> None:
     assert category(RAW[3]) == OTHER
 
 
+def test_the_handlers_webhook_url_check_is_the_handlers_cost() -> None:
+    stack = (
+        "PaymentApi.CreatePaymentIntent (paysim/entrypoints/grpc/payment_api.py:158);"
+        "check_webhook_url (paysim/domain/validation.py:106) 9"
+    )
+    assert category(stack) == "CreatePaymentIntent handler"
+    sender = "WebhookSender.send (paysim/delivery/webhook_sender.py:99);encode (x.py:1) 1"
+    assert category(sender).startswith("webhook delivery")
+
+
 def test_split_counts_samples_and_skips_what_is_not_a_stack() -> None:
     counts = split(RAW)
     assert sum(counts.values()) == 13
