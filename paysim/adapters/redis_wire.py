@@ -20,6 +20,13 @@ Connecting is lazy: the first call opens the stream (TLS for ``rediss://``,
 checking the certificate against STORE_TLS_CA_FILE or the system's), sends
 ``AUTH`` if there is a password and ``SELECT`` if the database is not 0.
 
+Bounds (what a server, or whatever answers at STORE_URL, can make us hold):
+a reply may be at most ``max_reply_bytes`` (``MAX_REPLY_BYTES``, 1 GiB,
+twice the largest string Redis stores), whether its bulk string announces
+more or its bytes simply keep coming, and may nest arrays at most
+``MAX_DEPTH`` deep (paysim's replies nest two). Either is a ``WireError`` the
+moment it is seen, and the connection is dropped.
+
 Errors: a call that fails or is cancelled half way leaves the stream out of
 step (a reply may still come), so the connection is dropped and the next call
 opens a new one. An error reply raises ``ReplyError``, or ``UnreachableReply``
@@ -50,6 +57,8 @@ UNREACHABLE_CODES = frozenset(
     {"LOADING", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOAUTH", "WRONGPASS"}
 )
 _RECEIVE = 65_536
+MAX_REPLY_BYTES = 1 << 30
+MAX_DEPTH = 8
 
 Arg = str | bytes | int
 
@@ -121,8 +130,14 @@ def pack_command(args: tuple[Arg, ...]) -> bytes:
     return b"".join(out)
 
 
-def parse_reply(buf: bytes, pos: int = 0) -> tuple[Any, int]:
-    """One reply starting at ``pos``, and where it ends; ``_Incomplete`` if it does not."""
+def parse_reply(
+    buf: bytes, pos: int = 0, *, max_bytes: int = MAX_REPLY_BYTES, depth: int = 0
+) -> tuple[Any, int]:
+    """One reply starting at ``pos``, and where it ends; ``_Incomplete`` if it does not.
+
+    ``WireError`` for a bulk string longer than ``max_bytes`` (before its bytes
+    arrive) and for arrays nested deeper than ``MAX_DEPTH``.
+    """
     end = buf.find(b"\r\n", pos)
     if end < 0:
         raise _Incomplete
@@ -135,6 +150,8 @@ def parse_reply(buf: bytes, pos: int = 0) -> tuple[Any, int]:
             size = int(line)
             if size < 0:
                 return None, end + 2
+            if size > max_bytes:
+                raise WireError(f"reply from the store larger than {max_bytes} bytes")
             stop = end + 2 + size
             if len(buf) < stop + 2:
                 raise _Incomplete
@@ -143,10 +160,12 @@ def parse_reply(buf: bytes, pos: int = 0) -> tuple[Any, int]:
             count = int(line)
             if count < 0:
                 return None, end + 2
+            if depth >= MAX_DEPTH:
+                raise WireError(f"reply from the store nests deeper than {MAX_DEPTH}")
             items = []
             pos = end + 2
             for _ in range(count):
-                item, pos = parse_reply(buf, pos)
+                item, pos = parse_reply(buf, pos, max_bytes=max_bytes, depth=depth + 1)
                 items.append(item)
             return items, pos
     except ValueError:
@@ -164,8 +183,9 @@ def parse_reply(buf: bytes, pos: int = 0) -> tuple[Any, int]:
 class RedisWire:
     """One connection, one command at a time (the caller makes sure of that)."""
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         self._endpoint = endpoint
+        self._max_reply = max_reply_bytes
         self._stream: trio.abc.Stream | None = None
         self._buffer = b""
 
@@ -209,12 +229,14 @@ class RedisWire:
             # in many pieces, and each parse starts from its beginning).
             if buf.endswith(b"\r\n"):
                 try:
-                    reply, end = parse_reply(buf)
+                    reply, end = parse_reply(buf, max_bytes=self._max_reply)
                 except _Incomplete:
                     pass
                 else:
                     self._buffer = buf[end:]
                     return reply
+            if len(buf) > self._max_reply:
+                raise WireError(f"reply from the store larger than {self._max_reply} bytes")
             data = await stream.receive_some(max(_RECEIVE, len(buf)))
             if not data:
                 raise EOFError("the store closed the connection")

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import pytest
 import trio
 
 from paysim.adapters.redis_batch import classify
-from paysim.adapters.redis_wire import Endpoint, RedisWire, ReplyError, UnreachableReply
+from paysim.adapters.redis_wire import (
+    Endpoint,
+    RedisWire,
+    ReplyError,
+    UnreachableReply,
+    WireError,
+)
 from paysim.config import StoreSettings
 from tests.redis_fixtures import RedisProcess, redis_server, start_redis  # noqa: F401 - fixture
 
@@ -95,3 +102,52 @@ async def test_a_server_that_went_away_is_an_outage_and_a_new_one_is_found(
     finally:
         await wire.aclose()
         server.stop()
+
+
+# -- a server that answers what no Redis would: bounded, over a real socket -------
+
+
+async def _rogue_store(
+    nursery: trio.Nursery, answer: bytes, repeat: int, closed: trio.Event
+) -> Endpoint:
+    """A TCP server that answers the first command with ``answer`` ``repeat`` times,
+    then reads until the client hangs up (``closed``)."""
+
+    async def handle(stream: trio.SocketStream) -> None:
+        try:
+            await stream.receive_some(65_536)
+            for _ in range(repeat):
+                await stream.send_all(answer)
+            while await stream.receive_some(65_536):
+                pass
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            closed.set()
+
+    listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    return Endpoint.from_settings(StoreSettings(url=f"redis://127.0.0.1:{port}"))
+
+
+@pytest.mark.parametrize(
+    ("answer", "repeat", "reason"),
+    [
+        # A bulk string that announces more than the bound: refused before its bytes.
+        (b"$5000000000\r\n", 1, "larger than"),
+        # A simple string that never ends: refused once the bound is passed.
+        (b"+" + b"x" * 16_384, 64, "larger than"),
+        # Arrays in arrays, far deeper than any reply of paysim's.
+        (b"*1\r\n" * 100 + b":1\r\n", 1, "nests deeper"),
+    ],
+)
+async def test_a_reply_past_the_bounds_is_a_wire_error_and_drops_the_connection(
+    nursery: trio.Nursery, answer: bytes, repeat: int, reason: str
+) -> None:
+    closed = trio.Event()
+    wire = RedisWire(await _rogue_store(nursery, answer, repeat, closed), max_reply_bytes=65_536)
+    with trio.fail_after(5):
+        with pytest.raises(WireError, match=reason):
+            await wire.call("PING")
+        await closed.wait()  # the client hung up: nothing more is read or held
+    assert classify(WireError("x"))  # the batcher takes it for an outage and backs off

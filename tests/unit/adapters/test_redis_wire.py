@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from paysim.adapters.redis_wire import (
+    MAX_DEPTH,
+    MAX_REPLY_BYTES,
     ReplyError,
     UnreachableReply,
     WireError,
@@ -54,3 +56,22 @@ def test_bytes_that_are_not_resp_are_a_wire_error(junk: bytes) -> None:
     with pytest.raises(WireError, match="reply from the store"):
         parse_reply(junk)
     assert issubclass(WireError, ConnectionError)  # so the batcher counts it as an outage
+
+
+def test_arrays_may_nest_as_deep_as_the_bound_and_no_deeper() -> None:
+    deepest = b"*1\r\n" * MAX_DEPTH + b":1\r\n"
+    reply, end = parse_reply(deepest)
+    assert end == len(deepest)
+    for _ in range(MAX_DEPTH):
+        reply = reply[0]
+    assert reply == 1
+    with pytest.raises(WireError, match="nests deeper than"):
+        parse_reply(b"*1\r\n" + deepest)
+
+
+def test_a_bulk_string_announcing_more_than_the_bound_is_refused_before_it_arrives() -> None:
+    with pytest.raises(WireError, match="larger than 1000 bytes"):
+        parse_reply(b"$1001\r\n", max_bytes=1000)
+    with pytest.raises(_Incomplete):  # at the bound: waits for its bytes
+        parse_reply(b"$1000\r\n", max_bytes=1000)
+    assert MAX_REPLY_BYTES >= 2 * 512 * 1024 * 1024  # Redis stores strings up to 512 MB
