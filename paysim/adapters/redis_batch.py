@@ -38,12 +38,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import anyio
 import coredis.exceptions
 import msgpack
+import outcome
 import structlog
 import trio
 from trio_util import AsyncBool
@@ -51,6 +51,7 @@ from trio_util import AsyncBool
 from paysim.adapters.redis_wire import UnreachableReply
 from paysim.backoff import Backoff
 from paysim.errors import StoreUnavailable
+from paysim.parking import ParkingSpot
 
 log = structlog.get_logger("paysim.store")
 
@@ -96,20 +97,51 @@ def classify(exc: BaseException) -> bool:
     return isinstance(exc, STORE_ERRORS)
 
 
-@dataclass(eq=False, slots=True)
-class _Op:
-    args: tuple[Arg, ...] | Callable[[], tuple[Arg, ...]]  # a callable: made when sent
-    waiter: trio.lowlevel.Task | None = None  # rescheduled with the result; None: nobody
-    result: Any = None
-    failed: bool = False
-    withdrawn: bool = False
-    taken: bool = False
-    posted: bool = False  # nobody waits: kept through an outage
+class _Op(ParkingSpot):
+    """One op and the task waiting for it; the caller parks on the op itself.
+
+    Why a ``ParkingSpot`` that is its own outcome: a store call parks once per
+    op, and trio's ``wait_task_rescheduled`` with an ``outcome.Value`` per wake-up
+    makes a coroutine, a generator, an abort closure and the ``Value`` for each.
+    Here the op is the abort function (``__call__``) and what ``reschedule`` hands
+    the parked task: trio passes it through untouched and the waiting side calls
+    its ``unwrap``, as it would a ``Value``'s (``paysim.parking``).
+    """
+
+    __slots__ = ("args", "failed", "posted", "result", "taken", "waiter", "withdrawn")
+
+    def __init__(
+        self,
+        args: tuple[Arg, ...] | Callable[[], tuple[Arg, ...]],  # a callable: made when sent
+        waiter: trio.lowlevel.Task | None = None,  # rescheduled when done; None: nobody
+        posted: bool = False,  # nobody waits: kept through an outage
+    ) -> None:
+        self.args = args
+        self.waiter = waiter
+        self.posted = posted
+        self.result: Any = None
+        self.failed = False
+        self.withdrawn = False
+        self.taken = False
+
+    def __call__(self, raise_cancel: Callable[[], object]) -> trio.lowlevel.Abort:
+        # The waiter was cancelled: never woken by the sender now, and an op not
+        # taken yet is never sent.
+        self.waiter = None
+        self.withdrawn = not self.taken
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def unwrap(self) -> Any:
+        """The result for the woken waiter, or its failure raised."""
+        if self.failed:
+            raise LostReply() if self.taken else StoreUnavailable()
+        return self.result
 
     def finish(self) -> None:
-        if self.waiter is not None:
-            trio.lowlevel.reschedule(self.waiter)
+        task = self.waiter
+        if task is not None:
             self.waiter = None
+            trio.lowlevel.reschedule(task, cast("outcome.Outcome[Any]", self))
 
 
 class OpBatcher:
@@ -138,19 +170,7 @@ class OpBatcher:
         self._queue.append(op)
         if self._lot:  # a sender waits for work
             self._lot.unpark()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            # Cancelled while waiting: never woken by the sender now, and an op
-            # not taken yet is never sent.
-            op.waiter = None
-            op.withdrawn = not op.taken
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        # Woken (op.finish) by the sender with the result; lighter than an Event per op.
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        if op.failed:
-            raise LostReply() if op.taken else StoreUnavailable()
-        return op.result
+        return await op  # woken by the sender (op.finish), or cancelled (op.__call__)
 
     def post(self, make: Callable[[], tuple[Arg, ...]]) -> None:
         """Queue an op nobody waits for; ``make()`` gives its arguments when it is sent

@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+from paysim import parking
 from paysim.adapters.redis_batch import OpBatcher, encode_ops
 from paysim.adapters.redis_store import RedisStore, StoreStartError, open_redis_store
 from paysim.config import StoreSettings
@@ -332,6 +333,31 @@ async def test_a_value_that_cannot_be_encoded_fails_its_batch_not_the_sender(
     with pytest.raises(StoreUnavailable):
         await batcher.call("S", "now", 2**64)  # beyond MessagePack's integers
     assert await batcher.call("G", "x") == "r:G"  # the sender still runs
+
+
+@pytest.mark.parametrize("trap", ["trio's private trap", "trio's public API"])
+async def test_each_caller_gets_its_own_result_or_failure_on_either_parking_path(
+    trap: str, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A caller parks on its op, which is also what wakes it (``paysim.parking``):
+    # the same on trio's public ``wait_task_rescheduled``, the fallback path.
+    if trap == "trio's public API":
+        monkeypatch.setattr(parking, "_trap", None)
+    script = HeldScript()
+    script.release.set()
+    batcher = OpBatcher(script, ("{p}", "me"), timeout_s=30)
+    await nursery.start(batcher.run)
+    results: dict[str, Any] = {}
+
+    async def run(key: str, *args: Any) -> None:
+        results[key] = await batcher.call(*args)
+
+    async with trio.open_nursery() as callers:
+        callers.start_soon(run, "get", "G", "x")
+        callers.start_soon(run, "list", "L", "u")
+    assert results == {"get": "r:G", "list": "r:L"}
+    with pytest.raises(StoreUnavailable):
+        await batcher.call("S", "now", 2**64)  # cannot be encoded: its batch fails
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
