@@ -8,7 +8,8 @@ One sender task takes every op waiting (up to ``MAX_OPS``) and sends them as
 one EVALSHA of the ops script, MessagePack-encoded into a single argument
 (``encode_ops``: one C call on each side beats framing fields), on the store's
 own connection (``redis_wire``: no coredis on this path), then hands each
-caller its result. Under load the queue fills while a batch is on the
+caller its result (the script packs its results the same way:
+``decode_results``). Under load the queue fills while a batch is on the
 wire, so the batches grow by themselves; at low load an op goes out at once,
 alone. One batch in flight, not several: Redis runs scripts one at a time
 anyway, and with two senders the batches were smaller and the server idled
@@ -222,13 +223,14 @@ class OpBatcher:
             if not batch and self.available.value:
                 continue
             try:
-                # Encoded in here: a value MessagePack cannot take fails its batch,
-                # not the sender.
+                # Encoded and decoded in here: a value MessagePack cannot take, or
+                # a reply it cannot read, fails its batch, not the sender.
                 payload = encode_ops(ops)
                 with trio.fail_after(self._timeout_s):
-                    results = await self._script(
+                    reply = await self._script(
                         keys=[self._header[0]], args=[*self._header, payload]
                     )
+                results = decode_results(reply)
                 self.batches += 1
             except Exception as exc:
                 self._failed(batch, exc)
@@ -288,6 +290,16 @@ def encode_ops(ops: list[tuple[Arg, ...]]) -> bytes:
     """
     packed: bytes = msgpack.packb(ops, use_bin_type=False)
     return packed
+
+
+def decode_results(reply: bytes) -> list[Any]:
+    """The script's reply (one MessagePack array, see ``redis_scripts.OPS``) as its results.
+
+    Strings come back as bytes, as from RESP; Lua's false (a missing key or an
+    unclaimed idempotency key) as None, as RESP turns it into a nil.
+    """
+    results: list[Any] = msgpack.unpackb(reply, raw=True)
+    return [None if r is False else r for r in results]
 
 
 def describe(exc: BaseException) -> str:

@@ -40,7 +40,9 @@ from __future__ import annotations
 # and its fields, strings or integers (Redis's cmsgpack reads str, not bin, so
 # bytes go as str). One argument for the whole batch: one C call on each side
 # beats framing fields in Python and Lua.
-# Returns one result per op.
+# Returns one result per op, MessagePack-encoded too (one bulk string): Python
+# reads it in one C call, where a RESP array of results is parsed one by one
+# in ``redis_wire``. Lua's false (a missing key) arrives as False.
 OPS = r"""
 local P = ARGV[1]
 local me = ARGV[2]
@@ -172,7 +174,7 @@ for i = 1, #ops do
     return redis.error_reply('paysim: unknown store op')
   end
 end
-return out
+return cmsgpack.pack(out)
 """
 
 # What a replica that left or vanished had goes to the pools (shared by the two

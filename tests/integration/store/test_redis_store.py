@@ -19,7 +19,7 @@ import trio
 import trio.testing
 
 from paysim import parking
-from paysim.adapters.redis_batch import OpBatcher, encode_ops
+from paysim.adapters.redis_batch import OpBatcher, decode_results, encode_ops
 from paysim.adapters.redis_store import RedisStore, StoreStartError, open_redis_store
 from paysim.config import StoreSettings
 from paysim.domain.models import PaymentStatus, StatusChange
@@ -247,6 +247,18 @@ def test_ops_are_encoded_as_lists_of_fields_with_bytes_as_str() -> None:
     assert unpack(packed) == [["C", 7, "", "a:b", "é"], ["D", ["e1", "e2"]]]
 
 
+def test_results_are_read_from_one_messagepack_array_with_false_as_none() -> None:
+    # As the ops script packs them: strings as str, Lua's false for a missing key.
+    reply = msgpack.packb([1, 0, False, "a:b", ["x", "y"], []], use_bin_type=False)
+    assert decode_results(reply) == [1, 0, None, b"a:b", [b"x", b"y"], []]
+
+
+def packed_results(results: list[Any]) -> bytes:
+    """A reply of the ops script: its results as one MessagePack array (strings as str)."""
+    packed: bytes = msgpack.packb(results, use_bin_type=False)
+    return packed
+
+
 class HeldScript:
     """Records each batch's ops and answers only when the test releases it."""
 
@@ -255,11 +267,11 @@ class HeldScript:
         self.release = trio.Event()
         self.on_wire = 0
 
-    async def __call__(self, *, keys: list[str], args: list[Any]) -> list[Any]:
+    async def __call__(self, *, keys: list[str], args: list[Any]) -> bytes:
         self.sent.append(unpack(args[2]))
         self.on_wire += 1
         await self.release.wait()
-        return [f"r:{op[0]}" for op in unpack(args[2])]
+        return packed_results([f"r:{op[0]}" for op in unpack(args[2])])
 
 
 async def test_a_caller_cancelled_before_its_op_left_withdraws_it(nursery: trio.Nursery) -> None:
@@ -295,7 +307,7 @@ async def test_a_caller_cancelled_before_its_op_left_withdraws_it(nursery: trio.
     await trio.testing.wait_all_tasks_blocked()
     # Second batch: what waited while the first was on the wire, less what was withdrawn.
     assert script.sent == [[["G", "first"]], [["G", "second"], ["G", "fifth"]]]
-    assert results == {"first": "r:G", "second": "r:G", "fifth": "r:G"}
+    assert results == {"first": b"r:G", "second": b"r:G", "fifth": b"r:G"}
 
 
 async def test_a_caller_cancelled_after_its_op_left_leaves_it_running(
@@ -332,7 +344,22 @@ async def test_a_value_that_cannot_be_encoded_fails_its_batch_not_the_sender(
     await nursery.start(batcher.run)
     with pytest.raises(StoreUnavailable):
         await batcher.call("S", "now", 2**64)  # beyond MessagePack's integers
-    assert await batcher.call("G", "x") == "r:G"  # the sender still runs
+    assert await batcher.call("G", "x") == b"r:G"  # the sender still runs
+
+
+async def test_a_reply_that_cannot_be_read_fails_its_batch_not_the_sender(
+    nursery: trio.Nursery,
+) -> None:
+    replies = [b"\xc1", packed_results(["fine"])]  # 0xc1: never used in MessagePack
+
+    async def script(*, keys: list[str], args: list[Any]) -> bytes:
+        return replies.pop(0)
+
+    batcher = OpBatcher(script, ("{p}", "me"), timeout_s=30)
+    await nursery.start(batcher.run)
+    with pytest.raises(StoreUnavailable):
+        await batcher.call("G", "x")
+    assert await batcher.call("G", "x") == b"fine"
 
 
 @pytest.mark.parametrize("trap", ["trio's private trap", "trio's public API"])
@@ -355,7 +382,7 @@ async def test_each_caller_gets_its_own_result_or_failure_on_either_parking_path
     async with trio.open_nursery() as callers:
         callers.start_soon(run, "get", "G", "x")
         callers.start_soon(run, "list", "L", "u")
-    assert results == {"get": "r:G", "list": "r:L"}
+    assert results == {"get": b"r:G", "list": b"r:L"}
     with pytest.raises(StoreUnavailable):
         await batcher.call("S", "now", 2**64)  # cannot be encoded: its batch fails
 
