@@ -58,7 +58,7 @@ log = structlog.get_logger("paysim.store")
 
 MAX_OPS = 256
 
-Arg = str | bytes | int | list[str]
+Arg = str | bytes | int | float | list[str]
 
 # What the network, coredis and Redis raise when the store cannot be used right
 # now (refused or lost connections, a deadline, a blocked pool, a server still

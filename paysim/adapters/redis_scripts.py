@@ -37,8 +37,11 @@ from __future__ import annotations
 
 # ARGV[1] = key prefix ("{paysim}"), ARGV[2] = this replica's id, ARGV[3] = the
 # ops, MessagePack-encoded (``redis_batch``): an array of arrays, each an op code
-# and its fields, strings or integers (Redis's cmsgpack reads str, not bin, so
-# bytes go as str). One argument for the whole batch: one C call on each side
+# and its fields, strings, integers or times (Redis's cmsgpack reads str, not
+# bin, so bytes go as str). A time (due, drop at, now: wall seconds) goes as a
+# MessagePack float, and '' where there is none: a Lua number, which redis.call
+# writes with 17 significant digits, so a score reads back bit for bit, and
+# Python spends no repr() on it. One argument for the whole batch: one C call on each side
 # beats framing fields in Python and Lua.
 # Returns one result per op, MessagePack-encoded too (one bulk string): Python
 # reads it in one C call, where a RESP array of results is parsed one by one

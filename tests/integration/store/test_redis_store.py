@@ -6,6 +6,7 @@ cancellation rules also with a stand-in script, to hold a batch on the wire.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -94,6 +95,23 @@ async def test_a_vanished_replicas_due_payments_are_claimed_once(
                 race.start_soon(grab)
         claimed = [c for f in found for c in f.claimed]
         assert sorted(claimed) == sorted((f"pay_{n:04d}", T0 + n + 2.0) for n in range(300))
+
+
+async def test_due_and_drop_times_are_kept_to_the_last_bit(open_store: OpenStore) -> None:
+    # Times go to the script as MessagePack floats (see redis_scripts.OPS): what
+    # comes back, and where a sweep draws its line, is exactly the float sent.
+    created = T0 + 1 / 3
+    p = dataclasses.replace(pending(1, delay_s=2.123456789), created_at=created)
+    async with open_store("leaving") as leaving, open_store("a") as a:
+        await leaving.maintain(T0)
+        await leaving.insert(p)
+        await leaving.hand_over(leave=False)
+        assert (await a.maintain(T0)).claimed == [("pay_0001", created + 2.123456789)]
+        done = dataclasses.replace(resolved(p), updated_at=created + 7 / 3)
+        assert await a.compare_and_set(p.version, done)
+        drop_at = done.updated_at + 60.0  # open_store's retention
+        assert await a.sweep(math.nextafter(drop_at, 0.0)) == []
+        assert await a.sweep(drop_at) == ["pay_0001"]
 
 
 async def test_undelivered_changes_move_with_their_event_id(
