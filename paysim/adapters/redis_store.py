@@ -152,12 +152,12 @@ class RedisStore:
 
     # -- the PaymentStore port -----------------------------------------------------
     async def insert(self, payment: Payment) -> None:
-        index = _index_member(payment)
         await self._ops.call(
             "I",
             payment.payment_intent_id,
-            _value(payment.version, codec.encode_payment(payment)),
-            index,
+            payment.version,
+            codec.encode_payment(payment),
+            _index_member(payment),
             payment.user_id,
             self._due(payment),
         )
@@ -193,11 +193,13 @@ class RedisStore:
         call = self._ops.call(
             "C",
             new.payment_intent_id,
-            str(expected_version),
-            _value(new.version, encoded),
+            expected_version,
+            new.version,
+            encoded,
             self._due(new),
             new.updated_at + self._retention_s if settled else "",
-            f"{_index_member(new)}|{new.user_id}" if settled else "",
+            _index_member(new) if settled else "",
+            new.user_id,
             self._retention_ms,
             change.event_id if change is not None else "",
             codec.encode_change_with(change, encoded) if change is not None else "",
@@ -334,12 +336,8 @@ class RedisStore:
         return self._clock.answers_at(payment)
 
 
-def _value(version: int, encoded: bytes) -> bytes:
-    """The stored form: ``<version>:<payment_codec bytes>`` (the Lua reads the version)."""
-    return b"%d:%b" % (version, encoded)
-
-
 def _payment(value: bytes) -> Payment:
+    """From the stored form, ``<version>:<payment_codec bytes>`` (joined by the ops script)."""
     return codec.decode_payment(value.split(b":", 1)[1])
 
 

@@ -20,9 +20,11 @@ import trio
 import trio.testing
 
 from paysim import parking
+from paysim.adapters import payment_codec as codec
 from paysim.adapters.redis_batch import OpBatcher, decode_results, encode_ops
 from paysim.adapters.redis_store import RedisStore, StoreStartError, open_redis_store
 from paysim.config import StoreSettings
+from paysim.domain.listing import sort_key
 from paysim.domain.models import PaymentStatus, StatusChange
 from paysim.errors import StoreUnavailable
 from tests.integration.delivery.test_http1_client import self_signed_certificate
@@ -95,6 +97,27 @@ async def test_a_vanished_replicas_due_payments_are_claimed_once(
                 race.start_soon(grab)
         claimed = [c for f in found for c in f.claimed]
         assert sorted(claimed) == sorted((f"pay_{n:04d}", T0 + n + 2.0) for n in range(300))
+
+
+async def test_stored_forms_are_those_the_key_table_names(
+    open_store: OpenStore,
+    redis_settings: StoreSettings,  # noqa: F811
+) -> None:
+    # The ops script joins them from separate fields (redis_scripts.OPS); replicas
+    # of other releases read the same keys, so the forms must not drift.
+    p = pending(1)
+    done = resolved(p)
+    async with open_store("a") as store:
+        await store.insert(p)
+        assert await store.compare_and_set(p.version, done)
+    prefix = "{" + redis_settings.key_prefix + "}"
+    client = coredis.Redis.from_url(redis_settings.url or "", decode_responses=False)
+    async with client:
+        stored = await client.get(f"{prefix}:p:pay_0001")
+        retention = await client.zrange(f"{prefix}:r", 0, -1)
+    assert stored == b"2:" + codec.encode_payment(done)
+    ns, pid = sort_key(done)
+    assert list(retention) == [f"{ns:020d}|{pid}|{done.user_id}".encode()]
 
 
 async def test_due_and_drop_times_are_kept_to_the_last_bit(open_store: OpenStore) -> None:
