@@ -151,7 +151,9 @@ class OpBatcher:
     def __init__(
         self, script: Any, header: tuple[Arg, ...], timeout_s: float, backoff: Backoff | None = None
     ) -> None:
-        """``script`` is a coredis ``Script`` of ``OPS``; ``header`` its first ARGV values."""
+        """``script`` runs ``OPS`` (a ``redis_wire.WireScript``): ``await script(keys=...,
+        args=...)`` gives the script's reply, its packed results (``decode_results``);
+        ``header`` is its first ARGV values."""
         self._script = script
         self._header = list(header)
         self._timeout_s = timeout_s
