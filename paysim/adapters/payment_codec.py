@@ -120,6 +120,11 @@ def _payment_body(p: Payment) -> list[Any]:
     o = p.outcome
     r = p.result
     a = p.amount
+    # Empty tags and no refunds, the usual case, skip what costs most here for
+    # nothing: dict() of a MappingProxyType (about 0.6 us) and a comprehension
+    # (a function call of its own). The Redis store encodes twice per payment.
+    tags = m.tags
+    refunds = p.refunds
     return [
         p.payment_intent_id,
         p.reservation_id,
@@ -128,7 +133,14 @@ def _payment_body(p: Payment) -> list[Any]:
         p.method,
         p.scenario,
         p.webhook_url,
-        [m.source, m.user_agent, m.ip_address, m.session_id, m.scenario, dict(m.tags)],
+        [
+            m.source,
+            m.user_agent,
+            m.ip_address,
+            m.session_id,
+            m.scenario,
+            dict(tags) if tags else {},
+        ],
         p.client_secret,
         [o.status, _f(o.delay_s), o.failure_reason, o.gateway_response, o.response_code],
         p.status,
@@ -143,7 +155,7 @@ def _payment_body(p: Payment) -> list[Any]:
         if r is None
         else [r.success, r.failure_reason, r.gateway_response, r.response_code, _f(r.processed_at)],
         p.refunded,
-        [_refund(x) for x in p.refunds],
+        [_refund(x) for x in refunds] if refunds else [],
         _f(p.cancelled_at),
         p.cancellation_reason,
     ]

@@ -8,7 +8,8 @@ One sender task takes every op waiting (up to ``MAX_OPS``) and sends them as
 one EVALSHA of the ops script, MessagePack-encoded into a single argument
 (``encode_ops``: one C call on each side beats framing fields), on the store's
 own connection (``redis_wire``: no coredis on this path), then hands each
-caller its result. Under load the queue fills while a batch is on the
+caller its result (the script packs its results the same way:
+``decode_results``). Under load the queue fills while a batch is on the
 wire, so the batches grow by themselves; at low load an op goes out at once,
 alone. One batch in flight, not several: Redis runs scripts one at a time
 anyway, and with two senders the batches were smaller and the server idled
@@ -38,12 +39,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import anyio
 import coredis.exceptions
 import msgpack
+import outcome
 import structlog
 import trio
 from trio_util import AsyncBool
@@ -51,12 +52,13 @@ from trio_util import AsyncBool
 from paysim.adapters.redis_wire import UnreachableReply
 from paysim.backoff import Backoff
 from paysim.errors import StoreUnavailable
+from paysim.parking import ParkingSpot
 
 log = structlog.get_logger("paysim.store")
 
 MAX_OPS = 256
 
-Arg = str | bytes | int | list[str]
+Arg = str | bytes | int | float | list[str]
 
 # What the network, coredis and Redis raise when the store cannot be used right
 # now (refused or lost connections, a deadline, a blocked pool, a server still
@@ -96,20 +98,51 @@ def classify(exc: BaseException) -> bool:
     return isinstance(exc, STORE_ERRORS)
 
 
-@dataclass(eq=False, slots=True)
-class _Op:
-    args: tuple[Arg, ...] | Callable[[], tuple[Arg, ...]]  # a callable: made when sent
-    waiter: trio.lowlevel.Task | None = None  # rescheduled with the result; None: nobody
-    result: Any = None
-    failed: bool = False
-    withdrawn: bool = False
-    taken: bool = False
-    posted: bool = False  # nobody waits: kept through an outage
+class _Op(ParkingSpot):
+    """One op and the task waiting for it; the caller parks on the op itself.
+
+    Why a ``ParkingSpot`` that is its own outcome: a store call parks once per
+    op, and trio's ``wait_task_rescheduled`` with an ``outcome.Value`` per wake-up
+    makes a coroutine, a generator, an abort closure and the ``Value`` for each.
+    Here the op is the abort function (``__call__``) and what ``reschedule`` hands
+    the parked task: trio passes it through untouched and the waiting side calls
+    its ``unwrap``, as it would a ``Value``'s (``paysim.parking``).
+    """
+
+    __slots__ = ("args", "failed", "posted", "result", "taken", "waiter", "withdrawn")
+
+    def __init__(
+        self,
+        args: tuple[Arg, ...] | Callable[[], tuple[Arg, ...]],  # a callable: made when sent
+        waiter: trio.lowlevel.Task | None = None,  # rescheduled when done; None: nobody
+        posted: bool = False,  # nobody waits: kept through an outage
+    ) -> None:
+        self.args = args
+        self.waiter = waiter
+        self.posted = posted
+        self.result: Any = None
+        self.failed = False
+        self.withdrawn = False
+        self.taken = False
+
+    def __call__(self, raise_cancel: Callable[[], object]) -> trio.lowlevel.Abort:
+        # The waiter was cancelled: never woken by the sender now, and an op not
+        # taken yet is never sent.
+        self.waiter = None
+        self.withdrawn = not self.taken
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def unwrap(self) -> Any:
+        """The result for the woken waiter, or its failure raised."""
+        if self.failed:
+            raise LostReply() if self.taken else StoreUnavailable()
+        return self.result
 
     def finish(self) -> None:
-        if self.waiter is not None:
-            trio.lowlevel.reschedule(self.waiter)
+        task = self.waiter
+        if task is not None:
             self.waiter = None
+            trio.lowlevel.reschedule(task, cast("outcome.Outcome[Any]", self))
 
 
 class OpBatcher:
@@ -118,7 +151,9 @@ class OpBatcher:
     def __init__(
         self, script: Any, header: tuple[Arg, ...], timeout_s: float, backoff: Backoff | None = None
     ) -> None:
-        """``script`` is a coredis ``Script`` of ``OPS``; ``header`` its first ARGV values."""
+        """``script`` runs ``OPS`` (a ``redis_wire.WireScript``): ``await script(keys=...,
+        args=...)`` gives the script's reply, its packed results (``decode_results``);
+        ``header`` is its first ARGV values."""
         self._script = script
         self._header = list(header)
         self._timeout_s = timeout_s
@@ -138,19 +173,7 @@ class OpBatcher:
         self._queue.append(op)
         if self._lot:  # a sender waits for work
             self._lot.unpark()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            # Cancelled while waiting: never woken by the sender now, and an op
-            # not taken yet is never sent.
-            op.waiter = None
-            op.withdrawn = not op.taken
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        # Woken (op.finish) by the sender with the result; lighter than an Event per op.
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        if op.failed:
-            raise LostReply() if op.taken else StoreUnavailable()
-        return op.result
+        return await op  # woken by the sender (op.finish), or cancelled (op.__call__)
 
     def post(self, make: Callable[[], tuple[Arg, ...]]) -> None:
         """Queue an op nobody waits for; ``make()`` gives its arguments when it is sent
@@ -202,13 +225,14 @@ class OpBatcher:
             if not batch and self.available.value:
                 continue
             try:
-                # Encoded in here: a value MessagePack cannot take fails its batch,
-                # not the sender.
+                # Encoded and decoded in here: a value MessagePack cannot take, or
+                # a reply it cannot read, fails its batch, not the sender.
                 payload = encode_ops(ops)
                 with trio.fail_after(self._timeout_s):
-                    results = await self._script(
+                    reply = await self._script(
                         keys=[self._header[0]], args=[*self._header, payload]
                     )
+                results = decode_results(reply)
                 self.batches += 1
             except Exception as exc:
                 self._failed(batch, exc)
@@ -268,6 +292,16 @@ def encode_ops(ops: list[tuple[Arg, ...]]) -> bytes:
     """
     packed: bytes = msgpack.packb(ops, use_bin_type=False)
     return packed
+
+
+def decode_results(reply: bytes) -> list[Any]:
+    """The script's reply (one MessagePack array, see ``redis_scripts.OPS``) as its results.
+
+    Strings come back as bytes, as from RESP; Lua's false (a missing key or an
+    unclaimed idempotency key) as None, as RESP turns it into a nil.
+    """
+    results: list[Any] = msgpack.unpackb(reply, raw=True)
+    return [None if r is False else r for r in results]
 
 
 def describe(exc: BaseException) -> str:

@@ -152,12 +152,12 @@ class RedisStore:
 
     # -- the PaymentStore port -----------------------------------------------------
     async def insert(self, payment: Payment) -> None:
-        index = _index_member(payment)
         await self._ops.call(
             "I",
             payment.payment_intent_id,
-            _value(payment.version, codec.encode_payment(payment)),
-            index,
+            payment.version,
+            codec.encode_payment(payment),
+            _index_member(payment),
             payment.user_id,
             self._due(payment),
         )
@@ -193,11 +193,13 @@ class RedisStore:
         call = self._ops.call(
             "C",
             new.payment_intent_id,
-            str(expected_version),
-            _value(new.version, encoded),
+            expected_version,
+            new.version,
+            encoded,
             self._due(new),
-            repr(new.updated_at + self._retention_s) if settled else "",
-            f"{_index_member(new)}|{new.user_id}" if settled else "",
+            new.updated_at + self._retention_s if settled else "",
+            _index_member(new) if settled else "",
+            new.user_id,
             self._retention_ms,
             change.event_id if change is not None else "",
             codec.encode_change_with(change, encoded) if change is not None else "",
@@ -220,9 +222,7 @@ class RedisStore:
         value = f"{now + ttl_s!r}|".encode() + codec.encode_record(record)
         scope = _scope(user_id, key)
         try:
-            existing = await self._ops.call(
-                "K", scope, repr(now), value, max(1, round(ttl_s * 1000))
-            )
+            existing = await self._ops.call("K", scope, now, value, max(1, round(ttl_s * 1000)))
         except LostReply:
             # It may hold the key now for a request that failed: let it go, unless
             # another request has claimed the key since.
@@ -247,7 +247,7 @@ class RedisStore:
         return [_payment(v) for v in values]
 
     async def sweep(self, now: float) -> list[str]:
-        dropped = await self._ops.call("S", repr(now), SWEEP_LIMIT)
+        dropped = await self._ops.call("S", now, SWEEP_LIMIT)
         return [pid.decode() for pid in dropped]
 
     # -- sharing with other replicas ---------------------------------------------
@@ -329,18 +329,15 @@ class RedisStore:
         self._ops.reachable()
         return result
 
-    def _due(self, payment: Payment) -> str:
+    def _due(self, payment: Payment) -> float | str:
+        """When the payment's outcome is due, or "" for a settled one (see ``OPS``)."""
         if payment.status.is_settled:
             return ""
-        return repr(self._clock.answers_at(payment))
-
-
-def _value(version: int, encoded: bytes) -> bytes:
-    """The stored form: ``<version>:<payment_codec bytes>`` (the Lua reads the version)."""
-    return b"%d:%b" % (version, encoded)
+        return self._clock.answers_at(payment)
 
 
 def _payment(value: bytes) -> Payment:
+    """From the stored form, ``<version>:<payment_codec bytes>`` (joined by the ops script)."""
     return codec.decode_payment(value.split(b":", 1)[1])
 
 

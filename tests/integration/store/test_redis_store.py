@@ -6,6 +6,7 @@ cancellation rules also with a stand-in script, to hold a batch on the wire.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -18,9 +19,12 @@ import pytest
 import trio
 import trio.testing
 
-from paysim.adapters.redis_batch import OpBatcher, encode_ops
+from paysim import parking
+from paysim.adapters import payment_codec as codec
+from paysim.adapters.redis_batch import OpBatcher, decode_results, encode_ops
 from paysim.adapters.redis_store import RedisStore, StoreStartError, open_redis_store
 from paysim.config import StoreSettings
+from paysim.domain.listing import sort_key
 from paysim.domain.models import PaymentStatus, StatusChange
 from paysim.errors import StoreUnavailable
 from tests.integration.delivery.test_http1_client import self_signed_certificate
@@ -93,6 +97,44 @@ async def test_a_vanished_replicas_due_payments_are_claimed_once(
                 race.start_soon(grab)
         claimed = [c for f in found for c in f.claimed]
         assert sorted(claimed) == sorted((f"pay_{n:04d}", T0 + n + 2.0) for n in range(300))
+
+
+async def test_stored_forms_are_those_the_key_table_names(
+    open_store: OpenStore,
+    redis_settings: StoreSettings,  # noqa: F811
+) -> None:
+    # The ops script joins them from separate fields (redis_scripts.OPS); replicas
+    # of other releases read the same keys, so the forms must not drift.
+    p = pending(1)
+    done = resolved(p)
+    async with open_store("a") as store:
+        await store.insert(p)
+        assert await store.compare_and_set(p.version, done)
+    prefix = "{" + redis_settings.key_prefix + "}"
+    client = coredis.Redis.from_url(redis_settings.url or "", decode_responses=False)
+    async with client:
+        stored = await client.get(f"{prefix}:p:pay_0001")
+        retention = await client.zrange(f"{prefix}:r", 0, -1)
+    assert stored == b"2:" + codec.encode_payment(done)
+    ns, pid = sort_key(done)
+    assert list(retention) == [f"{ns:020d}|{pid}|{done.user_id}".encode()]
+
+
+async def test_due_and_drop_times_are_kept_to_the_last_bit(open_store: OpenStore) -> None:
+    # Times go to the script as MessagePack floats (see redis_scripts.OPS): what
+    # comes back, and where a sweep draws its line, is exactly the float sent.
+    created = T0 + 1 / 3
+    p = dataclasses.replace(pending(1, delay_s=2.123456789), created_at=created)
+    async with open_store("leaving") as leaving, open_store("a") as a:
+        await leaving.maintain(T0)
+        await leaving.insert(p)
+        await leaving.hand_over(leave=False)
+        assert (await a.maintain(T0)).claimed == [("pay_0001", created + 2.123456789)]
+        done = dataclasses.replace(resolved(p), updated_at=created + 7 / 3)
+        assert await a.compare_and_set(p.version, done)
+        drop_at = done.updated_at + 60.0  # open_store's retention
+        assert await a.sweep(math.nextafter(drop_at, 0.0)) == []
+        assert await a.sweep(drop_at) == ["pay_0001"]
 
 
 async def test_undelivered_changes_move_with_their_event_id(
@@ -246,6 +288,18 @@ def test_ops_are_encoded_as_lists_of_fields_with_bytes_as_str() -> None:
     assert unpack(packed) == [["C", 7, "", "a:b", "é"], ["D", ["e1", "e2"]]]
 
 
+def test_results_are_read_from_one_messagepack_array_with_false_as_none() -> None:
+    # As the ops script packs them: strings as str, Lua's false for a missing key.
+    reply = msgpack.packb([1, 0, False, "a:b", ["x", "y"], []], use_bin_type=False)
+    assert decode_results(reply) == [1, 0, None, b"a:b", [b"x", b"y"], []]
+
+
+def packed_results(results: list[Any]) -> bytes:
+    """A reply of the ops script: its results as one MessagePack array (strings as str)."""
+    packed: bytes = msgpack.packb(results, use_bin_type=False)
+    return packed
+
+
 class HeldScript:
     """Records each batch's ops and answers only when the test releases it."""
 
@@ -254,11 +308,11 @@ class HeldScript:
         self.release = trio.Event()
         self.on_wire = 0
 
-    async def __call__(self, *, keys: list[str], args: list[Any]) -> list[Any]:
+    async def __call__(self, *, keys: list[str], args: list[Any]) -> bytes:
         self.sent.append(unpack(args[2]))
         self.on_wire += 1
         await self.release.wait()
-        return [f"r:{op[0]}" for op in unpack(args[2])]
+        return packed_results([f"r:{op[0]}" for op in unpack(args[2])])
 
 
 async def test_a_caller_cancelled_before_its_op_left_withdraws_it(nursery: trio.Nursery) -> None:
@@ -294,7 +348,7 @@ async def test_a_caller_cancelled_before_its_op_left_withdraws_it(nursery: trio.
     await trio.testing.wait_all_tasks_blocked()
     # Second batch: what waited while the first was on the wire, less what was withdrawn.
     assert script.sent == [[["G", "first"]], [["G", "second"], ["G", "fifth"]]]
-    assert results == {"first": "r:G", "second": "r:G", "fifth": "r:G"}
+    assert results == {"first": b"r:G", "second": b"r:G", "fifth": b"r:G"}
 
 
 async def test_a_caller_cancelled_after_its_op_left_leaves_it_running(
@@ -331,7 +385,47 @@ async def test_a_value_that_cannot_be_encoded_fails_its_batch_not_the_sender(
     await nursery.start(batcher.run)
     with pytest.raises(StoreUnavailable):
         await batcher.call("S", "now", 2**64)  # beyond MessagePack's integers
-    assert await batcher.call("G", "x") == "r:G"  # the sender still runs
+    assert await batcher.call("G", "x") == b"r:G"  # the sender still runs
+
+
+async def test_a_reply_that_cannot_be_read_fails_its_batch_not_the_sender(
+    nursery: trio.Nursery,
+) -> None:
+    replies = [b"\xc1", packed_results(["fine"])]  # 0xc1: never used in MessagePack
+
+    async def script(*, keys: list[str], args: list[Any]) -> bytes:
+        return replies.pop(0)
+
+    batcher = OpBatcher(script, ("{p}", "me"), timeout_s=30)
+    await nursery.start(batcher.run)
+    with pytest.raises(StoreUnavailable):
+        await batcher.call("G", "x")
+    assert await batcher.call("G", "x") == b"fine"
+
+
+@pytest.mark.parametrize("trap", ["trio's private trap", "trio's public API"])
+async def test_each_caller_gets_its_own_result_or_failure_on_either_parking_path(
+    trap: str, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A caller parks on its op, which is also what wakes it (``paysim.parking``):
+    # the same on trio's public ``wait_task_rescheduled``, the fallback path.
+    if trap == "trio's public API":
+        monkeypatch.setattr(parking, "_trap", None)
+    script = HeldScript()
+    script.release.set()
+    batcher = OpBatcher(script, ("{p}", "me"), timeout_s=30)
+    await nursery.start(batcher.run)
+    results: dict[str, Any] = {}
+
+    async def run(key: str, *args: Any) -> None:
+        results[key] = await batcher.call(*args)
+
+    async with trio.open_nursery() as callers:
+        callers.start_soon(run, "get", "G", "x")
+        callers.start_soon(run, "list", "L", "u")
+    assert results == {"get": b"r:G", "list": b"r:L"}
+    with pytest.raises(StoreUnavailable):
+        await batcher.call("S", "now", 2**64)  # cannot be encoded: its batch fails
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

@@ -152,7 +152,7 @@ class FakeScript:
         self.down = False
         self.batches: list[tuple[float, int]] = []  # (time, ops) of each batch it ran
 
-    async def __call__(self, keys: list[Any], args: list[Any]) -> list[Any]:
+    async def __call__(self, keys: list[Any], args: list[Any]) -> bytes:
         await trio.sleep(0.001)
         if self.down:
             raise coredis.exceptions.ConnectionError("Connection refused")
@@ -160,7 +160,8 @@ class FakeScript:
 
         ops = msgpack.unpackb(args[-1], raw=False)
         self.batches.append((trio.current_time(), len(ops)))
-        return ["ok"] * len(ops)
+        packed: bytes = msgpack.packb(["ok"] * len(ops))  # the ops script's reply
+        return packed
 
 
 async def test_the_sender_fails_fast_while_down_probes_with_backoff_and_keeps_posted_ops(
@@ -170,7 +171,7 @@ async def test_the_sender_fails_fast_while_down_probes_with_backoff_and_keeps_po
     batcher = OpBatcher(script, ("{p}", "r"), 1.0, ceiling_backoff())
     async with trio.open_nursery() as nursery:
         await nursery.start(batcher.run)
-        assert await batcher.call("G", "x") == "ok"
+        assert await batcher.call("G", "x") == b"ok"
         script.down = True
         try:
             await batcher.call("G", "x")
@@ -189,7 +190,7 @@ async def test_the_sender_fails_fast_while_down_probes_with_backoff_and_keeps_po
         await trio.sleep(1.0)
         script.down = False
         await batcher.available.wait_value(True)
-        assert await batcher.call("G", "x") == "ok"
+        assert await batcher.call("G", "x") == b"ok"
         nursery.cancel_scope.cancel()
     # The first batch after the outage carried the posted op, kept through it.
     assert script.batches[1][1] == 1
