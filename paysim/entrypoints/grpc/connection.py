@@ -4,8 +4,11 @@ Theory of operation
 -------------------
 ``Connection.run`` owns the socket. The reader takes bytes in
 (``ServerConnection.receive_data``) and dispatches the events at once, without
-blocking; the writer sends whatever h2 has queued in one ``send_all``, so under
-load many responses share a syscall. Every call gets one task in the
+blocking; the writer sends whatever h2 has queued in one write, so under load
+many responses share a syscall. It writes to the socket directly
+(``socket_io.send``: the stream only for what the kernel did not take), and
+the reader wakes it only when a read left something to send: a unary call
+costs the writer one task step. Every call gets one task in the
 connection's nursery, inside its own ``CancelScope`` whose deadline is the
 caller's ``grpc-timeout``. When ``run`` returns every call task has ended and
 the socket is closed.
