@@ -35,6 +35,7 @@ from prometheus_client.exposition import choose_encoder
 
 import paysim
 from paysim.domain.models import SCENARIO_NAMES
+from paysim.domain.state import TRANSITIONS
 from paysim.observability.delivery_metrics import EventMetrics, WebhookMetrics
 from paysim.observability.grpc_series import HANDLING_BUCKETS, GrpcSeries
 from paysim.observability.series import CounterFamily, GaugeFamily
@@ -44,6 +45,7 @@ __all__ = ["HANDLING_BUCKETS", "Metrics", "ProcessMetrics"]
 # Known values are pre-created so that their series exist (at 0) from the start.
 SCENARIOS = SCENARIO_NAMES
 DELIVERY_CHANNELS = ("webhook", "event")
+REJECT_REASONS = ("overload", "idempotency_conflict")
 
 
 class ProcessMetrics:
@@ -150,9 +152,16 @@ class Metrics(ProcessMetrics):
         for channel in DELIVERY_CHANNELS:
             self._shutdown_undelivered.labels(channel)
         self._rpc_methods = self._grpc.methods
-        self._rejected_children: dict[str, Counter] = {}
+        self._rejected_children = {r: self._rejected.labels(r) for r in REJECT_REASONS}
         for scenario in SCENARIOS:
             self._created.labels(scenario)
+        # Every legal transition, as the state table has them: besides rate()
+        # working from the first event, no series is born in the middle of a
+        # storm, where its few objects would pin a 1 MiB block of the
+        # allocator that the storm's own objects have left (issue 18).
+        for from_status, targets in TRANSITIONS.items():
+            for to_status in targets:
+                self._transitions.labels(from_status.name, to_status.name)
 
     # -- gRPC (go-grpc-prometheus) ---------------------------------------
 
@@ -206,7 +215,7 @@ class Metrics(ProcessMetrics):
         self._dropped.inc(count)
 
     def payment_rejected(self, reason: str) -> None:
-        """Count a refused request: ``"overload"``, ``"invalid_argument"``..."""
+        """Count a refused request by reason: one of REJECT_REASONS, which exist from the start."""
         child = self._rejected_children.get(reason)
         if child is None:
             child = self._rejected.labels(reason)

@@ -30,6 +30,7 @@ from paysim.domain.models import (
     Scenario,
 )
 from paysim.domain.validation import CreateRequest, validate_create
+from paysim.service import PaymentService
 
 
 @dataclass
@@ -216,6 +217,28 @@ def memory_churn(count: int, minutes: float) -> MemoryResult:
     )
 
 
+async def _create_timeouts(service: PaymentService, count: int) -> list[str]:
+    """Create ``count`` TIMEOUT payments; their ids.
+
+    A function of its own so that nothing of the last payment outlives it in
+    the harness (its loop variables would): after the sweep, what is left
+    should be what the service keeps.
+    """
+    ids = []
+    for i in range(count):
+        created = await service.create_intent(_timeout_request(i))
+        ids.append(created.payment.payment_intent_id)
+    return ids
+
+
+async def _cancel_each(service: PaymentService, ids: list[str]) -> None:
+    """Cancel every payment in ``ids`` (like ``_create_timeouts``, its locals end with it)."""
+    for n, pid in enumerate(ids):
+        await service.cancel_payment(CancelCommand(pid, "bench", None, ""))
+        if n % 1000 == 999:
+            await trio.lowlevel.checkpoint()  # the cancelled timers end, as between calls
+
+
 def memory_cycle(count: int) -> MemoryResult:
     """Create ``count`` TIMEOUT payments, cancel them all, sweep them once retention is over.
 
@@ -233,17 +256,11 @@ def memory_cycle(count: int) -> MemoryResult:
             idle = _setup_process()
             blocks = sys.getallocatedblocks()
             started = time.perf_counter()
-            ids = []
-            for i in range(count):
-                created = await service.create_intent(_timeout_request(i))
-                ids.append(created.payment.payment_intent_id)
+            ids = await _create_timeouts(service, count)
             await trio.testing.wait_all_tasks_blocked()
             gc.collect()
             pending = rss_kib()
-            for n, pid in enumerate(ids):
-                await service.cancel_payment(CancelCommand(pid, "bench", None, ""))
-                if n % 1000 == 999:
-                    await trio.lowlevel.checkpoint()  # the cancelled timers end, as between calls
+            await _cancel_each(service, ids)
             del ids
             await trio.testing.wait_all_tasks_blocked()  # every timer task has ended
             now[0] += retention_s + 1.0

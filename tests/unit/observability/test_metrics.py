@@ -5,7 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 import paysim
-from paysim.observability.metrics import Metrics
+from paysim.domain.state import TRANSITIONS
+from paysim.observability.metrics import REJECT_REASONS, Metrics
 
 GRPC = {"grpc_type": "unary", "grpc_service": "payment.v1.PaymentService"}
 
@@ -107,3 +108,20 @@ def test_render_openmetrics_when_asked() -> None:
     assert content_type.startswith("application/openmetrics-text")
     assert body.endswith(b"# EOF\n")
     assert b'paysim_payments_created_total{scenario="approve"} 1.0' in body
+
+
+def test_every_transition_and_reject_reason_is_at_zero_before_the_first_payment() -> None:
+    # So rate() works from the first event, and no series is born mid-storm.
+    metrics = Metrics()
+    get = metrics.registry.get_sample_value
+    legal = [(old.name, new.name) for old, targets in TRANSITIONS.items() for new in targets]
+    assert ("PENDING", "CANCELLED") in legal
+    for old, new in legal:
+        labels = {"from_status": old, "to_status": new}
+        assert get("paysim_payment_transitions_total", labels) == 0.0, (old, new)
+    assert (
+        get("paysim_payment_transitions_total", {"from_status": "FAILED", "to_status": "PENDING"})
+        is None
+    )
+    for reason in REJECT_REASONS:
+        assert get("paysim_payments_rejected_total", {"reason": reason}) == 0.0, reason

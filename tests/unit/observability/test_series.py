@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from paysim.domain.state import TRANSITIONS
 from paysim.observability.delivery_metrics import WEBHOOK_OUTCOMES
 from paysim.observability.grpc_series import HANDLING_BUCKETS
 from paysim.observability.metrics import SCENARIOS, Metrics
@@ -159,6 +160,9 @@ class _OldMetrics:
         )
         for scenario in SCENARIOS:
             self.created.labels(scenario)
+        for old, targets in TRANSITIONS.items():
+            for new in targets:
+                self.transitions.labels(old.name, new.name)
         deliveries = Counter(
             "paysim_webhook_deliveries",
             "Webhook deliveries finished, by outcome"

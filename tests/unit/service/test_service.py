@@ -645,7 +645,7 @@ async def test_metrics_follow_the_payments(autojump_clock: trio.testing.MockCloc
         assert h.pending_gauge == 1.0  # the TIMEOUT one waits for its TTL
         assert h.transitions("PENDING", "COMPLETED") == 3.0
         assert h.transitions("PENDING", "FAILED") == 1.0
-        assert h.transitions("PENDING", "EXPIRED") is None
+        assert h.transitions("PENDING", "EXPIRED") == 0.0  # there from the start
 
         await h.notifier.wait_for(5)
         assert trio.current_time() == 900.0
