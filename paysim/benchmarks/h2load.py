@@ -55,6 +55,8 @@ class Result:
     # CPU time per request, and cores kept busy (CPU seconds per second).
     cpu_us_per_request: float | None = None
     server_cores: float | None = None
+    # Of that, the time in garbage collections (paysim_gc_pause_seconds), when known.
+    gc_us_per_request: float | None = None
 
 
 def request_body() -> bytes:
@@ -66,9 +68,18 @@ def request_body() -> bytes:
     return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
-def _handled(http_port: int) -> dict[str, float]:
+def _metrics(http_port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
+        return str(r.read().decode())
+
+
+def _gc_seconds(text: str) -> float:
+    """All of paysim_gc_pause_seconds_total in a scrape (0 if the server has none)."""
+    found = re.findall(r"^paysim_gc_pause_seconds_total\{.*?\} ([0-9.e+-]+)$", text, re.M)
+    return sum(float(v) for v in found)
+
+
+def _handled(text: str) -> dict[str, float]:
     out: dict[str, float] = {}
     pattern = r"^grpc_server_handled_total\{(.*?)\} ([0-9.e+]+)$"
     for labels, value in re.findall(pattern, text, re.M):
@@ -136,13 +147,15 @@ def measure(
     outcomes are then counted; ``server_pids``: the server's processes, whose CPU
     time is then reported."""
     _h2load(port, load, load.warmup, None)
-    before = _handled(http_port) if http_port else {}
+    scrape = _metrics(http_port) if http_port else ""
+    before, gc_before = _handled(scrape), _gc_seconds(scrape)
     pids = server_pids() if server_pids is not None else []
     cpu_before = _cpu_s(pids)
     log = workdir / f"{name}.log"
     out, durations = _h2load(port, load, load.requests, log)
     cpu_after = _cpu_s(pids)
-    after = _handled(http_port) if http_port else {}
+    scrape = _metrics(http_port) if http_port else ""
+    after, gc_after = _handled(scrape), _gc_seconds(scrape)
     # h2load writes "finished in 789.57ms" under a second, "finished in 12.3s" above.
     finished = re.search(r"finished in ([0-9.]+)(m?s), ([0-9.]+) req/s", out)
     counts = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
@@ -170,6 +183,9 @@ def measure(
         grpc_non_ok=non_ok,
         cpu_us_per_request=None if cpu_s is None or not succeeded else 1e6 * cpu_s / succeeded,
         server_cores=None if cpu_s is None or not seconds else cpu_s / seconds,
+        gc_us_per_request=1e6 * (gc_after - gc_before) / succeeded
+        if http_port and succeeded
+        else None,
     )
 
 
@@ -273,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
         if r.cpu_us_per_request is not None and r.server_cores is not None:
             print(f"{'':<20}server CPU {r.cpu_us_per_request:.0f} us/request, "
                   f"{r.server_cores:.2f} cores busy")  # fmt: skip
+        if r.gc_us_per_request is not None:
+            print(f"{'':<20}of which garbage collection {r.gc_us_per_request:.1f} us/request")
     summary: dict[str, object] = {"results": [asdict(r) for r in results]}
     if len(results) == 2:
         ratio = results[0].rps / results[1].rps

@@ -213,16 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"{'run':<12}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-        f"{'CPU us/req':>12}{'cores':>7}  all req/s"
+        f"{'CPU us/req':>12}{'GC us/req':>11}{'cores':>7}  all req/s"
     )
     for name, r in results.items():
         errors = r.http_failures + (r.grpc_non_ok or 0)
         every = " ".join(f"{x.rps:.0f}" for x in measured[name])
         cpu = _median([x.cpu_us_per_request for x in measured[name]])
         cores = _median([x.server_cores for x in measured[name]])
+        # Garbage collection's share of the CPU (one process only: read from its /metrics).
+        gc_us = _median([x.gc_us_per_request for x in measured[name]])
+        gc_text = "-" if gc_us != gc_us else f"{gc_us:.1f}"  # NaN: not measured
         print(
             f"{name:<12}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{errors:>8}"
-            f"{cpu:>12.0f}{cores:>7.2f}  {every}"
+            f"{cpu:>12.0f}{gc_text:>11}{cores:>7.2f}  {every}"
         )
     summary: dict[str, object] = {k: [asdict(x) for x in v] for k, v in measured.items()}
     creates = args.warmup + args.requests

@@ -36,6 +36,7 @@ from prometheus_client.exposition import choose_encoder
 import paysim
 from paysim.domain.models import SCENARIO_NAMES
 from paysim.domain.state import TRANSITIONS
+from paysim.observability import gc_pauses
 from paysim.observability.delivery_metrics import EventMetrics, WebhookMetrics
 from paysim.observability.grpc_series import HANDLING_BUCKETS, GrpcSeries
 from paysim.observability.series import CounterFamily, GaugeFamily
@@ -67,6 +68,9 @@ class ProcessMetrics:
         ProcessCollector(registry=reg)
         GCCollector(registry=reg)
         PlatformCollector(registry=reg)
+        # And how long collections held the process (they are counted above).
+        gc_pauses.install()
+        reg.register(gc_pauses.GcPauseCollector())
         self._http_requests = Counter(
             "paysim_http_requests",
             "HTTP requests on the health/metrics endpoint, by route and status code.",
