@@ -232,7 +232,7 @@ class Settings:
     # (``paysim serve --workers N``, which sets it) share them; needs STORE_URL.
     reuse_port: bool = False
     # Python GC thresholds (gen0, gen1, gen2); see paysim/runtime.py.
-    gc_thresholds: tuple[int, int, int] = (2_000, 10, 1_000)
+    gc_thresholds: tuple[int, int, int] = (20_000, 10, 1_000)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
