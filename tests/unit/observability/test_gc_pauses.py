@@ -21,7 +21,9 @@ def test_a_collection_adds_its_time_to_its_generation() -> None:
     gc.disable()  # only the collection below, none set off by the allocations
     try:
         before = [_pause(metrics, g) for g in range(3)]
-        garbage = [[] for _ in range(10_000)]  # something for the collection to walk
+        garbage: list[list[int]] = [
+            [] for _ in range(10_000)
+        ]  # something for the collection to walk
         gc.collect(1)
         del garbage
         after = [_pause(metrics, g) for g in range(3)]
