@@ -34,7 +34,7 @@ trusted with the next request).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -110,7 +110,10 @@ class ResponseReader:
         self._buffer = bytearray()
         self._searched = 0  # how far the head's end was looked for
         self._body = bytearray()
-        self._state = self._read_head
+        # The state is the unbound method, called with self: a bound method kept on
+        # self would make a reference cycle, and every webhook's reader (with its
+        # head and headers) would wait for the garbage collector to be freed.
+        self._state: Callable[[ResponseReader], bool] = ResponseReader._read_head
         self._remaining = 0  # body bytes still to come (length framing) or of this chunk
         self._until_close = False
         self._chunked = False
@@ -139,13 +142,14 @@ class ResponseReader:
         if not data:
             return self._closed()
         self._buffer += data
-        while self._state():
+        while self._state(self):
             if self.done:
                 return True
         return False
 
     def _closed(self) -> bool:
-        if self.head is not None and self._until_close and self._state == self._read_until_close:
+        reading_to_close = self._state is ResponseReader._read_until_close
+        if self.head is not None and self._until_close and reading_to_close:
             self._read_until_close()
             self.done = True
             return True
@@ -193,7 +197,7 @@ class ResponseReader:
             self._chunked = True
             if lengths:  # RFC 9112 §6.3: chunked wins, and the connection is not reused
                 self._until_close = True
-            self._state = self._read_chunk_size
+            self._state = ResponseReader._read_chunk_size
         elif lengths:
             values = {v.strip() for value in lengths for v in value.split(b",")}
             if len(values) != 1:
@@ -204,14 +208,14 @@ class ResponseReader:
             self._remaining = int(value)
             if self._remaining > self._max_body:
                 raise FramingError(f"response body over {self._max_body} bytes")
-            self._state = self._read_length
+            self._state = ResponseReader._read_length
         else:
             self._until_close = True
-            self._state = self._read_until_close
+            self._state = ResponseReader._read_until_close
 
     def _finish(self) -> None:
         self.done = True
-        self._state = self._after_end
+        self._state = ResponseReader._after_end
 
     def _after_end(self) -> bool:
         return False
@@ -244,7 +248,9 @@ class ResponseReader:
         self._remaining = int(size.group(1), 16)
         if len(self._body) + self._remaining > self._max_body:
             raise FramingError(f"response body over {self._max_body} bytes")
-        self._state = self._read_chunk if self._remaining else self._read_trailers
+        self._state = (
+            ResponseReader._read_chunk if self._remaining else ResponseReader._read_trailers
+        )
         return True
 
     def _read_chunk(self) -> bool:
@@ -255,7 +261,7 @@ class ResponseReader:
             raise FramingError("a chunk is not followed by CRLF")
         self._body += self._buffer[: self._remaining]
         del self._buffer[:needed]
-        self._state = self._read_chunk_size
+        self._state = ResponseReader._read_chunk_size
         return True
 
     def _read_trailers(self) -> bool:

@@ -8,6 +8,9 @@ fed whole and one byte at a time; whatever h11 refuses, it refuses too.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import h11
 import pytest
 
@@ -270,3 +273,25 @@ def test_invalid_answers_are_refused_as_h11_refuses_them(data: bytes) -> None:
 def test_head_responses_have_no_body() -> None:
     reader = read(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", head=True)
     assert (reader.done, reader.reusable, reader.body) == (True, True, b"")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ],
+)
+def test_a_reader_is_freed_without_the_garbage_collector(data: bytes) -> None:
+    # One reader per webhook: a reference cycle in it (a bound method kept as its
+    # state) left every reader, head and header tuple to the collector.
+    gc.disable()
+    try:
+        reader = ResponseReader(head_request=False, max_head=MAX, max_body=MAX)
+        assert reader.feed(data)
+        alive = weakref.ref(reader)
+        del reader
+        assert alive() is None
+    finally:
+        gc.enable()
