@@ -19,10 +19,15 @@ CPU in collections per request, timed with ``gc.callbacks`` over 30,000
 CreatePaymentIntent calls under h2load (start-up's collections taken off):
 memory store 16 µs at 2,000 against 8 at 20,000; Redis store, whose calls
 wait longer, 28 against 2; the whole path (``benchmarks.delivery``, 600/s
-for 30 s) 46 µs per payment against 18. 50,000 saved no more on the whole
-path (20 µs) and made each young collection scan more: on a slow machine
-about 85 ms against 31 at 20,000. The price of 20,000: that pause now and
-then, and up to 20,000 objects of cyclic garbage waiting for it.
+for 30 s) 46 µs per payment against 18, and 8 once the webhook client's
+response reader stopped making a reference cycle per delivery (cyclic
+garbage is what young collections are for: keep new code free of cycles,
+``gc.set_debug(gc.DEBUG_SAVEALL)`` shows them). 50,000 saved no more on the
+whole path (20 µs against 18) and made each young collection scan more: on a
+slow machine about 85 ms against 31 at 20,000. The price of 20,000: that
+pause now and then, and up to 20,000 objects of cyclic garbage waiting for
+it. ``paysim_gc_pause_seconds_total`` shows what collections cost a running
+server.
 
 A full collection still scans every live payment when it comes; bounded
 retention keeps that bounded.
