@@ -16,6 +16,10 @@ reply is a simple string, an error, an integer, a bulk string (``None`` for
 nil) or an array of replies (``None`` for a nil array). Bulk strings come back
 as ``bytes``, as coredis returns them with ``decode_responses=False``.
 
+A plain TCP connection is written and read on its socket directly
+(``socket_io``: no scheduler round trip after a write the kernel took
+whole, no failed read before the reply is there); TLS goes through its stream.
+
 Connecting is lazy: the first call opens the stream (TLS for ``rediss://``,
 checking the certificate against STORE_TLS_CA_FILE or the system's), sends
 ``AUTH`` if there is a password and ``SELECT`` if the database is not 0.
@@ -50,6 +54,7 @@ from typing import Any
 
 import trio
 
+from paysim.adapters import socket_io
 from paysim.config import StoreSettings
 
 # Error codes (the reply's first word) that say "not now", not "wrong request".
@@ -187,6 +192,7 @@ class RedisWire:
         self._endpoint = endpoint
         self._max_reply = max_reply_bytes
         self._stream: trio.abc.Stream | None = None
+        self._fd = -1  # the stream's socket, written and read directly (socket_io)
         self._buffer = b""
 
     async def call(self, *args: Arg) -> Any:
@@ -208,6 +214,7 @@ class RedisWire:
 
     async def aclose(self) -> None:
         stream, self._stream = self._stream, None
+        self._fd = -1
         if stream is not None:
             await trio.aclose_forcefully(stream)
 
@@ -215,14 +222,15 @@ class RedisWire:
         try:
             if self._stream is None:
                 self._stream = await self._connect()
-            await self._stream.send_all(command)
-            return await self._reply(self._stream)
+                self._fd = socket_io.socket_fd(self._stream)
+            await socket_io.send(self._stream, self._fd, command)
+            return await self._reply(self._stream, self._fd)
         except BaseException:
             # Out of step now (a reply may still arrive): never reuse this connection.
             await self.aclose()
             raise
 
-    async def _reply(self, stream: trio.abc.Stream) -> Any:
+    async def _reply(self, stream: trio.abc.Stream, fd: int = -1) -> Any:
         buf = self._buffer
         while True:
             # A complete reply ends with CRLF: parse only then (a long reply arrives
@@ -237,7 +245,7 @@ class RedisWire:
                     return reply
             if len(buf) > self._max_reply:
                 raise WireError(f"reply from the store larger than {self._max_reply} bytes")
-            data = await stream.receive_some(max(_RECEIVE, len(buf)))
+            data = await socket_io.receive(stream, fd, max(_RECEIVE, len(buf)))
             if not data:
                 raise EOFError("the store closed the connection")
             buf += data

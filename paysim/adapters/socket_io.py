@@ -1,7 +1,8 @@
 """Sending and receiving on a plain TCP connection's socket directly.
 
-Used by ``Http1Client`` (webhooks: ``send`` and ``receive``) and by the gRPC
-server's connection writer (``send``).
+Used by ``Http1Client`` (webhooks: ``send`` and ``receive``), by the gRPC
+server's connection writer (``send``) and by ``redis_wire`` (the store's
+batches: one write and one read each).
 
 Why: ``trio.SocketStream`` makes every operation look like it blocked. Its
 ``send_all`` ends in a scheduler round trip even when the kernel took every
