@@ -686,3 +686,20 @@ def test_ids_are_unique_across_many_pool_refills() -> None:
     assert len(made) == n
     secrets = {ids.new_secret("s") for _ in range(n)}
     assert len(secrets) == n
+
+
+def test_accepted_webhook_urls_are_remembered_within_a_bound() -> None:
+    # A load test sends one URL with every request: it is parsed once.
+    validation._ACCEPTED_URLS.clear()
+    url = "https://example.com/hooks/remembered"
+    assert validation.check_webhook_url("webhook_url", url) == url
+    assert url in validation._ACCEPTED_URLS
+    # A client sending a new URL each time cannot grow it past the bound.
+    for i in range(validation.ACCEPTED_URLS_KEPT * 3):
+        validation.check_webhook_url("webhook_url", f"https://example.com/hooks/{i}")
+    assert len(validation._ACCEPTED_URLS) <= validation.ACCEPTED_URLS_KEPT
+    # A refused URL is never remembered: it is refused, with its reason, every time.
+    for _ in range(2):
+        with pytest.raises(InvalidArgument, match="http:// or https://"):
+            validation.check_webhook_url("webhook_url", "ftp://example.com/hook")
+    assert "ftp://example.com/hook" not in validation._ACCEPTED_URLS
