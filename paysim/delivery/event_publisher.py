@@ -28,6 +28,9 @@ Theory of operation:
   ``paysim.backoff.Schedule``, full jitter): ``uniform(0, min(30 s, 0.1 s * 2 ** (attempt - 1)))``.
 * ``flush`` sends what is buffered without waiting for the interval and
   returns when the backlog is empty (at shutdown, under the caller's deadline).
+  A batch sleeping before a retry when the flush starts tries again at once,
+  its backoff started over (from 0.1 s): after an outage its sleep may be
+  longer than the grace left.
 
 Policy decisions:
 
@@ -151,6 +154,8 @@ class EventPublisher:
         self._arrivals = AsyncValue(0)
         self._running = False
         self._flushing = 0
+        # Set (and replaced) by ``flush``: wakes the batches sleeping before a retry.
+        self._hurry = trio.Event()
 
     @property
     def backlog(self) -> int:
@@ -246,6 +251,11 @@ class EventPublisher:
         """
         self._flushing += 1
         finished = False
+        # A batch sleeping before its next retry (after an outage the sleep grows
+        # to seconds, up to 30) tries again now, its backoff started over: the
+        # caller's deadline (the shutdown grace) may be shorter than the sleep.
+        self._hurry.set()
+        self._hurry = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
                 while True:
@@ -339,7 +349,11 @@ class EventPublisher:
                     retry_in_s=round(delay, 3),
                     payment_ids=[e.payment_id for e in pending],
                 )
-                await trio.sleep(delay)
+                hurry = self._hurry
+                with trio.move_on_after(delay):
+                    await hurry.wait()
+                if hurry.is_set():
+                    attempt = 0  # a flush woke it: try now, then back off from the start
         finally:
             if pending:  # cancelled: hand the entries back to whoever still sends
                 self._in_flight -= len(pending)

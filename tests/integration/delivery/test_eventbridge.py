@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import uuid
@@ -761,3 +762,48 @@ async def test_the_publisher_counts_an_entry_as_entry_size_does(
         await publisher.notify(make_change(i, reservation_id=reservation_id))
     pending = list(publisher._queue)  # the sizes it batches by
     assert [e.size for e in pending] == [entry_size(e.entry) for e in pending]
+
+
+async def test_flush_retries_a_batch_sleeping_after_an_outage_at_once(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Down for the first 8 calls: with full jitter at its ceiling the batch then
+    # sleeps 12.8 s before its 9th attempt, longer than a shutdown grace.
+    def answer(n: int, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        if n <= 8:
+            raise connection_error()
+        return accepted(entries)
+
+    client = FakeEvents(answer)
+    publisher, metrics = make_publisher(client)
+    await nursery.start(publisher.run)
+    for i in range(3):
+        await publisher.notify(make_change(i))
+    # Calls at 0.1 s (the flush interval), then after 0.1, 0.2, ... 6.4 s: the 8th
+    # at 12.8 s; at 14 s the batch is 1.2 s into its 12.8 s sleep.
+    await trio.sleep(14.0)
+    assert len(client.calls) == 8
+    t0 = trio.current_time()
+    with trio.fail_after(1.0):  # mock time: the sleep had 11.6 s to go
+        await publisher.flush()
+    assert client.times[-1] == t0
+    assert len(client.calls) == 9
+    assert value(metrics, "paysim_events_published_total") == 3
+    assert publisher.backlog == 0
+
+
+async def test_after_a_flush_a_failing_batch_backs_off_from_the_start(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    client = FakeEvents(_always_down)
+    publisher, _ = make_publisher(client)
+    await nursery.start(publisher.run)
+    await publisher.notify(make_change(0))
+    await trio.sleep(14.0)  # 8 calls made, sleeping 12.8 s (as above)
+    assert len(client.calls) == 8
+    with trio.move_on_after(1.0):  # the endpoint stays down: the flush cannot finish
+        await publisher.flush()
+    woken = client.times[8:]  # from the flush on
+    # Woken at once, then 0.1 s, 0.2 s, 0.4 s (the schedule from its start), not 12.8 s.
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(woken)]
+    assert gaps[:3] == [0.1, 0.2, 0.4]
