@@ -83,6 +83,7 @@ class Connection(CallRunner):
     def __init__(self, server: GrpcServer, stream: trio.SocketStream) -> None:
         self.server = server
         self.stream = stream
+        self._fd = socket_io.socket_fd(stream)  # the writer's socket (socket_io)
         limits = server.limits
         self.limits = limits
         bounds = ConnectionLimits(
@@ -135,7 +136,7 @@ class Connection(CallRunner):
                     # No timer per write: the server's watchdog reads write_since (``check``).
                     self.write_since = trio.current_time()
                     # Straight to the socket; the stream only for what the kernel did not take.
-                    await socket_io.send(self.stream, socket_io.socket_fd(self.stream), data)
+                    await socket_io.send(self.stream, self._fd, data)
                     self.write_since = None
                     self._writing = False
                 self._signal_wrote()
