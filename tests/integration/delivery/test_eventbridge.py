@@ -188,6 +188,17 @@ def connection_error() -> Exception:
     return EndpointConnectionError(endpoint_url="https://events.ap-northeast-2.amazonaws.com/")
 
 
+def down_for(calls: int) -> Answer:
+    """An endpoint that refuses its first ``calls`` calls, then accepts every entry."""
+
+    def answer(n: int, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        if n <= calls:
+            raise connection_error()
+        return accepted(entries)
+
+    return answer
+
+
 def client_error(code: str, status: int = 400) -> Exception:
     return ClientError(
         cast(
@@ -446,12 +457,7 @@ async def test_only_failed_entries_are_resent_and_counted_once_published(
 async def test_an_endpoint_down_for_a_while_loses_nothing(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    def answer(n: int, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        if n <= 5:
-            raise connection_error()
-        return accepted(entries)
-
-    client = FakeEvents(answer)
+    client = FakeEvents(down_for(5))
     publisher, metrics = make_publisher(client, rng=random.Random(7))
     await nursery.start(publisher.run)
     t0 = trio.current_time()
@@ -769,12 +775,7 @@ async def test_flush_retries_a_batch_sleeping_after_an_outage_at_once(
 ) -> None:
     # Down for the first 8 calls: with full jitter at its ceiling the batch then
     # sleeps 12.8 s before its 9th attempt, longer than a shutdown grace.
-    def answer(n: int, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        if n <= 8:
-            raise connection_error()
-        return accepted(entries)
-
-    client = FakeEvents(answer)
+    client = FakeEvents(down_for(8))
     publisher, metrics = make_publisher(client)
     await nursery.start(publisher.run)
     for i in range(3):
