@@ -202,3 +202,36 @@ async def test_a_failing_fire_is_logged_and_does_not_kill_the_others(
     errors = [e for e in logs if e["log_level"] == "error"]
     assert len(errors) == 1
     assert errors[0]["payment_id"] == "bad"
+
+
+async def test_an_earlier_timer_wakes_the_sleeping_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The clock sleeps until the earliest due time it knows (100 s); a timer
+    # armed later for 1 s from then must still fire at 1 s, not at 100.
+    fire = Recorder()
+    async with trio.open_nursery() as nursery:
+        sim = Simulator(nursery, max_pending=10)
+        sim.schedule("late", 100.0, fire)
+        await trio.sleep(5.0)  # the clock is parked, its deadline 100 s
+        sim.schedule("early", 1.0, fire)
+        await trio.sleep(2.0)
+        assert fire.fired == [("early", 6.0)]
+        sim.cancel("late")
+
+
+async def test_cancelling_every_timer_ends_the_clock_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # With nothing live left, the sleeping clock is woken and ends now, not at
+    # the last (stale) due time: the nursery closes without waiting an hour.
+    fire = Recorder()
+    async with trio.open_nursery() as nursery:
+        sim = Simulator(nursery, max_pending=10)
+        for n in range(3):
+            sim.schedule(f"p{n}", 3600.0, fire)
+        await trio.sleep(1.0)
+        for n in range(3):
+            assert sim.cancel(f"p{n}")
+    assert trio.current_time() == 1.0
+    assert fire.fired == []
