@@ -12,7 +12,10 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 import trio
 import trio.testing
@@ -31,6 +34,8 @@ from paysim.domain.models import (
 )
 from paysim.domain.validation import CreateRequest, validate_create
 from paysim.service import PaymentService
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -239,11 +244,31 @@ async def _cancel_each(service: PaymentService, ids: list[str]) -> None:
             await trio.lowlevel.checkpoint()  # the cancelled timers end, as between calls
 
 
+async def _in_a_task(fn: Callable[[], Awaitable[T]]) -> T:
+    """``await fn()`` in a task of its own, as the server runs each call.
+
+    What a call binds to its context (``payment_id`` for its log lines) ends
+    with its task in the server; run in the harness's own task, the storm's
+    last binding would outlive it, and with it a memory arena of the storm.
+    """
+    results: list[T] = []
+
+    async def run() -> None:
+        results.append(await fn())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+    return results[0]
+
+
 def memory_cycle(count: int) -> MemoryResult:
     """Create ``count`` TIMEOUT payments, cancel them all, sweep them once retention is over.
 
     The wall clock is a fake one the run moves past retention; the sweep is the
     service's own (``PaymentService.sweep``, as ``run_sweeper`` calls it).
+
+    The creates and the cancels each run in a task of their own (``_in_a_task``),
+    as the server runs each call.
     """
     retention_s = 60.0
     settings = SimulationSettings(retention_s=retention_s, max_pending_payments=count + 1)
@@ -256,11 +281,11 @@ def memory_cycle(count: int) -> MemoryResult:
             idle = _setup_process()
             blocks = sys.getallocatedblocks()
             started = time.perf_counter()
-            ids = await _create_timeouts(service, count)
+            ids = await _in_a_task(partial(_create_timeouts, service, count))
             await trio.testing.wait_all_tasks_blocked()
             gc.collect()
             pending = rss_kib()
-            await _cancel_each(service, ids)
+            await _in_a_task(partial(_cancel_each, service, ids))
             del ids
             await trio.testing.wait_all_tasks_blocked()  # every timer task has ended
             now[0] += retention_s + 1.0
