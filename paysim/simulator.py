@@ -249,7 +249,10 @@ class Simulator:
 
     def _check_idle(self) -> None:
         if not self._timers:
-            self._timers = {}  # a dict keeps its largest table; a storm's should not stay
+            # A dict keeps its largest table; a storm's should not stay. Cleared, not
+            # replaced: a new dict made now would be born among the storm's payments
+            # (still stored) and keep one of their memory arenas once they are swept.
+            self._timers.clear()
         if self._idle is not None and not self._timers and not self._firing:
             self._idle.set()
             self._idle = None
@@ -265,10 +268,10 @@ class Simulator:
         """
         rebuilt = sparse_tables.shrink_trio_task_sets(self._nursery) > 0
         if sparse_tables.is_sparse(self._timers):
-            self._timers = dict(self._timers)
+            sparse_tables.shrink_dict(self._timers)
             rebuilt = True
         if sparse_tables.is_sparse(self._firing):
-            self._firing = set(self._firing)
+            sparse_tables.shrink_set(self._firing)
             rebuilt = True
         return rebuilt
 
@@ -303,8 +306,10 @@ class Simulator:
     def _compact(self) -> None:
         """Drop stale heap entries once they outnumber the live ones (a storm cancelled);
         with none live, the clock ends now rather than at the last stale due time."""
+        # The heap is changed in place, never replaced (see ``_check_idle``).
         if self._stale >= len(self._heap):
-            self._heap, self._stale = [], 0
+            self._heap.clear()
+            self._stale = 0
             self._wake.unpark_all()
             return
         if self._stale < _COMPACT_AT or self._stale * 2 < len(self._heap):
@@ -312,14 +317,15 @@ class Simulator:
         timers = self._timers
         live = [e for e in self._heap if (t := timers.get(e[1])) is not None and t.due == e[0]]
         heapq.heapify(live)
-        self._heap, self._stale = live, 0
+        self._heap[:] = live
+        self._stale = 0
 
     async def _clock(self) -> None:
         """Wake each timer when it is due; ends when no timer is armed."""
         try:
             while True:
                 now = trio.current_time()
-                heap = self._heap  # _compact replaces it
+                heap = self._heap
                 while heap and heap[0][0] <= now:
                     due, payment_id = heapq.heappop(heap)
                     timer = self._timers.get(payment_id)

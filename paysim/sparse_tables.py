@@ -9,7 +9,9 @@ for trio's sets, for as long as the process lives. ``is_sparse`` says when a
 table is worth rebuilding (at least ``SPARSE_FROM_BYTES`` and under an eighth
 in use); ``shrink_set`` rebuilds a set in place (``clear`` frees its table,
 ``update`` from a copy makes one sized for what is left), so whoever refers to
-it keeps the same object.
+it keeps the same object; ``shrink_dict`` does the same for a dict. In place
+also for the allocator's sake: a new container made after the storm would be
+born among the storm's last objects and keep one of its memory arenas.
 
 trio's sets are private to trio. ``shrink_trio_task_sets`` looks them up
 defensively, touches them only on a trio release that was checked
@@ -33,6 +35,8 @@ from paysim import parking
 SPARSE_FROM_BYTES = 1 << 20  # smaller tables are not worth a rebuild
 _SLOT_BYTES = 16  # a set's slot (hash, key); a dict's entry is larger, so this errs low
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def is_sparse(table: Collection[object]) -> bool:
@@ -50,6 +54,18 @@ def shrink_set(table: set[T]) -> None:
     members = set(table)
     table.clear()
     table.update(members)
+
+
+def shrink_dict(table: dict[K, V]) -> None:
+    """Rebuild ``table`` in place with a table sized for its entries.
+
+    In place rather than ``table = dict(table)``: a long-lived container made
+    anew after a storm is born among the storm's leftovers, wherever the
+    allocator has room then, and keeps that memory arena from going back.
+    """
+    entries = dict(table)
+    table.clear()
+    table.update(entries)
 
 
 def _trio_task_sets(nursery: trio.Nursery) -> list[set[object]]:

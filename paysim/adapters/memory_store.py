@@ -33,7 +33,7 @@ import bisect
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
-from paysim import runtime
+from paysim import runtime, sparse_tables
 from paysim.domain.listing import Key, sort_key
 from paysim.domain.models import Payment, StatusChange
 from paysim.ports import IdempotencyRecord
@@ -134,7 +134,7 @@ class MemoryStore:
 
     def _compact(self) -> None:
         self._dropped_since_compaction = 0
-        self._payments = dict(self._payments)
+        sparse_tables.shrink_dict(self._payments)  # in place: see shrink_dict
         runtime.return_free_memory()
         self.compactions += 1
 

@@ -45,6 +45,19 @@ def test_shrink_set_keeps_the_object_and_its_members() -> None:
     assert sys.getsizeof(table) < before / 100
 
 
+def test_shrink_dict_keeps_the_object_and_its_entries() -> None:
+    table = {n: str(n) for n in range(100_000)}
+    for n in range(10, 100_000):
+        del table[n]
+    before = sys.getsizeof(table)
+    same = table
+    sparse_tables.shrink_dict(table)
+    assert same is table
+    assert table == {n: str(n) for n in range(10)}
+    assert list(table) == list(range(10))  # in the same order
+    assert sys.getsizeof(table) < before / 100
+
+
 async def test_trios_task_sets_shrink_and_their_tasks_go_on(small_tables: None) -> None:
     sleeper_cancelled = []
 
