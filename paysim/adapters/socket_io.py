@@ -1,8 +1,8 @@
 """Sending and receiving on a plain TCP connection's socket directly.
 
 Used by ``Http1Client`` (webhooks: ``send`` and ``receive``), by the gRPC
-server's connection writer (``send``) and by ``redis_wire`` (the store's
-batches: one write and one read each).
+server's connections (the writer's ``send``, the reader's ``receive``) and by
+``redis_wire`` (the store's batches: one write and one read each).
 
 Why: ``trio.SocketStream`` makes every operation look like it blocked. Its
 ``send_all`` ends in a scheduler round trip even when the kernel took every
@@ -63,6 +63,10 @@ async def receive(stream: trio.abc.Stream, fd: int, max_bytes: int) -> bytes | b
     """The next bytes (b"" at EOF), after waiting for them; see the module docstring."""
     if fd < 0:
         return await stream.receive_some(max_bytes)
+    return await _wait_and_read(fd, max_bytes)
+
+
+async def _wait_and_read(fd: int, max_bytes: int) -> bytes:
     while True:
         await trio.lowlevel.wait_readable(fd)
         try:
@@ -71,6 +75,30 @@ async def receive(stream: trio.abc.Stream, fd: int, max_bytes: int) -> bytes | b
             continue  # woken without data (it happens): wait again
         except OSError as exc:
             raise trio.BrokenResourceError(f"receive: {exc.strerror or exc}") from exc
+
+
+async def receive_eager(stream: trio.abc.Stream, fd: int, max_bytes: int) -> bytes:
+    """The next bytes (b"" at EOF): what is there already, else wait for them.
+
+    For a reader whose peer often has more on the way (a gRPC client's frames
+    arrive in several segments): ``os.read`` first, and only when that finds
+    nothing, ``receive``'s wait. Like ``SocketStream.receive_some``, it yields
+    to the scheduler after a read that found bytes at once, so a peer that
+    always has more cannot starve other tasks; unlike it, no context managers,
+    no ``BlockingIOError`` raised through trio's socket wrapper.
+    """
+    if fd < 0:
+        data = await stream.receive_some(max_bytes)
+        return data if isinstance(data, bytes) else bytes(data)
+    await trio.lowlevel.checkpoint_if_cancelled()
+    try:
+        data = os.read(fd, max_bytes)
+    except BlockingIOError:
+        return await _wait_and_read(fd, max_bytes)
+    except OSError as exc:
+        raise trio.BrokenResourceError(f"receive: {exc.strerror or exc}") from exc
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    return data
 
 
 def readable(stream: trio.abc.Stream) -> bool:

@@ -83,7 +83,7 @@ class Connection(CallRunner):
     def __init__(self, server: GrpcServer, stream: trio.SocketStream) -> None:
         self.server = server
         self.stream = stream
-        self._fd = socket_io.socket_fd(stream)  # the writer's socket (socket_io)
+        self._fd = socket_io.socket_fd(stream)  # read and written directly (socket_io)
         limits = server.limits
         self.limits = limits
         bounds = ConnectionLimits(
@@ -212,7 +212,9 @@ class Connection(CallRunner):
                 self.flush()
                 await self._wait_wrote()
             try:
-                data = await self.stream.receive_some(limits.read_size)
+                # Straight from the socket (socket_io), what is there first: a
+                # client's frames often come in several segments.
+                data = await socket_io.receive_eager(self.stream, self._fd, limits.read_size)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return False
             if not data:
