@@ -57,6 +57,12 @@ _CLOCK_NAME = "paysim.simulator.clock"
 _UNARMED = float("inf")  # reserved: no due time yet
 _FIRED = float("-inf")  # the clock found it due: it fires when its task runs
 _COMPACT_AT = 4096  # stale heap entries tolerated before they may be compacted away
+# The clock sleeps at least this long between wakes: timers due within a tick of
+# its last wake fire together, at most a tick late. Each wake is a deadline that
+# expires (a ``Cancelled`` raised and caught); at 2,000 payments/s, due times
+# 0.5 ms apart, the tick halves them. A timer armed due before all the others
+# still wakes the clock (``_set_due``), and fires at once if it is due now.
+_TICK_S = 0.001
 
 
 class _Timer(ParkingSpot):
@@ -341,7 +347,7 @@ class Simulator:
                     self._stale = 0
                     return
                 self._next_due = heap[0][0]
-                with trio.move_on_at(self._next_due):
+                with trio.move_on_at(max(self._next_due, now + _TICK_S)):
                     await self._wake.park()
         finally:
             self._clock_running = False

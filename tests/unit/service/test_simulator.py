@@ -68,6 +68,26 @@ async def test_delay_counts_from_the_moment_of_scheduling(
     assert fire.fired == [("now", 3.0), ("a", 5.0)]
 
 
+async def test_timers_due_within_a_tick_fire_together(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The clock sleeps a millisecond at least between wakes: "b", due 0.2 ms
+    # after "a", waits for the next tick instead of a wake of its own; a timer
+    # due at once still fires at once, within the tick (and the tick counts from
+    # that wake); "c" keeps its time.
+    fire = Recorder()
+    async with trio.open_nursery() as nursery:
+        sim = Simulator(nursery, max_pending=10)
+        sim.schedule("a", 1.0, fire)
+        sim.schedule("b", 1.0002, fire)
+        sim.schedule("c", 1.5, fire)
+        await trio.sleep(1.0)
+        await trio.sleep(0.0001)
+        sim.schedule("now", 0.0, fire)
+    assert [name for name, _ in fire.fired] == ["a", "now", "b", "c"]
+    assert [at for _, at in fire.fired] == pytest.approx([1.0, 1.0001, 1.0011, 1.5])
+
+
 async def test_cancel_prevents_firing(autojump_clock: trio.testing.MockClock) -> None:
     fire = Recorder()
     deltas = Deltas()
