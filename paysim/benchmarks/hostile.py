@@ -7,8 +7,9 @@ client sends CreatePaymentIntent on its own connection. Reported per attack:
 the server's peak RSS over its idle baseline, the CPU seconds it spent, how
 the attack ended (GOAWAY code, closed, bytes accepted), and the legitimate
 calls' p99 and failures during the attack. ``--server-env KEY=VALUE`` adds to
-the server's environment (``PYTHONPATH=DIR`` runs another checkout, for a
-before/after).
+the server's environment. For a before/after, run the whole command from
+each checkout's root in turn: ``python -m`` puts the current directory ahead of
+``PYTHONPATH``, so ``PYTHONPATH=DIR`` run from a checkout measures that checkout.
 """
 
 from __future__ import annotations

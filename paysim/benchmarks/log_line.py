@@ -7,8 +7,9 @@ writes ``--lines`` lines shaped as the gRPC server's "rpc" line for an OK call
 (through a module-level logger, as the server's) ``--repeat`` times and
 prints the median of the process CPU time per line, in microseconds. The
 server's own call site (``calls._log_rpc``: private to tooling) is not in it.
-To compare two checkouts, run this file from the new one with ``PYTHONPATH``
-set to each in turn, interleaved.
+To compare two checkouts, run ``python -m paysim.benchmarks.log_line`` from
+each checkout's root in turn, interleaved (``python -m`` imports the current
+directory's ``paysim`` ahead of anything on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
