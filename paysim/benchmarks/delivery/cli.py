@@ -55,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="run the server under cProfile and write its stats here (slows the server down)",
     )
+    parser.add_argument(
+        "--count-instructions",
+        type=Path,
+        metavar="FILE",
+        help="run the server under valgrind's cachegrind (instructions only) and write its"
+        " counts here (the server runs 30-50 times slower: use a low --rate; see"
+        " paysim.benchmarks.delivery.instructions)",
+    )
     parser.add_argument("--receiver", nargs=2, metavar=("PORT", "OUTFILE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.receiver:
@@ -63,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate, --duration and --channels must be positive, --delay-ms >= 0")
     if shutil.which("taskset") is None or not Path("/proc/stat").exists():
         print("needs Linux with taskset (util-linux)", file=sys.stderr)
+        return 2
+    if args.count_instructions and shutil.which("valgrind") is None:
+        print("--count-instructions needs valgrind (apt-get install valgrind)", file=sys.stderr)
         return 2
     if (os.cpu_count() or 1) < 2:
         print("needs two cores: the server on core 0, the rest on core 1", file=sys.stderr)

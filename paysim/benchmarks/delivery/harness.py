@@ -76,6 +76,18 @@ class Outcome:
     drain_s: float
 
 
+def server_command(args: argparse.Namespace) -> list[str]:
+    """``python -m paysim serve``, under cProfile or cachegrind if asked (both write
+    their file when the server exits)."""
+    serve = [sys.executable, "-m", "paysim", "serve"]
+    if args.profile_server:
+        serve[1:1] = ["-m", "cProfile", "-o", str(args.profile_server.resolve())]
+    if args.count_instructions:
+        out = f"--cachegrind-out-file={args.count_instructions.resolve()}"
+        serve[:0] = ["valgrind", "--tool=cachegrind", "--cache-sim=no", out]
+    return serve
+
+
 def bench(args: argparse.Namespace, workdir: Path) -> Outcome:
     import grpc
     import trio
@@ -142,13 +154,10 @@ def bench(args: argparse.Namespace, workdir: Path) -> Outcome:
         }
         if args.webhook_concurrency is not None:
             server_env["WEBHOOK_CONCURRENCY"] = str(args.webhook_concurrency)
-        serve = [sys.executable, "-m", "paysim", "serve"]
-        if args.profile_server:  # cProfile writes the file when the server exits
-            serve[1:1] = ["-m", "cProfile", "-o", str(args.profile_server.resolve())]
-        procs.append(server := spawn(SERVER_CORE, serve, server_env))
+        procs.append(server := spawn(SERVER_CORE, server_command(args), server_env))
         pids["server"] = server.pid
         for port in (receiver_port, grpc_port, http_port):
-            wait_port(port, 30)
+            wait_port(port, 120 if args.count_instructions else 30)  # valgrind starts slowly
 
         def webhooks_in(n: int) -> bool:
             return receiver_stats(receiver_port)["webhooks_unique"] >= n
