@@ -6,8 +6,10 @@
         [--count-instructions FILE]
     python -m paysim.benchmarks.delivery.instructions [--rate 20] [--short 10] [--long 40]
 
-(The second counts the server's instructions per payment under cachegrind:
-see ``instructions``.) A benchmark, not a test: it reports what it reaches and exits 0. Everything
+The second counts the server's instructions per payment under cachegrind
+(see ``instructions``).
+
+A benchmark, not a test: it reports what it reaches and exits 0. Everything
 runs on loopback (127.0.0.1), in up to four processes:
 
 * **the server**, ``python -m paysim serve`` pinned to core 0 (``taskset -c
