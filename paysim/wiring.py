@@ -152,6 +152,7 @@ async def open_resources(
                     tuning=ClientTuning(
                         read_timeout_s=settings.events.call_timeout_s,
                         max_pool_connections=settings.events.concurrency,
+                        lean_http=True,
                     ),
                 )
             )

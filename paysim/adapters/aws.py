@@ -49,10 +49,12 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import boto3.session
+import botocore.session
 import trio
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from paysim.adapters import aws_http
 from paysim.config import AwsSettings
 from paysim.domain.events import DETAIL_TYPE
 
@@ -98,6 +100,8 @@ class ClientTuning:
     read_timeout_s: float | None = None
     max_attempts: int = 1
     max_pool_connections: int = 10
+    # Send through ``aws_http.LeanSender`` instead of urllib3 (where it can: see there).
+    lean_http: bool = False
 
 
 DEFAULT_TUNING = ClientTuning()
@@ -156,7 +160,8 @@ def make_client(
 
     ``endpoint_url=None`` leaves the endpoint to boto3 (AWS, or
     ``AWS_ENDPOINT_URL[_<SERVICE>]``). ``tuning`` holds the client's timeouts,
-    retries and pool size (``ClientTuning``).
+    retries and pool size, and whether its HTTP goes through ``aws_http``
+    (``ClientTuning``).
     """
     read_timeout = (
         tuning.read_timeout_s
@@ -175,8 +180,14 @@ def make_client(
     )
     if endpoint_url is None:
         endpoint_url = contract_endpoint(service, os.environ)
-    session = boto3.session.Session(profile_name=aws.profile, region_name=aws.region)
-    return session.client(cast(Any, service), endpoint_url=endpoint_url, config=config)
+    core = botocore.session.get_session()
+    session = boto3.session.Session(
+        botocore_session=core, profile_name=aws.profile, region_name=aws.region
+    )
+    client = session.client(cast(Any, service), endpoint_url=endpoint_url, config=config)
+    if tuning.lean_http:
+        aws_http.install(client, cafile=core.get_config_variable("ca_bundle"))
+    return client
 
 
 def contract_endpoint(service: str, env: Mapping[str, str]) -> str | None:

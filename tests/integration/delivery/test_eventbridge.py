@@ -27,6 +27,7 @@ import trio.testing
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from paysim.adapters import aws as aws_adapter
+from paysim.adapters import aws_http
 from paysim.adapters.aws import ResourceNames, Resources, ensure_resources, make_client
 from paysim.config import AwsSettings, EventSettings
 from paysim.delivery.event_batches import MAX_BATCH_BYTES, entry_size
@@ -300,13 +301,17 @@ class CountingClient:
         return self.inner.put_events(**kwargs)
 
 
+@pytest.mark.parametrize("lean_http", [False, True], ids=["urllib3", "aws_http"])
 async def test_published_changes_reach_the_queue_through_the_rule(
     nursery: trio.Nursery,
     events_client: Any,
     sqs_client: Any,
     aws_settings: AwsSettings,
     aws_resources: Resources,
+    lean_http: bool,
 ) -> None:
+    # aws_http: botocore's request goes out through the lean sender, as the app's does.
+    sender = aws_http.install(events_client) if lean_http else None
     client = CountingClient(events_client)
     metrics = Metrics()
     publisher = EventPublisher(
@@ -323,6 +328,8 @@ async def test_published_changes_reach_the_queue_through_the_rule(
     assert publisher.backlog == 0
     assert value(metrics, "paysim_events_published_total") == 25
     assert sorted(client.batch_sizes, reverse=True) == [10, 10, 5]
+    if sender is not None:
+        assert sender.sent == 3  # every PutEvents went through it
 
     bodies: dict[str, dict[str, Any]] = {}
     with trio.fail_after(10):
