@@ -95,6 +95,8 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _OURS = frozenset({"host", "content-length", "transfer-encoding"})
 _OURS_RAW = frozenset(name.encode() for name in _OURS)
+_OURS_ANY = _OURS | _OURS_RAW  # a str or bytes name (lower-case) the client sets itself
+_CONNECTION = frozenset({"connection", b"connection"})
 _METHODS: dict[str, bytes] = {}  # str -> bytes, so each method is encoded once
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^#]*)")
 
@@ -192,6 +194,7 @@ class Http1Client:
         self._connect_timeout_s = connect_timeout_s
         self._max_body_bytes = max_body_bytes
         self._headers = raw_headers
+        self._close = asks_to_close(raw_headers)  # a Connection: close among them
         self._ssl_context = ssl_context
         self._pools: dict[Origin, _Pool] = {}
         self._origins: dict[tuple[str, str], tuple[Origin, str]] = {}
@@ -247,20 +250,26 @@ class Http1Client:
                 host_header = pin.host_header
             if pin.server_hostname is not None and origin[0] == "https":
                 origin = (origin[0], origin[1], origin[2], pin.server_hostname)
+        connection = False  # the caller sets a Connection header
         for name, _ in headers:
-            _check_name(name)
+            lower = name.lower()
+            if lower in _OURS_ANY:
+                _refuse(name)
+            connection = connection or lower in _CONNECTION
         try:
-            all_headers: list[Header] = [
-                (b"Host", host_header.encode("ascii")),
-                *self._headers,
-                *[_raw(name, value) for name, value in headers],
-            ]
+            all_headers: list[Header] = [(b"Host", host_header.encode("ascii")), *self._headers]
+            for header in headers:
+                name, value = header
+                if type(name) is bytes and type(value) is bytes:
+                    all_headers.append(header)  # type: ignore[arg-type]
+                else:
+                    all_headers.append(_raw(name, value))
             if body or method in _BODY_METHODS:
                 all_headers.append((b"Content-Length", b"%d" % len(body)))
             event = _Request(
                 encode_request(_method(method), target, all_headers, body),
                 head=method == "HEAD",
-                close=asks_to_close(all_headers),
+                close=self._close or (connection and asks_to_close(all_headers)),
             )
         except (ValueError, UnicodeEncodeError) as exc:
             raise Http1Error(f"invalid request: {exc}") from None
@@ -428,9 +437,13 @@ def _method(method: str) -> bytes:
 
 
 def _check_name(name: str | bytes) -> None:
-    if name.lower() in (_OURS if isinstance(name, str) else _OURS_RAW):
-        shown = name if isinstance(name, str) else name.decode("latin-1")
-        raise ValueError(f"the client sets the {shown} header itself")
+    if name.lower() in _OURS_ANY:
+        _refuse(name)
+
+
+def _refuse(name: str | bytes) -> None:
+    shown = name if isinstance(name, str) else name.decode("latin-1")
+    raise ValueError(f"the client sets the {shown} header itself")
 
 
 def _describe(exc: BaseException) -> str:

@@ -51,6 +51,10 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 _MAX_LENGTH_DIGITS = 19
 
 Header = tuple[bytes, bytes]
+# Header names already found to be tokens: a request repeats the same few, and a
+# set lookup is cheaper than the match (bounded: emptied when it fills).
+_VALID_NAMES: set[bytes] = set()
+_MAX_VALID_NAMES = 256
 
 
 class FramingError(Exception):
@@ -67,9 +71,14 @@ def encode_request(method: bytes, target: bytes, headers: list[Header], body: by
     if not _TARGET_RE.fullmatch(target):
         raise ValueError("illegal request target (spaces or control characters)")
     lines = [b"%s %s HTTP/1.1\r\n" % (method, target)]
+    names = _VALID_NAMES
     for name, value in headers:
-        if not _TOKEN_RE.fullmatch(name):
-            raise ValueError(f"illegal header name {name!r}")
+        if name not in names:
+            if not _TOKEN_RE.fullmatch(name):
+                raise ValueError(f"illegal header name {name!r}")
+            if len(names) >= _MAX_VALID_NAMES:
+                names.clear()
+            names.add(name)
         if not _VALUE_RE.fullmatch(value):
             raise ValueError(f"illegal value for header {name.decode('latin-1')}")
         lines.append(b"%s: %s\r\n" % (name, value))

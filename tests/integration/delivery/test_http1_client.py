@@ -270,6 +270,18 @@ async def test_connection_close_is_not_reused(start):
         assert server.connections == 3
 
 
+async def test_a_close_the_caller_asks_for_is_kept_even_if_the_server_would_go_on(start):
+    server = await start(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    async with Http1Client() as client:
+        await client.request("GET", server.url)
+        await client.request("GET", server.url)
+        assert server.connections == 1
+        for header in [("Connection", "close"), (b"CONNECTION", b"x, Close")]:
+            await client.request("GET", server.url, headers=[header])
+        await client.request("GET", server.url)
+        assert server.connections == 3  # each asked-to-close one ended with its exchange
+
+
 async def test_chunked_and_interim_responses_are_read_whole(start):
     chunked = answering(
         b"HTTP/1.1 100 Continue\r\n\r\n"

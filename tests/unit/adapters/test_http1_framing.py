@@ -14,6 +14,7 @@ import weakref
 import h11
 import pytest
 
+from paysim.adapters import http1_framing
 from paysim.adapters.http1_framing import (
     FramingError,
     ResponseReader,
@@ -97,6 +98,18 @@ def test_a_delete_character_is_refused_too() -> None:
     """h11 lets DEL (0x7f) through; RFC 9110 §5.5 does not (it is not a VCHAR)."""
     with pytest.raises(ValueError, match="illegal value"):
         encode_request(b"GET", b"/", [(b"Host", b"h"), (b"X", b"a\x7fb")], b"")
+
+
+def test_remembered_names_are_bounded_and_an_illegal_one_is_still_refused() -> None:
+    for i in range(http1_framing._MAX_VALID_NAMES * 2):
+        encode_request(b"GET", b"/", [(b"X-Name-%d" % i, b"v")], b"")
+        assert len(http1_framing._VALID_NAMES) <= http1_framing._MAX_VALID_NAMES
+    encode_request(b"GET", b"/", [(b"X-Known", b"v")], b"")
+    assert b"X-Known" in http1_framing._VALID_NAMES
+    with pytest.raises(ValueError, match="illegal header name"):
+        encode_request(b"GET", b"/", [(b"X-Known", b"v"), (b"Bad Name", b"v")], b"")
+    with pytest.raises(ValueError, match="illegal value"):  # a known name, a bad value
+        encode_request(b"GET", b"/", [(b"X-Known", b"a\r\nInjected: 1")], b"")
 
 
 def test_connection_close_is_found_in_any_case_and_list() -> None:
