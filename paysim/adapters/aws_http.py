@@ -32,10 +32,11 @@ before it reuses one. TCP_NODELAY is set, as urllib3 does. TLS: Python's
 default client context (certificate and host name verified) with the CA
 bundle botocore would use (the session's ``ca_bundle``, set by AWS_CA_BUNDLE or
 the profile, else botocore's default), the URL's host as the server name.
-Timeouts: the client's connect timeout, then its read timeout for each wait
-for the answer (a request's own ``read_timeout``, botocore's per-request
-override, wins). The answer is bounded: its head by 64 KiB, its body by
-``MAX_BODY_BYTES``.
+Timeouts: the client's connect timeout, then its read timeout for the whole
+answer (a request's own ``read_timeout``, botocore's per-request override,
+wins). That is stricter than urllib3, whose read timeout bounds each wait
+for bytes, so that a server dripping bytes could hold the thread for ever.
+The answer is bounded: its head by 64 KiB, its body by ``MAX_BODY_BYTES``.
 
 Errors, as botocore's own HTTP session raises them, so that callers classify
 them the same: a failed connect or name lookup ``EndpointConnectionError``,
@@ -57,6 +58,7 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import time
 import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
@@ -85,7 +87,9 @@ from paysim.adapters.http1_framing import (
     encode_request,
 )
 
-MAX_BODY_BYTES = 64 << 20
+# An answer's body: PutEvents answers take about 100 bytes an entry; SQS's largest
+# (10 messages of 256 KiB) fits too. urllib3 sets no bound at all.
+MAX_BODY_BYTES = 16 << 20
 _MAX_HEAD_BYTES = 65536
 _RECEIVE_CHUNK = 65536
 _MAX_TARGETS = 256  # cached URL splits; reset when it grows past this
@@ -159,6 +163,7 @@ class LeanSender:
         if sock is None:
             sock = self._connect(origin, url)
         try:
+            deadline = time.monotonic() + read_timeout
             sock.settimeout(read_timeout)
             sock.sendall(data)
             reader = ResponseReader(
@@ -166,8 +171,7 @@ class LeanSender:
                 max_head=_MAX_HEAD_BYTES,
                 max_body=self._max_body,
             )
-            while not reader.feed(sock.recv(_RECEIVE_CHUNK)):
-                pass
+            _read_answer(sock, reader, deadline)
         except BaseException as exc:
             sock.close()
             if isinstance(exc, TimeoutError):
@@ -320,6 +324,16 @@ def _lines(method: str, headers: Any, host: bytes, body: bytes) -> list[Header]:
     if "Content-Length" not in headers and (body or method in _BODY_METHODS):
         lines.append((b"Content-Length", b"%d" % len(body)))
     return lines
+
+
+def _read_answer(sock: socket.socket, reader: ResponseReader, deadline: float) -> None:
+    """Feed ``reader`` until the answer is complete, all of it by ``deadline``: a server
+    that drips bytes does not hold the thread past the read timeout."""
+    while not reader.feed(sock.recv(_RECEIVE_CHUNK)):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no complete answer within the read timeout")
+        sock.settimeout(left)
 
 
 def _joined(headers: tuple[Header, ...]) -> dict[str, str]:

@@ -14,6 +14,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +64,8 @@ class Received:
         return next(v for n, v in self.headers if n.lower() == name.lower())
 
 
-Answer = Callable[[Received], bytes | None]  # the bytes to send; None: close without a word
+# The bytes to send, or chunks sent ``drip_s`` apart; None: close without a word.
+Answer = Callable[[Received], bytes | list[bytes] | None]
 
 
 @dataclass
@@ -73,6 +75,9 @@ class Peer:
     answer: Answer
     tls: ssl.SSLContext | None = None
     close_after_each: bool = False
+    drip_s: float = 0.0
+    stopped: threading.Event = field(default_factory=threading.Event)
+    closed: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
     requests: list[Received] = field(default_factory=list)
     connections: int = 0
     listener: socket.socket = field(default_factory=socket.socket)
@@ -114,15 +119,20 @@ class Peer:
                 reply = self.answer(request)
                 if reply is None:
                     return
-                sock.sendall(reply)
+                for chunk in [reply] if isinstance(reply, bytes) else reply:
+                    if self.stopped.wait(self.drip_s if chunk is not reply else 0):
+                        return
+                    sock.sendall(chunk)
                 if self.close_after_each:
                     return
         except OSError:
             return
         finally:
             sock.close()
+            self.closed.release()  # one per connection this side closed
 
     def stop(self) -> None:
+        self.stopped.set()
         self.listener.close()
 
 
@@ -215,6 +225,9 @@ def test_a_connection_the_server_closed_is_not_reused(peer) -> None:
     client, sender = lean_client(url)
     for _ in range(3):
         client.put_events(Entries=[ENTRY])
+        # Once the server has closed it, the idle connection must not be used. (Its
+        # close racing the next request is the keep-alive race: urllib3 has it too.)
+        assert server.closed.acquire(timeout=5)
     assert (sender.sent, server.connections) == (3, 3)
 
 
@@ -247,6 +260,18 @@ def test_no_answer_in_time_is_a_read_timeout(peer) -> None:
     with pytest.raises(ReadTimeoutError):
         client.put_events(Entries=[ENTRY])
     answered.set()
+
+
+def test_an_answer_dripping_in_is_a_read_timeout_for_the_whole_answer(peer) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+    # Then a byte every 50 ms: each wait is far shorter than the read timeout.
+    _, url = peer(lambda _: [head, *[b"x"] * 100], drip_s=0.05)
+    client = make_client("events", AWS, url, tuning=ClientTuning(read_timeout_s=0.3))
+    assert aws_http.install(client) is not None
+    started = time.monotonic()
+    with pytest.raises(ReadTimeoutError):
+        client.put_events(Entries=[ENTRY])
+    assert time.monotonic() - started < 1.5  # not the 5 s the whole drip takes
 
 
 @pytest.mark.parametrize(

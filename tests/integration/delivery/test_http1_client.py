@@ -276,8 +276,8 @@ async def test_a_close_the_caller_asks_for_is_kept_even_if_the_server_would_go_o
         await client.request("GET", server.url)
         await client.request("GET", server.url)
         assert server.connections == 1
-        for header in [("Connection", "close"), (b"CONNECTION", b"x, Close")]:
-            await client.request("GET", server.url, headers=[header])
+        await client.request("GET", server.url, headers=[("Connection", "close")])
+        await client.request("GET", server.url, headers=[(b"CONNECTION", b"x, Close")])
         await client.request("GET", server.url)
         assert server.connections == 3  # each asked-to-close one ended with its exchange
 
