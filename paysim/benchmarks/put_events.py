@@ -46,30 +46,34 @@ _AWS = AwsSettings(region="us-east-1", event_bus_name="paysim-bench", event_sour
 _CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
 
 
+def change(i: int, webhook_url: str = "http://127.0.0.1:9/hook") -> StatusChange:
+    """Payment number ``i`` completed: an ordinary change, as a load test makes them."""
+    at = 1_790_000_000.0 + i
+    payment = Payment(
+        payment_intent_id=f"pay_{i:024d}",
+        reservation_id=f"rsv_{i}",
+        user_id="user_1",
+        amount=Money(100_000, "KRW"),
+        method=PaymentMethod.CREDIT_CARD,
+        scenario=Scenario.APPROVE,
+        webhook_url=webhook_url,
+        metadata=Metadata(),
+        client_secret="cs",
+        outcome=Outcome(PaymentStatus.COMPLETED, 2.0),
+        status=PaymentStatus.COMPLETED,
+        created_at=at,
+        updated_at=at,
+        expires_at=at + 900,
+    )
+    return StatusChange(f"evt_{i}", payment, PaymentStatus.PENDING, at)
+
+
 def entries() -> list[dict[str, Any]]:
     """``BATCH`` PutEvents entries as the publisher makes them."""
-    out = []
-    for i in range(BATCH):
-        at = 1_790_000_000.0 + i
-        payment = Payment(
-            payment_intent_id=f"pay_{i:024d}",
-            reservation_id=f"rsv_{i}",
-            user_id="user_1",
-            amount=Money(100_000, "KRW"),
-            method=PaymentMethod.CREDIT_CARD,
-            scenario=Scenario.APPROVE,
-            webhook_url="http://127.0.0.1:9/hook",
-            metadata=Metadata(),
-            client_secret="cs",
-            outcome=Outcome(PaymentStatus.COMPLETED, 2.0),
-            status=PaymentStatus.COMPLETED,
-            created_at=at,
-            updated_at=at,
-            expires_at=at + 900,
-        )
-        change = StatusChange(f"evt_{i}", payment, PaymentStatus.PENDING, at)
-        out.append(event_entry(change, source=_AWS.event_source, bus_name=_AWS.event_bus_name))
-    return out
+    return [
+        event_entry(change(i), source=_AWS.event_source, bus_name=_AWS.event_bus_name)
+        for i in range(BATCH)
+    ]
 
 
 def cpu_per_call(client: Any, batch: list[dict[str, Any]], calls: int) -> float:

@@ -17,3 +17,7 @@ def test_the_clock_case_fires_every_timer() -> None:
     cost, fired = loop_costs.clock_cost(200)
     assert fired == 200
     assert cost > 0
+
+
+async def test_the_webhook_case_delivers_each_webhook() -> None:
+    assert await loop_costs.webhook_cost(20) > 0  # raises if one is not answered 200
