@@ -132,7 +132,8 @@ class LeanSender:
         self._ssl: ssl.SSLContext | None = None
         self._idle: dict[Origin, list[socket.socket]] = {}
         self._targets: dict[str, tuple[Origin, bytes, bytes] | None] = {}
-        self.sent = 0  # exchanges completed here (for tests and benchmarks)
+        # Exchanges completed here, for tests and benchmarks (threads may race on it).
+        self.sent = 0
 
     def __call__(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
         body = request.body
@@ -213,7 +214,10 @@ class LeanSender:
             return None
         origin, path, host = known
         if len(key) < len(url):
-            path += url[len(key) :].encode("ascii", "strict")
+            query = url[len(key) :]
+            if not query.isascii():
+                return None  # not percent-encoded: urllib3 decides
+            path += query.encode("ascii")
         return origin, path, host
 
     def _take(self, origin: Origin) -> socket.socket | None:

@@ -308,6 +308,7 @@ def _prepared(url: str, **headers: str) -> Any:
 def test_it_declines_what_it_does_not_send() -> None:
     sender = aws_http.LeanSender(connect_timeout_s=1, read_timeout_s=1, max_idle=1)
     assert sender(_prepared("ftp://example.com/")) is None
+    assert sender(_prepared("http://example.com/?q=\u00e9")) is None  # not percent-encoded
     assert sender(_prepared("http://example.com/", Expect="100-continue")) is None
     assert sender(_prepared("http://example.com/", **{"Transfer-Encoding": "chunked"})) is None
     streamed = _prepared("http://example.com/")
