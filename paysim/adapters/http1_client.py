@@ -69,6 +69,7 @@ request ends. Safe to share between any number of tasks of one trio run.
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 from collections.abc import Sequence
@@ -97,7 +98,6 @@ _OURS = frozenset({"host", "content-length", "transfer-encoding"})
 _OURS_RAW = frozenset(name.encode() for name in _OURS)
 _OURS_ANY = _OURS | _OURS_RAW  # a str or bytes name (lower-case) the client sets itself
 _CONNECTION = frozenset({"connection", b"connection"})
-_METHODS: dict[str, bytes] = {}  # str -> bytes, so each method is encoded once
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^#]*)")
 
 
@@ -185,7 +185,8 @@ class Http1Client:
         if max_connections < 1 or not connect_timeout_s > 0 or max_body_bytes < 0:
             raise ValueError("limits must be positive (max_body_bytes: not negative)")
         for name, _ in headers:
-            _check_name(name)
+            if name.lower() in _OURS_ANY:
+                _refuse(name)
         try:
             raw_headers = [_raw(name, value) for name, value in headers]
         except UnicodeEncodeError as exc:
@@ -258,12 +259,9 @@ class Http1Client:
             connection = connection or lower in _CONNECTION
         try:
             all_headers: list[Header] = [(b"Host", host_header.encode("ascii")), *self._headers]
-            for header in headers:
-                name, value = header
-                if type(name) is bytes and type(value) is bytes:
-                    all_headers.append(header)  # type: ignore[arg-type]
-                else:
-                    all_headers.append(_raw(name, value))
+            all_headers += [  # bytes pairs as they are, str pairs encoded
+                h if type(h[0]) is bytes and type(h[1]) is bytes else _raw(*h) for h in headers
+            ]
             if body or method in _BODY_METHODS:
                 all_headers.append((b"Content-Length", b"%d" % len(body)))
             event = _Request(
@@ -427,18 +425,9 @@ def _raw(name: str | bytes, value: str | bytes) -> Header:
     )
 
 
+@functools.lru_cache(maxsize=64)  # so each method is encoded once
 def _method(method: str) -> bytes:
-    raw = _METHODS.get(method)
-    if raw is None:
-        raw = method.encode("ascii")
-        if len(_METHODS) < 64:
-            _METHODS[method] = raw
-    return raw
-
-
-def _check_name(name: str | bytes) -> None:
-    if name.lower() in _OURS_ANY:
-        _refuse(name)
+    return method.encode("ascii")
 
 
 def _refuse(name: str | bytes) -> None:
