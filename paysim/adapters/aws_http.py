@@ -20,8 +20,9 @@ none and there is a body.
 
 It declines (returns None: urllib3 sends, as without it) what it does not do:
 a body that is not bytes or str, an answer to be streamed (``stream_output``),
-a request with ``Expect`` or ``Transfer-Encoding``, a scheme other than http
-and https. ``install`` leaves alone a client that uses a proxy (its config,
+a request with ``Expect`` or ``Transfer-Encoding``, a URL ``Http1Client``
+would refuse (``http1_client.split_url``: not http or https, user info, not
+percent-encoded). ``install`` leaves alone a client that uses a proxy (its config,
 or the environment's for its endpoint), a client certificate or TCP
 keep-alive probes.
 
@@ -79,6 +80,7 @@ from botocore.utils import get_environ_proxies
 if TYPE_CHECKING:
     from botocore.compat import HTTPHeaders
 
+from paysim.adapters.http1_client import Origin, split_url
 from paysim.adapters.http1_framing import (
     FramingError,
     Header,
@@ -92,11 +94,7 @@ from paysim.adapters.http1_framing import (
 MAX_BODY_BYTES = 16 << 20
 _MAX_HEAD_BYTES = 65536
 _RECEIVE_CHUNK = 65536
-_MAX_TARGETS = 256  # cached URL splits; reset when it grows past this
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-Origin = tuple[str, str, int]  # scheme, host, port
 
 
 class _Raw:
@@ -131,7 +129,7 @@ class LeanSender:
         self._max_body = max_body
         self._ssl: ssl.SSLContext | None = None
         self._idle: dict[Origin, list[socket.socket]] = {}
-        self._targets: dict[str, tuple[Origin, bytes, bytes] | None] = {}
+        self._origins: dict[tuple[str, str], tuple[Origin, str]] = {}  # split_url's cache
         # Exchanges completed here, for tests and benchmarks (threads may race on it).
         self.sent = 0
 
@@ -148,13 +146,13 @@ class LeanSender:
         headers = request.headers
         if request.stream_output or "Expect" in headers or "Transfer-Encoding" in headers:
             return None
-        target = self._target(request.url)
-        if target is None:
-            return None
-        origin, path, host = target
         url = request.url
         try:
-            lines = _lines(request.method, headers, host, body)
+            origin, path, host = split_url(url, self._origins)
+        except ValueError:
+            return None  # not http(s), user info, not percent-encoded: urllib3 decides
+        try:
+            lines = _lines(request.method, headers, host.encode("ascii"), body)
             data = encode_request(request.method.encode("ascii"), path, lines, body)
         except (ValueError, UnicodeEncodeError) as exc:
             raise HTTPClientError(error=exc) from None
@@ -200,26 +198,6 @@ class LeanSender:
             while socks:
                 socks.pop().close()
 
-    def _target(self, url: str) -> tuple[Origin, bytes, bytes] | None:
-        """(origin, request target, Host value) of ``url``; None for what it does not send."""
-        key = url.split("?", 1)[0]
-        try:
-            known = self._targets[key]
-        except KeyError:
-            known = _split(key)
-            if len(self._targets) >= _MAX_TARGETS:
-                self._targets.clear()
-            self._targets[key] = known
-        if known is None:
-            return None
-        origin, path, host = known
-        if len(key) < len(url):
-            query = url[len(key) :]
-            if not query.isascii():
-                return None  # not percent-encoded: urllib3 decides
-            path += query.encode("ascii")
-        return origin, path, host
-
     def _take(self, origin: Origin) -> socket.socket | None:
         """The most recently used idle connection that still looks open, if any."""
         socks = self._idle.get(origin)
@@ -241,7 +219,7 @@ class LeanSender:
             sock.close()
 
     def _connect(self, origin: Origin, url: str) -> socket.socket:
-        scheme, host, port = origin
+        scheme, host, port, tls_name = origin
         try:
             sock = socket.create_connection((host, port), timeout=self._connect_timeout_s)
         except TimeoutError as exc:
@@ -251,7 +229,7 @@ class LeanSender:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if scheme == "https":
-                sock = self._tls().wrap_socket(sock, server_hostname=host)
+                sock = self._tls().wrap_socket(sock, server_hostname=tls_name)
         except TimeoutError as exc:
             sock.close()
             raise ConnectTimeoutError(endpoint_url=url, error=exc) from None
@@ -291,28 +269,6 @@ def install(client: Any, cafile: str | None = None) -> LeanSender | None:
     client.meta.events.register("before-send", sender)
     weakref.finalize(client, sender.close)
     return sender
-
-
-def _split(url: str) -> tuple[Origin, bytes, bytes] | None:
-    """``url`` (no query) as (origin, path, Host value), or None if not http(s) with a host."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-        host = parts.hostname
-    except ValueError:
-        return None
-    default = _DEFAULT_PORTS.get(parts.scheme)
-    if default is None or not host or parts.username is not None:
-        return None
-    port = port if port is not None else default
-    shown = f"[{host}]" if ":" in host else host
-    if port != default:
-        shown += f":{port}"
-    try:
-        path = (parts.path or "/").encode("ascii")
-        return (parts.scheme, host, port), path, shown.encode("ascii")
-    except UnicodeEncodeError:
-        return None  # not percent-encoded: urllib3 decides
 
 
 def _lines(method: str, headers: Any, host: bytes, body: bytes) -> list[Header]:

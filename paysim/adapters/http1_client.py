@@ -244,7 +244,7 @@ class Http1Client:
         """
         if self._closed:
             raise RuntimeError("the client is closed")
-        origin, target, host_header_of_url = self._split(url)
+        origin, target, host_header_of_url = split_url(url, self._origins)
         host_header = host_header_of_url
         if pin is not None:
             if pin.host_header is not None:
@@ -305,27 +305,6 @@ class Http1Client:
                 return conn
             await trio.aclose_forcefully(conn.stream)  # closed by the server (or it babbles)
         return None
-
-    def _split(self, url: str) -> tuple[Origin, bytes, str]:
-        """(origin, request target, Host header) of ``url``."""
-        match = _URL.match(url)
-        if match is None:
-            raise ValueError(f"not an absolute URL: {url!r}")
-        scheme, authority, target = match.groups()
-        key = (scheme, authority)
-        known = self._origins.get(key)
-        if known is None:
-            known = _origin(scheme.lower(), authority)
-            if len(self._origins) >= _MAX_ORIGINS:
-                self._origins.clear()
-            self._origins[key] = known
-        if not target.startswith("/"):
-            target = "/" + target  # "" or "?query"
-        try:
-            raw = target.encode("ascii")
-        except UnicodeEncodeError:
-            raise ValueError(f"the URL's path must be ASCII (percent-encoded): {url!r}") from None
-        return known[0], raw, known[1]
 
     async def _connect(self, origin: Origin) -> _Connection:
         scheme, host, port, tls_name = origin
@@ -394,6 +373,30 @@ class Http1Client:
                 head = reader.head
                 assert head is not None  # complete: the head was read
                 return Http1Response(head.status, head.headers, reader.body), reader.reusable
+
+
+def split_url(
+    url: str, known: dict[tuple[str, str], tuple[Origin, str]]
+) -> tuple[Origin, bytes, str]:
+    """(origin, target, Host header) of ``url``, or ValueError; ``known`` caches origins."""
+    match = _URL.match(url)
+    if match is None:
+        raise ValueError(f"not an absolute URL: {url!r}")
+    scheme, authority, target = match.groups()
+    key = (scheme, authority)
+    origin = known.get(key)
+    if origin is None:
+        origin = _origin(scheme.lower(), authority)
+        if len(known) >= _MAX_ORIGINS:
+            known.clear()
+        known[key] = origin
+    if not target.startswith("/"):
+        target = "/" + target  # "" or "?query"
+    try:
+        raw = target.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError(f"the URL's path must be ASCII (percent-encoded): {url!r}") from None
+    return origin[0], raw, origin[1]
 
 
 def _origin(scheme: str, authority: str) -> tuple[Origin, str]:
